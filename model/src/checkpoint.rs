@@ -1,0 +1,284 @@
+//! The checkpoint directory shared by the trainer and the extension.
+//!
+//! A directory holds Hugging Face compatible files — `config.json`, `model.safetensors`,
+//! `tokenizer.json` (or ESM's `vocab.txt`) — plus an optional `manifest.json` with the name,
+//! provenance and the SHA-256 fingerprint of the weights. A plain Hugging Face snapshot of any
+//! ESM-2 size loads unchanged.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::EsmConfig;
+use crate::error::{PlmError, Result};
+use crate::esm::EsmForMaskedLM;
+use crate::tokenizer::ProteinTokenizer;
+
+/// File names inside a checkpoint directory.
+pub mod files {
+    /// Model hyper-parameters.
+    pub const CONFIG: &str = "config.json";
+    /// Weights.
+    pub const WEIGHTS: &str = "model.safetensors";
+    /// Tokenizer of the `tokenizers` crate.
+    pub const TOKENIZER: &str = "tokenizer.json";
+    /// ESM vocabulary of Hugging Face snapshots.
+    pub const VOCAB: &str = "vocab.txt";
+    /// Provenance and fingerprint.
+    pub const MANIFEST: &str = "manifest.json";
+}
+
+/// `manifest.json`: what a checkpoint is and where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Model name used in SQL.
+    pub name: String,
+    /// Architecture, e.g. `EsmForMaskedLM`.
+    #[serde(default)]
+    pub architecture: String,
+    /// Number of parameters of the language model.
+    #[serde(default)]
+    pub parameters: usize,
+    /// Width of the embeddings.
+    #[serde(default)]
+    pub embedding_dim: usize,
+    /// Number of transformer blocks.
+    #[serde(default)]
+    pub num_layers: usize,
+    /// Task heads stored beside the model (e.g. `ec`, `go_mf`, `ppi`, `binding`).
+    #[serde(default)]
+    pub heads: Vec<String>,
+    /// SHA-256 of `model.safetensors`, hex.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Training provenance: data, steps, metrics, command line.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// A checkpoint directory, read and verified but with weights not yet loaded.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Parsed `config.json`.
+    pub config: EsmConfig,
+    /// The tokenizer.
+    pub tokenizer: ProteinTokenizer,
+    /// Parsed `manifest.json`, when present.
+    pub manifest: Option<Manifest>,
+    /// SHA-256 of `model.safetensors`, hex.
+    pub fingerprint: String,
+}
+
+fn require(path: PathBuf, what: &str) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(PlmError::MissingFile {
+            path,
+            what: what.into(),
+        })
+    }
+}
+
+/// SHA-256 of a file, hex encoded.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| PlmError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| PlmError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Reads and parses a JSON file, naming the file in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlmError::bad_file(path, e))?;
+    serde_json::from_str(&text).map_err(|e| PlmError::bad_file(path, e))
+}
+
+/// Writes a value as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| PlmError::bad_file(path, e))?;
+    std::fs::write(path, text + "\n").map_err(|e| PlmError::Io {
+        path: path.into(),
+        source: e,
+    })
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint directory: parses the config, tokenizer and manifest, fingerprints the
+    /// weights and checks them against the manifest.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(PlmError::MissingFile {
+                path: dir,
+                what: "checkpoint directory".into(),
+            });
+        }
+        let config_path = require(dir.join(files::CONFIG), "model configuration (config.json)")?;
+        let config: EsmConfig = read_json(&config_path)?;
+        config
+            .validate()
+            .map_err(|reason| PlmError::bad_file(&config_path, reason))?;
+        let tokenizer = if dir.join(files::TOKENIZER).is_file() {
+            ProteinTokenizer::from_file(&dir.join(files::TOKENIZER))?
+        } else if dir.join(files::VOCAB).is_file() {
+            ProteinTokenizer::from_vocab_file(&dir.join(files::VOCAB))?
+        } else {
+            return Err(PlmError::MissingFile {
+                path: dir.join(files::TOKENIZER),
+                what: "tokenizer (tokenizer.json or vocab.txt)".into(),
+            });
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(PlmError::bad_file(
+                dir.join(files::CONFIG),
+                format!(
+                    "vocab_size {} is smaller than the tokenizer's {} tokens",
+                    config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let weights = require(dir.join(files::WEIGHTS), "model weights (model.safetensors)")?;
+        let fingerprint = sha256_file(&weights)?;
+        let manifest_path = dir.join(files::MANIFEST);
+        let manifest = if manifest_path.is_file() {
+            let m: Manifest = read_json(&manifest_path)?;
+            if !m.fingerprint.is_empty() && m.fingerprint != fingerprint {
+                return Err(PlmError::bad_file(
+                    &weights,
+                    format!(
+                        "SHA-256 {} does not match the fingerprint {} recorded in manifest.json (weights replaced or corrupt)",
+                        fingerprint, m.fingerprint
+                    ),
+                ));
+            }
+            Some(m)
+        } else {
+            None
+        };
+        Ok(Self {
+            dir,
+            config,
+            tokenizer,
+            manifest,
+            fingerprint,
+        })
+    }
+
+    /// The model name: the manifest's, else the directory name.
+    pub fn name(&self) -> String {
+        match &self.manifest {
+            Some(m) if !m.name.is_empty() => m.name.clone(),
+            _ => self
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+        }
+    }
+
+    /// Path of the weights file.
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(files::WEIGHTS)
+    }
+
+    /// Loads the weights (memory-mapped) onto `device` in `dtype`.
+    pub fn load_model(&self, device: &Device, dtype: DType) -> Result<EsmForMaskedLM> {
+        let weights = self.weights_path();
+        // SAFETY: the file is memory-mapped read-only; it must not be modified while loaded,
+        // which the fingerprint check at open time and the docs require of operators.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+            .map_err(|e| PlmError::bad_file(&weights, e))?;
+        EsmForMaskedLM::load(vb, &self.config).map_err(|e| PlmError::bad_file(&weights, e))
+    }
+
+    /// A manifest describing this checkpoint (the stored one, or one derived from the config).
+    pub fn describe(&self) -> Manifest {
+        let mut m = self.manifest.clone().unwrap_or_default();
+        if m.name.is_empty() {
+            m.name = self.name();
+        }
+        if m.architecture.is_empty() {
+            m.architecture = self
+                .config
+                .architectures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "EsmForMaskedLM".into());
+        }
+        m.parameters = self.config.parameter_count();
+        m.embedding_dim = self.config.hidden_size;
+        m.num_layers = self.config.num_hidden_layers;
+        m.fingerprint = self.fingerprint.clone();
+        m
+    }
+}
+
+/// Writes a complete checkpoint directory from a var map of `EsmForMaskedLM` weights.
+///
+/// Writes to a temporary sibling directory first and renames it into place, so a crash never
+/// leaves a half-written checkpoint under the final name.
+pub fn save_checkpoint(
+    dir: &Path,
+    config: &EsmConfig,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    mut manifest: Manifest,
+) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| PlmError::Io {
+        path: parent.into(),
+        source: e,
+    })?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| PlmError::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    write_json(&tmp.join(files::CONFIG), config)?;
+    let weights = tmp.join(files::WEIGHTS);
+    candle_core::safetensors::save(tensors, &weights).map_err(|e| PlmError::bad_file(&weights, e))?;
+    ProteinTokenizer::esm().save(&tmp.join(files::TOKENIZER))?;
+    manifest.fingerprint = sha256_file(&weights)?;
+    manifest.parameters = config.parameter_count();
+    manifest.embedding_dim = config.hidden_size;
+    manifest.num_layers = config.num_hidden_layers;
+    if manifest.architecture.is_empty() {
+        manifest.architecture = "EsmForMaskedLM".into();
+    }
+    write_json(&tmp.join(files::MANIFEST), &manifest)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| PlmError::Io {
+            path: dir.into(),
+            source: e,
+        })?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| PlmError::Io {
+        path: dir.into(),
+        source: e,
+    })
+}

@@ -1,0 +1,47 @@
+//! One transformer block (`encoder.layer.N`).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::attention::SelfAttention;
+use super::norm::layer_norm;
+use crate::config::EsmConfig;
+
+/// Pre-norm block: attention with residual, then a GELU feed-forward with residual.
+#[derive(Debug, Clone)]
+pub struct EsmLayer {
+    attention: SelfAttention,
+    norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+}
+
+impl EsmLayer {
+    /// Loads from `encoder.layer.N`.
+    pub fn load(vb: VarBuilder, config: &EsmConfig) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        Ok(Self {
+            attention: SelfAttention::load(vb.pp("attention"), config)?,
+            norm: layer_norm(h, config.layer_norm_eps, vb.pp("LayerNorm"))?,
+            intermediate: candle_nn::linear(h, i, vb.pp("intermediate").pp("dense"))?,
+            output: candle_nn::linear(i, h, vb.pp("output").pp("dense"))?,
+        })
+    }
+
+    /// Returns the block output and optionally the attention probabilities.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        bias: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+        return_probs: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (attn, probs) = self.attention.forward(xs, bias, cos, sin, return_probs)?;
+        let ff = self
+            .intermediate
+            .forward(&self.norm.forward(&attn)?)?
+            .gelu_erf()?;
+        Ok(((self.output.forward(&ff)? + attn)?, probs))
+    }
+}
