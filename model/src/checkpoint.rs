@@ -242,7 +242,19 @@ pub fn save_checkpoint(
     dir: &Path,
     config: &EsmConfig,
     tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    manifest: Manifest,
+) -> Result<()> {
+    save_checkpoint_with(dir, config, tensors, manifest, |_| Ok(()))
+}
+
+/// Like [`save_checkpoint`], with `extra` writing further files (optimizer state, task heads)
+/// into the temporary directory before it is renamed into place.
+pub fn save_checkpoint_with(
+    dir: &Path,
+    config: &EsmConfig,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
     mut manifest: Manifest,
+    extra: impl FnOnce(&Path) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| PlmError::Io {
@@ -271,6 +283,7 @@ pub fn save_checkpoint(
         manifest.architecture = "EsmForMaskedLM".into();
     }
     write_json(&tmp.join(files::MANIFEST), &manifest)?;
+    extra(&tmp).map_err(|reason| PlmError::bad_file(&tmp, reason))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| PlmError::Io {
             path: dir.into(),

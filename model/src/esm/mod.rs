@@ -73,6 +73,9 @@ impl EsmForMaskedLM {
     /// The LM head and contact head are optional in the weights (a bare `EsmModel` loads
     /// without them); when training from a `VarMap` both are created.
     pub fn load(vb: VarBuilder, config: &EsmConfig) -> Result<Self> {
+        // A var builder with no weights yet (training from scratch) creates every head.
+        let is_fresh = !vb.contains_tensor("esm.embeddings.word_embeddings.weight")
+            && !vb.contains_tensor("embeddings.word_embeddings.weight");
         let base = if vb.contains_tensor("esm.embeddings.word_embeddings.weight")
             || !vb.contains_tensor("embeddings.word_embeddings.weight")
         {
@@ -91,8 +94,6 @@ impl EsmForMaskedLM {
             encoder.pp("emb_layer_norm_after"),
         )?;
         let rotary = RotaryEmbedding::new(config.head_dim(), config.max_position_embeddings, vb.device())?;
-        let is_fresh = !vb.contains_tensor("esm.embeddings.word_embeddings.weight")
-            && !vb.contains_tensor("embeddings.word_embeddings.weight");
         let lm_head = if is_fresh || vb.contains_tensor("lm_head.dense.weight") {
             Some(LmHead::load(vb.pp("lm_head"), config, embeddings.word_weight())?)
         } else {

@@ -1,0 +1,380 @@
+//! Streaming FASTA / FASTA.gz reading, cropping and token-budget batching.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use plm_model::batching::plan_batches;
+use plm_model::tokenizer::clean_sequence;
+
+/// A FASTA record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Header without `>`.
+    pub id: String,
+    /// Cleaned, upper-case residues.
+    pub sequence: String,
+}
+
+/// Errors while reading sequence data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A malformed record.
+    #[error("{path}: record {record} ('{id}'): {reason}")]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// 1-based record number.
+        record: usize,
+        /// Record header.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Streams records from a FASTA file (gzip-compressed when the name ends in `.gz`).
+///
+/// Invalid records are an error naming the file and record, unless `skip_invalid` is set;
+/// then they are counted in [`FastaReader::skipped`].
+pub struct FastaReader {
+    path: PathBuf,
+    lines: Box<dyn BufRead + Send>,
+    pending_header: Option<String>,
+    record_no: usize,
+    skip_invalid: bool,
+    skipped: usize,
+    line_buf: String,
+}
+
+impl FastaReader {
+    /// Opens a file.
+    pub fn open(path: &Path, skip_invalid: bool) -> Result<Self, DataError> {
+        let file = File::open(path).map_err(|e| DataError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let lines: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file)))
+        } else {
+            Box::new(BufReader::with_capacity(1 << 16, file))
+        };
+        Ok(Self {
+            path: path.into(),
+            lines,
+            pending_header: None,
+            record_no: 0,
+            skip_invalid,
+            skipped: 0,
+            line_buf: String::new(),
+        })
+    }
+
+    /// Records skipped as invalid so far.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    fn read_line(&mut self) -> Result<Option<String>, DataError> {
+        self.line_buf.clear();
+        let n = self.lines.read_line(&mut self.line_buf).map_err(|e| DataError::Io {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        Ok((n > 0).then(|| self.line_buf.trim_end().to_string()))
+    }
+
+    /// The next valid record, or `None` at the end of the file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, DataError> {
+        loop {
+            let header = match self.pending_header.take() {
+                Some(h) => h,
+                None => loop {
+                    match self.read_line()? {
+                        None => return Ok(None),
+                        Some(l) if l.trim().is_empty() => continue,
+                        Some(l) if l.starts_with('>') => break l,
+                        Some(l) => {
+                            return Err(DataError::BadRecord {
+                                path: self.path.clone(),
+                                record: self.record_no + 1,
+                                id: String::new(),
+                                reason: format!("expected a '>' header line, found '{}'", truncate(&l)),
+                            })
+                        }
+                    }
+                },
+            };
+            self.record_no += 1;
+            let id = header[1..].split_whitespace().next().unwrap_or("").to_string();
+            let mut raw = String::new();
+            loop {
+                match self.read_line()? {
+                    None => break,
+                    Some(l) if l.starts_with('>') => {
+                        self.pending_header = Some(l);
+                        break;
+                    }
+                    Some(l) => raw.push_str(&l),
+                }
+            }
+            match clean_sequence(&raw) {
+                Ok(sequence) => return Ok(Some(Record { id, sequence })),
+                Err(e) if self.skip_invalid => {
+                    let _ = e;
+                    self.skipped += 1;
+                }
+                Err(e) => {
+                    return Err(DataError::BadRecord {
+                        path: self.path.clone(),
+                        record: self.record_no,
+                        id,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Reads up to `limit` records of a file into memory.
+pub fn read_fasta(path: &Path, limit: usize, skip_invalid: bool) -> Result<Vec<Record>, DataError> {
+    let mut reader = FastaReader::open(path, skip_invalid)?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match reader.next_record()? {
+            Some(r) => out.push(r),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// A random window of at most `max_len` residues (the whole sequence when it fits).
+pub fn random_crop(seq: &str, max_len: usize, rng: &mut StdRng) -> String {
+    if seq.len() <= max_len {
+        return seq.to_string();
+    }
+    let start = rng.random_range(0..=seq.len() - max_len);
+    seq[start..start + max_len].to_string()
+}
+
+/// Where a streaming loader stands, for exact resumption.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataPosition {
+    /// Passes over the file completed.
+    pub epoch: usize,
+    /// Index of the current shuffle buffer within the epoch.
+    pub buffer: usize,
+    /// Batches of the current buffer already handed out.
+    pub batch_in_buffer: usize,
+}
+
+/// Streams token-budget batches of cropped sequences from a FASTA file, deterministically
+/// from a seed: length-bucketed within a shuffle buffer, buffer batches in random order.
+pub struct BatchStream {
+    path: PathBuf,
+    reader: FastaReader,
+    seed: u64,
+    buffer_size: usize,
+    max_len: usize,
+    max_tokens: usize,
+    position: DataPosition,
+    batches: Vec<Vec<String>>,
+}
+
+impl BatchStream {
+    /// Opens the stream at `position` (use the default for a fresh start).
+    pub fn open(
+        path: &Path,
+        seed: u64,
+        buffer_size: usize,
+        max_len: usize,
+        max_tokens: usize,
+        position: DataPosition,
+    ) -> Result<Self, DataError> {
+        let mut stream = Self {
+            path: path.into(),
+            reader: FastaReader::open(path, true)?,
+            seed,
+            buffer_size,
+            max_len,
+            max_tokens,
+            position: DataPosition {
+                epoch: position.epoch,
+                buffer: 0,
+                batch_in_buffer: 0,
+            },
+            batches: Vec::new(),
+        };
+        // Skip whole buffers, then rebuild the current one and skip its consumed batches.
+        for _ in 0..position.buffer {
+            for _ in 0..buffer_size {
+                if stream.reader.next_record()?.is_none() {
+                    break;
+                }
+            }
+        }
+        stream.position.buffer = position.buffer;
+        stream.fill()?;
+        let skip = position.batch_in_buffer.min(stream.batches.len());
+        stream.batches.drain(..skip);
+        stream.position.batch_in_buffer = skip;
+        Ok(stream)
+    }
+
+    /// The position of the next batch.
+    pub fn position(&self) -> DataPosition {
+        self.position
+    }
+
+    fn fill(&mut self) -> Result<(), DataError> {
+        let mut records = Vec::with_capacity(self.buffer_size);
+        while records.len() < self.buffer_size {
+            match self.reader.next_record()? {
+                Some(r) => records.push(r.sequence),
+                None => break,
+            }
+        }
+        if records.is_empty() {
+            // End of file: next epoch.
+            self.position.epoch += 1;
+            self.position.buffer = 0;
+            self.reader = FastaReader::open(&self.path, true)?;
+            while records.len() < self.buffer_size {
+                match self.reader.next_record()? {
+                    Some(r) => records.push(r.sequence),
+                    None => break,
+                }
+            }
+            if records.is_empty() {
+                return Ok(());
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(
+            self.seed ^ ((self.position.epoch as u64) << 40) ^ (self.position.buffer as u64).wrapping_mul(0x9E37_79B9),
+        );
+        let cropped: Vec<String> = records.iter().map(|s| random_crop(s, self.max_len, &mut rng)).collect();
+        let lengths: Vec<usize> = cropped.iter().map(String::len).collect();
+        let mut batches: Vec<Vec<String>> = plan_batches(&lengths, self.max_tokens)
+            .into_iter()
+            .map(|b| b.into_iter().map(|i| cropped[i].clone()).collect())
+            .collect();
+        // Fisher-Yates with the buffer's RNG.
+        for i in (1..batches.len()).rev() {
+            let j = rng.random_range(0..=i);
+            batches.swap(i, j);
+        }
+        self.batches = batches;
+        self.position.batch_in_buffer = 0;
+        Ok(())
+    }
+
+    /// The next batch of sequences.
+    pub fn next_batch(&mut self) -> Result<Vec<String>, DataError> {
+        if self.batches.is_empty() {
+            self.position.buffer += 1;
+            self.fill()?;
+        }
+        if self.batches.is_empty() {
+            return Err(DataError::BadRecord {
+                path: self.path.clone(),
+                record: 0,
+                id: String::new(),
+                reason: "no valid sequences".into(),
+            });
+        }
+        self.position.batch_in_buffer += 1;
+        Ok(self.batches.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        if name.ends_with(".gz") {
+            let f = File::create(&p).unwrap();
+            let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+            gz.write_all(text.as_bytes()).unwrap();
+            gz.finish().unwrap();
+        } else {
+            std::fs::write(&p, text).unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn reads_multiline_and_gz() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.fasta", "a.fasta.gz"] {
+            let p = write(dir.path(), name, ">p1 desc\nMKT\nayi\n\n>p2\nGG\n");
+            let recs = read_fasta(&p, 10, false).unwrap();
+            assert_eq!(recs.len(), 2);
+            assert_eq!(recs[0].id, "p1");
+            assert_eq!(recs[0].sequence, "MKTAYI");
+            assert_eq!(recs[1].sequence, "GG");
+        }
+    }
+
+    #[test]
+    fn bad_record_names_file_and_record_or_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "b.fasta", ">ok\nMKT\n>bad\nMK1T\n>ok2\nAA\n");
+        let err = read_fasta(&p, 10, false).unwrap_err().to_string();
+        assert!(err.contains("b.fasta") && err.contains("record 2") && err.contains("'bad'"), "{err}");
+        assert!(err.contains("'1'"), "{err}");
+        let mut r = FastaReader::open(&p, true).unwrap();
+        let mut n = 0;
+        while r.next_record().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!((n, r.skipped()), (2, 1));
+        let p = write(dir.path(), "c.fasta", "MKT\n");
+        assert!(read_fasta(&p, 10, false).unwrap_err().to_string().contains("header"));
+        let missing = read_fasta(&dir.path().join("nope.fa"), 1, false).unwrap_err().to_string();
+        assert!(missing.contains("nope.fa"), "{missing}");
+    }
+
+    #[test]
+    fn stream_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..57 {
+            text.push_str(&format!(">s{i}\n{}\n", "ACDEFGHIKLMNPQRSTVWY".repeat(1 + i % 5)));
+        }
+        let p = write(dir.path(), "d.fasta", &text);
+        let mut full = BatchStream::open(&p, 7, 10, 64, 200, DataPosition::default()).unwrap();
+        let mut seen = Vec::new();
+        let mut positions = Vec::new();
+        for _ in 0..40 {
+            positions.push(full.position());
+            seen.push(full.next_batch().unwrap());
+        }
+        for k in [0, 3, 17, 33] {
+            let mut resumed = BatchStream::open(&p, 7, 10, 64, 200, positions[k]).unwrap();
+            for expected in &seen[k..k + 5] {
+                assert_eq!(&resumed.next_batch().unwrap(), expected);
+            }
+        }
+        assert!(seen.iter().all(|b| b.iter().all(|s| s.len() <= 64)));
+    }
+}

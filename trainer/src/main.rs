@@ -1,0 +1,90 @@
+//! `plm-train`: trains the checkpoints the extension loads.
+
+mod data;
+mod masking;
+mod model_init;
+mod optim;
+mod pretrain;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use plm_model::{Checkpoint, DeviceSpec};
+
+#[derive(Parser)]
+#[command(name = "plm-train", version, about = "Train protein language models and task heads for pg_plm")]
+struct Cli {
+    /// Device: cpu, cuda, cuda:N.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Masked-language-model pretraining of an ESM-2-architecture model.
+    Pretrain {
+        #[command(flatten)]
+        args: pretrain::PretrainArgs,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Masked-LM perplexity of a checkpoint on a FASTA file.
+    Eval {
+        /// Checkpoint directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// FASTA (.gz allowed).
+        #[arg(long)]
+        data: PathBuf,
+        /// Sequences used.
+        #[arg(long, default_value_t = 2000)]
+        sequences: usize,
+        /// Longest crop.
+        #[arg(long, default_value_t = 1022)]
+        max_len: usize,
+        /// Seed of crops and masks.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Print a checkpoint's manifest.
+    Inspect {
+        /// Checkpoint directory.
+        model: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let device = cli.device.parse::<DeviceSpec>()?.open()?;
+    match cli.command {
+        Command::Pretrain { args, resume } => pretrain::run(args, resume, &device),
+        Command::Eval {
+            model,
+            data,
+            sequences,
+            max_len,
+            seed,
+        } => {
+            let ckpt = Checkpoint::open(&model)?;
+            let net = ckpt.load_model(&device, candle_core::DType::F32)?;
+            let seqs = pretrain::load_validation(&data, sequences, max_len, seed)?;
+            let ppl = pretrain::perplexity(&net, &ckpt.tokenizer, &seqs, 16384, seed, &device)?;
+            println!(
+                "{}",
+                serde_json::json!({"model": ckpt.name(), "data": data.display().to_string(),
+                    "sequences": seqs.len(), "perplexity": ppl})
+            );
+            Ok(())
+        }
+        Command::Inspect { model } => {
+            let ckpt = Checkpoint::open(&model).with_context(|| format!("opening {}", model.display()))?;
+            println!("{}", serde_json::to_string_pretty(&ckpt.describe())?);
+            Ok(())
+        }
+    }
+}

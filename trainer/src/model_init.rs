@@ -1,0 +1,103 @@
+//! Trainable models: a var map holding `EsmForMaskedLM` weights, seeded initialisation,
+//! loading from and exporting to checkpoint directories.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use plm_model::{EsmConfig, EsmForMaskedLM};
+
+/// A model whose weights live in a [`VarMap`].
+pub struct TrainableModel {
+    /// The variables.
+    pub varmap: VarMap,
+    /// The network reading them.
+    pub model: EsmForMaskedLM,
+    /// Its configuration.
+    pub config: EsmConfig,
+}
+
+impl TrainableModel {
+    /// A fresh model initialised as BERT/ESM (normal(0, 0.02) weights, zero biases, unit norms)
+    /// from `seed`.
+    pub fn new(config: &EsmConfig, seed: u64, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = EsmForMaskedLM::load(vb, config)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, 0.02).context("normal distribution")?;
+        let mut names: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, var) in names {
+            let shape = var.shape().clone();
+            let value = if var.rank() >= 2 {
+                let data: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(&mut rng)).collect();
+                Tensor::from_vec(data, shape, device)?
+            } else if name.ends_with("bias") || name.ends_with("beta") {
+                Tensor::zeros(shape, DType::F32, device)?
+            } else {
+                Tensor::ones(shape, DType::F32, device)?
+            };
+            var.set(&value)?;
+        }
+        Ok(Self {
+            varmap,
+            model,
+            config: config.clone(),
+        })
+    }
+
+    /// A model initialised from a checkpoint directory's weights.
+    pub fn from_checkpoint(dir: &Path, device: &Device) -> Result<Self> {
+        let ckpt = plm_model::Checkpoint::open(dir)?;
+        let mut this = Self::new(&ckpt.config, 0, device)?;
+        this.load_weights(&dir.join(plm_model::checkpoint::files::WEIGHTS))?;
+        Ok(this)
+    }
+
+    /// Overwrites the variables with the tensors of a safetensors file (names must match).
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let data = self.varmap.data().lock().map_err(|_| anyhow::anyhow!("var map lock poisoned"))?;
+        for (name, var) in data.iter() {
+            let alt = name.replace(".weight", ".gamma").replace(".bias", ".beta");
+            let t = tensors
+                .get(name)
+                .or_else(|| tensors.get(&alt))
+                .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)
+                .with_context(|| format!("{}: tensor {name}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Named variables, for the optimizer.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Weights as plain tensors for saving.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.named_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect()
+    }
+}
