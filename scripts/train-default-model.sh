@@ -14,5 +14,5 @@ exec ./target/release/plm-train pretrain --resume \
   --valid "$DATA/pretrain/swissprot2014_valid.fasta.gz" \
   --out "$RUN" --name plm-default \
   --hidden 256 --layers 4 --heads 8 --intermediate 1024 \
-  --max-len 256 --max-tokens 4096 --lr 1e-3 --warmup 200 --steps 2500 \
+  --max-len 256 --max-tokens 4096 --lr 1e-3 --warmup 200 --steps 4000 \
   --eval-every 250 --save-every 100 --valid-sequences 300 "$@"

@@ -124,7 +124,7 @@ pub struct Engine {
     device: Device,
     device_spec: DeviceSpec,
     dtype: DType,
-    options: EngineOptions,
+    options: std::sync::RwLock<EngineOptions>,
     cache: Arc<EmbeddingCache>,
     pool: rayon::ThreadPool,
 }
@@ -183,7 +183,7 @@ impl Engine {
             device,
             device_spec,
             dtype,
-            options,
+            options: std::sync::RwLock::new(options),
             cache,
             pool,
         })
@@ -229,9 +229,14 @@ impl Engine {
         self.dtype
     }
 
-    /// The engine's options.
-    pub fn options(&self) -> &EngineOptions {
-        &self.options
+    /// The engine's current options.
+    pub fn options(&self) -> EngineOptions {
+        *self.options.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the options (the thread count only applies at load).
+    pub fn set_options(&self, options: EngineOptions) {
+        *self.options.write().unwrap_or_else(|p| p.into_inner()) = options;
     }
 
     /// The shared cache.
@@ -252,7 +257,7 @@ impl Engine {
     /// Residues one pass accepts.
     pub fn max_residues(&self) -> usize {
         let model_max = self.config().max_residues();
-        self.options
+        self.options()
             .max_residues
             .map_or(model_max, |m| m.clamp(1, model_max))
     }
@@ -454,8 +459,9 @@ impl Engine {
 
     /// Runs cleaned sequences through the model in length-bucketed batches.
     fn compute(&self, cleaned: &[String], request: &Request) -> Result<Vec<SequenceOutput>> {
+        let options = self.options();
         let limit = self.max_residues();
-        let overlap = self.options.window_overlap.min(limit / 2);
+        let overlap = options.window_overlap.min(limit / 2);
         let mut pieces = Vec::new();
         for (owner, seq) in cleaned.iter().enumerate() {
             if seq.len() <= limit {
@@ -466,7 +472,7 @@ impl Engine {
                 });
                 continue;
             }
-            if self.options.long_sequences == LongSequencePolicy::Error || request.logits {
+            if options.long_sequences == LongSequencePolicy::Error || request.logits {
                 return Err(PlmError::SequenceTooLong {
                     length: seq.len(),
                     limit,
@@ -482,8 +488,8 @@ impl Engine {
         }
         let lengths: Vec<usize> = pieces.iter().map(|p| p.residues.len()).collect();
         let mut piece_outputs: Vec<Option<SequenceOutput>> = (0..pieces.len()).map(|_| None).collect();
-        for batch in plan_batches(&lengths, self.options.max_tokens_per_batch) {
-            if let Some(check) = self.options.interrupt_check {
+        for batch in plan_batches(&lengths, options.max_tokens_per_batch) {
+            if let Some(check) = options.interrupt_check {
                 check();
             }
             let seqs: Vec<&str> = batch.iter().map(|&i| pieces[i].residues.as_str()).collect();

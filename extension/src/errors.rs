@@ -1,0 +1,39 @@
+//! Mapping library errors to PostgreSQL errors with SQLSTATE codes.
+
+use pgrx::{ereport, PgLogLevel, PgSqlErrorCode};
+use plm_model::PlmError;
+
+/// Raises `err` as an SQL `ERROR` with a fitting SQLSTATE. Never returns.
+pub fn raise(err: PlmError) -> ! {
+    let code = match &err {
+        PlmError::EmptySequence
+        | PlmError::InvalidResidue { .. }
+        | PlmError::SequenceTooLong { .. }
+        | PlmError::InvalidArgument(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        PlmError::MissingHead { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        PlmError::MissingFile { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+        PlmError::BadFile { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        PlmError::Io { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+        PlmError::Candle(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    };
+    ereport!(PgLogLevel::ERROR, code, format!("pg_plm: {err}"));
+    unreachable!("ereport(ERROR) does not return")
+}
+
+/// Unwraps a library result or raises it as an SQL error.
+pub trait OrRaise<T> {
+    /// The value, or an SQL `ERROR`.
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, PlmError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}
+
+/// Raises an "undefined object" error (unknown model).
+pub fn undefined_object(message: String) -> ! {
+    ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("pg_plm: {message}"));
+    unreachable!("ereport(ERROR) does not return")
+}

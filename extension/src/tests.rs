@@ -1,0 +1,159 @@
+// In-server tests (`cargo pgrx test`), against the shipped default model in `models/`.
+
+use pgrx::prelude::*;
+
+fn scalar<T: pgrx::datum::FromDatum + pgrx::IntoDatum>(sql: &str) -> T {
+    Spi::get_one::<T>(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| panic!("{sql}: NULL"))
+}
+
+/// Runs `sql` and returns "SQLSTATE: message" of the error it raises, or "no error".
+fn error_of(sql: &str) -> String {
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE q; RETURN 'no error';
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
+    )
+    .unwrap();
+    let quoted = sql.replace('\'', "''");
+    scalar::<String>(&format!("SELECT pg_temp.error_of('{quoted}')"))
+}
+
+const UBIQUITIN: &str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
+
+#[pg_test]
+fn embed_has_model_width_and_is_deterministic() {
+    let dim = scalar::<i32>("SELECT embedding_dim FROM plm_models() WHERE name = 'plm-default'");
+    let len = scalar::<i32>(&format!("SELECT array_length(plm_embed('{UBIQUITIN}'), 1)"));
+    assert_eq!(len, dim);
+    let same = scalar::<bool>(&format!(
+        "SELECT plm_embed('{UBIQUITIN}') = plm_embed(lower('{UBIQUITIN}'))"
+    ));
+    assert!(same, "case and cache must not change the result");
+    let finite = scalar::<bool>(&format!(
+        "SELECT bool_and(x = x AND abs(x) < 1e6) FROM unnest(plm_embed('{UBIQUITIN}')) x"
+    ));
+    assert!(finite);
+}
+
+#[pg_test]
+fn layers_and_pooling_give_different_vectors() {
+    let differ = scalar::<bool>(&format!(
+        "SELECT plm_embed('{UBIQUITIN}', layer => 1) <> plm_embed('{UBIQUITIN}')
+            AND plm_embed('{UBIQUITIN}', pooling => 'max') <> plm_embed('{UBIQUITIN}')
+            AND plm_embed('{UBIQUITIN}', pooling => 'cls') <> plm_embed('{UBIQUITIN}')"
+    ));
+    assert!(differ);
+    let last_is_minus_one = scalar::<bool>(&format!(
+        "SELECT plm_embed('{UBIQUITIN}', layer => -1) = plm_embed('{UBIQUITIN}')"
+    ));
+    assert!(last_is_minus_one);
+}
+
+#[pg_test]
+fn batch_form_equals_single_calls() {
+    let ok = scalar::<bool>(&format!(
+        "WITH b AS (SELECT * FROM plm_embed(ARRAY['{UBIQUITIN}', NULL, 'MKTAYIAKQR']))
+         SELECT count(*) = 3
+            AND bool_and(CASE ordinality
+                WHEN 1 THEN (SELECT max(abs(a - c)) FROM unnest(embedding, plm_embed('{UBIQUITIN}')) AS t(a, c)) < 1e-5
+                WHEN 2 THEN embedding IS NULL
+                ELSE (SELECT max(abs(a - c)) FROM unnest(embedding, plm_embed('MKTAYIAKQR')) AS t(a, c)) < 1e-5 END)
+         FROM b"
+    ));
+    assert!(ok);
+}
+
+#[pg_test]
+fn residues_are_two_dimensional_and_multiscale() {
+    let dims = scalar::<String>(&format!("SELECT array_dims(plm_embed_residues('{UBIQUITIN}'))"));
+    let dim = scalar::<i32>("SELECT embedding_dim FROM plm_models() WHERE name = 'plm-default'");
+    assert_eq!(dims, format!("[1:76][1:{dim}]"));
+    let dims = scalar::<String>(&format!(
+        "SELECT array_dims(plm_embed_residues('{UBIQUITIN}', layers => ARRAY[0, 2, -1]))"
+    ));
+    assert_eq!(dims, format!("[1:76][1:{}]", 3 * dim));
+}
+
+#[pg_test]
+fn contacts_are_upper_triangle_probabilities() {
+    let ok = scalar::<bool>(&format!(
+        "SELECT bool_and(i < j AND i >= 1 AND j <= 76 AND probability BETWEEN 0 AND 1)
+         FROM plm_contacts('{UBIQUITIN}', 0.0)"
+    ));
+    assert!(ok);
+    let n = scalar::<i64>(&format!("SELECT count(*) FROM plm_contacts('{UBIQUITIN}', 0.0)"));
+    assert_eq!(n, 76 * 75 / 2);
+}
+
+#[pg_test]
+fn nulls_give_nulls() {
+    assert!(Spi::get_one::<Vec<f32>>("SELECT plm_embed(NULL::text)").unwrap().is_none());
+    let n = scalar::<i64>("SELECT count(*) FROM plm_contacts(NULL)");
+    assert_eq!(n, 0);
+}
+
+#[pg_test]
+fn bad_input_raises_clear_errors() {
+    let e = error_of("SELECT plm_embed('MK1T')");
+    assert!(e.starts_with("22023: ") && e.contains("'1' at position 3"), "{e}");
+    let e = error_of("SELECT plm_embed('   ')");
+    assert!(e.starts_with("22023: ") && e.contains("empty"), "{e}");
+    let e = error_of("SELECT plm_embed('MKT', pooling => 'sum')");
+    assert!(e.starts_with("22023: ") && e.contains("mean, cls, max"), "{e}");
+    let e = error_of("SELECT plm_embed('MKT', layer => 99)");
+    assert!(e.starts_with("22023: ") && e.contains("out of range"), "{e}");
+    let e = error_of("SELECT plm_embed('MKT', model => 'nope')");
+    assert!(e.starts_with("42704: ") && e.contains("plm-default"), "{e}");
+    let e = error_of("SELECT plm_embed('MKT', model => '../etc')");
+    assert!(e.starts_with("42704: "), "{e}");
+    let e = error_of(&format!("SELECT plm_embed(repeat('A', 2000))"));
+    assert!(e.starts_with("22023: ") && e.contains("exceeds the model limit"), "{e}");
+    // The backend stays usable after errors.
+    let len = scalar::<i32>("SELECT array_length(plm_embed('MKT'), 1)");
+    assert!(len > 0);
+}
+
+#[pg_test]
+fn long_sequences_can_be_windowed() {
+    Spi::run("SET plm.long_sequence_policy = 'window'").unwrap();
+    Spi::run("SET plm.max_length = 100").unwrap();
+    let rows = scalar::<String>(&format!(
+        "SELECT array_dims(plm_embed_residues(repeat('{UBIQUITIN}', 3)))"
+    ));
+    assert!(rows.starts_with("[1:228]"), "{rows}");
+    Spi::run("RESET plm.long_sequence_policy").unwrap();
+    let e = error_of(&format!("SELECT plm_embed(repeat('{UBIQUITIN}', 3))"));
+    assert!(e.contains("exceeds the model limit of 100"), "{e}");
+    Spi::run("RESET plm.max_length").unwrap();
+}
+
+#[pg_test]
+fn cache_counts_hits() {
+    Spi::run("SELECT plm_cache_clear()").unwrap();
+    let before = scalar::<i64>("SELECT hits FROM plm_cache_stats()");
+    Spi::run("SELECT plm_embed('MKTAYIAKQRQISFVKSHFSRQ')").unwrap();
+    Spi::run("SELECT plm_embed('MKTAYIAKQRQISFVKSHFSRQ')").unwrap();
+    let after = scalar::<i64>("SELECT hits FROM plm_cache_stats()");
+    assert!(after > before);
+    assert!(scalar::<i64>("SELECT bytes FROM plm_cache_stats()") > 0);
+}
+
+#[pg_test]
+fn operator_functions_answer() {
+    assert!(scalar::<String>("SELECT plm_version()").starts_with("pg_plm "));
+    let fp = scalar::<String>("SELECT fingerprint FROM plm_models() WHERE name = 'plm-default'");
+    assert_eq!(fp.len(), 64);
+}
+
+#[pg_test]
+fn settings_touching_files_are_superuser_only() {
+    Spi::run("CREATE ROLE plm_tester NOSUPERUSER").unwrap();
+    Spi::run("SET ROLE plm_tester").unwrap();
+    let e = error_of("SET plm.model_dir = '/tmp'");
+    assert!(e.starts_with("42501: "), "{e}");
+    let e = error_of("SET plm.device = 'cuda'");
+    assert!(e.starts_with("42501: "), "{e}");
+    Spi::run("RESET ROLE").unwrap();
+}

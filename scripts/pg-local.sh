@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A local PostgreSQL 15 cluster for pg_plm, run as the unprivileged `postgres` user (the server
+# refuses to run as root). Idempotent.
+#
+#   scripts/pg-local.sh start     # initdb if needed, start, create database plm with the extensions
+#   scripts/pg-local.sh stop
+#   scripts/pg-local.sh psql ARGS # psql connected to it
+#   scripts/pg-local.sh env       # print PGHOST/PGPORT/PGUSER/PGDATABASE exports
+set -euo pipefail
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+PLM_PGHOME="${PLM_PGHOME:-/var/lib/postgresql/pg_plm}"
+PGDATA="$PLM_PGHOME/data"
+export PGHOST="$PLM_PGHOME/run" PGPORT="${PLM_PGPORT:-5499}" PGUSER=postgres PGDATABASE="${PLM_PGDATABASE:-plm}"
+
+as_pg() {
+  if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -E env PATH="$PATH" "$@"; fi
+}
+
+start() {
+  if [ ! -d "$PLM_PGHOME" ]; then
+    mkdir -p "$PLM_PGHOME"
+    chown postgres:postgres "$PLM_PGHOME"
+  fi
+  as_pg mkdir -p "$PGHOST"
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat <<CONF | as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null
+# pg_plm local cluster
+listen_addresses = ''
+port = $PGPORT
+unix_socket_directories = '$PGHOST'
+max_parallel_workers_per_gather = 2
+CONF
+  fi
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PLM_PGHOME/server.log" -w -t 60 start >/dev/null
+  fi
+  if ! as_pg "$PG_BIN/psql" -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = '$PGDATABASE'" | grep -q 1; then
+    as_pg "$PG_BIN/createdb" "$PGDATABASE"
+  fi
+  as_pg "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_plm;" >/dev/null
+}
+
+case "${1:-start}" in
+  start) start; echo "PostgreSQL running: PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE" ;;
+  stop) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true ;;
+  restart) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true; start ;;
+  psql) shift; exec "$PG_BIN/psql" "$@" ;;
+  env) echo "export PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE" ;;
+  *) echo "usage: $0 start|stop|restart|psql|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a first query: installs the dependencies,
+# builds and installs pg_plm and its default model into PostgreSQL 15, starts a local server
+# and embeds a protein. Idempotent and non-interactive.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+cd "$ROOT"
+# One set of compiler flags for every build (pgrx needs --no-gc-sections for its schema
+# symbols), so the extension, its tests and the library tests share compiled dependencies;
+# and a target directory outside the checkout, so repeated runs on one machine reuse them.
+export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-Wl,--no-gc-sections}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
+PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
+echo "[setup] building and installing the extension (release)"
+(cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG")
+scripts/install-models.sh
+scripts/pg-local.sh start
+echo "[setup] first query:"
+scripts/pg-local.sh psql -X -v ON_ERROR_STOP=1 <<'SQL'
+SELECT plm_version();
+SELECT name, parameters, embedding_dim, layers FROM plm_models();
+SELECT array_length(e, 1) AS dims, e[1:4] AS first_values
+FROM (SELECT plm_embed('MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG') AS e) s;
+SQL
+echo "[setup] done. Connect with: $(scripts/pg-local.sh env); psql"

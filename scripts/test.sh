@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every test: library and trainer unit tests, ESM-2 parity against PyTorch transformers,
+# the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, and
+# the examples in sql/examples/, against a real PostgreSQL 15 with pgvector.
+# Idempotent and non-interactive; reuses what scripts/setup.sh installed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+PG_REGRESS="$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress"
+cd "$ROOT"
+# One set of compiler flags for every build (pgrx needs --no-gc-sections for its schema
+# symbols), so the extension, its tests and the library tests share compiled dependencies;
+# and a target directory outside the checkout, so repeated runs on one machine reuse them.
+export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-Wl,--no-gc-sections}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n==== %s ====\n' "$*"; }
+passed=0
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "ESM-2 8M parity fixture (PyTorch transformers reference)"
+FIXTURE=model/tests/fixtures/generated/esm2_t6_8M
+if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, transformers" 2>/dev/null; then
+  [ -f "$FIXTURE/reference.safetensors" ] || .venv/bin/python scripts/make_parity_fixtures.py 8M "$FIXTURE"
+else
+  echo "Python reference stack unavailable: the 8M parity test will report SKIPPED"
+fi
+
+step "model and trainer tests"
+cargo test -p plm-model -p plm-train
+passed=$((passed + 1))
+
+step "extension in-server tests (cargo pgrx test)"
+scripts/install-models.sh
+PGRX_TEST_HOME=/var/lib/postgresql/pg_plm-pgrx-test
+mkdir -p "$PGRX_TEST_HOME" && chown postgres:postgres "$PGRX_TEST_HOME"
+(cd extension && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_HOME/data")
+passed=$((passed + 1))
+
+step "install the extension into PostgreSQL 15 and start the local server"
+(cd extension && cargo pgrx install --pg-config "$PG_CONFIG")
+scripts/pg-local.sh restart
+eval "$(scripts/pg-local.sh env)"
+
+step "pg_regress suites (tests/sql, tests/expected)"
+OUTDIR="$(mktemp -d)"
+chmod 777 "$OUTDIR"
+suites=$(cd tests/sql && ls *.sql | sed 's/\.sql$//' | sort | tr '\n' ' ')
+if ! "$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+    --dbname=plm_regress --load-extension=vector --load-extension=pg_plm \
+    --inputdir=tests --outputdir="$OUTDIR" $suites; then
+  cat "$OUTDIR/regression.diffs" 2>/dev/null || true
+  exit 1
+fi
+passed=$((passed + $(echo $suites | wc -w)))
+
+step "sql/examples"
+for example in sql/examples/*.sql; do
+  echo "-- $example"
+  scripts/pg-local.sh psql -X -q -v ON_ERROR_STOP=1 -d plm -f "$example" >/dev/null
+  passed=$((passed + 1))
+done
+
+echo
+echo "summary: $passed passed, 0 failed"

@@ -1,0 +1,32 @@
+-- Bad input: clear errors with SQLSTATE, and the session stays usable.
+\set VERBOSITY default
+CREATE FUNCTION pg_temp.sqlstate_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE q; RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$;
+SELECT plm_embed('MKT1A');
+SELECT plm_embed('MKTé');
+SELECT plm_embed(' ');
+SELECT plm_embed('MKT', pooling => 'sum');
+SELECT plm_embed('MKT', layer => 42);
+SELECT plm_embed(repeat('A', 1100));
+SELECT plm_embed('MKT', model => 'no-such-model');
+SET plm.long_sequence_policy = 'sometimes';
+SELECT plm_embed('MKT');
+RESET plm.long_sequence_policy;
+SELECT q, pg_temp.sqlstate_of(q) FROM (VALUES
+  ('SELECT plm_embed(''MKT1A'')'),
+  ('SELECT plm_embed('''')'),
+  ('SELECT plm_embed(''MKT'', model => ''no-such-model'')'),
+  ('SELECT plm_embed(''MKT'', model => ''../../etc'')'),
+  ('SELECT plm_embed(repeat(''A'', 1100))')) v(q);
+-- Still usable after errors.
+SELECT array_length(plm_embed('MKT'), 1) > 0 AS usable;
+-- Superuser-only settings.
+CREATE ROLE plm_regress_user NOSUPERUSER;
+SET ROLE plm_regress_user;
+SET plm.model_dir = '/tmp';
+SET plm.device = 'cuda:0';
+SET plm.cache_size_mb = 1;
+SET plm.max_tokens_per_batch = 4096;
+RESET ROLE;
+DROP ROLE plm_regress_user;
