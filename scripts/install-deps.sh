@@ -62,7 +62,7 @@ fi
 
 # Python reference stack for parity tests and side-by-side benchmarks (optional).
 if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then
-  VENV="$ROOT/.venv"
+  VENV="${PLM_VENV:-$HOME/.cache/pg_plm/venv}"
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"

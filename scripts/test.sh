@@ -22,8 +22,9 @@ scripts/install-deps.sh
 
 step "ESM-2 8M parity fixture (PyTorch transformers reference)"
 FIXTURE=model/tests/fixtures/generated/esm2_t6_8M
-if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, transformers" 2>/dev/null; then
-  [ -f "$FIXTURE/reference.safetensors" ] || .venv/bin/python scripts/make_parity_fixtures.py 8M "$FIXTURE"
+PY="${PLM_VENV:-$HOME/.cache/pg_plm/venv}/bin/python"
+if [ -x "$PY" ] && "$PY" -c "import torch, transformers" 2>/dev/null; then
+  [ -f "$FIXTURE/reference.safetensors" ] || "$PY" scripts/make_parity_fixtures.py 8M "$FIXTURE"
 else
   echo "Python reference stack unavailable: the 8M parity test will report SKIPPED"
 fi
