@@ -13,7 +13,8 @@ PGDATA="$PLM_PGHOME/data"
 export PGHOST="$PLM_PGHOME/run" PGPORT="${PLM_PGPORT:-5499}" PGUSER=postgres PGDATABASE="${PLM_PGDATABASE:-plm}"
 
 as_pg() {
-  if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -E env PATH="$PATH" "$@"; fi
+  # The server must not attach Rust backtraces to SQL errors: clients see them as DETAIL.
+  if [ "$(id -un)" = postgres ]; then env RUST_BACKTRACE=0 "$@"; else sudo -u postgres -E env PATH="$PATH" RUST_BACKTRACE=0 "$@"; fi
 }
 
 start() {

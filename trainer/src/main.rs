@@ -1,17 +1,12 @@
 //! `plm-train`: trains the checkpoints the extension loads.
 
-mod data;
-mod masking;
-mod model_init;
-mod optim;
-mod pretrain;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use plm_model::{Checkpoint, DeviceSpec};
+use plm_train::pretrain;
 
 #[derive(Parser)]
 #[command(name = "plm-train", version, about = "Train protein language models and task heads for pg_plm")]
@@ -51,6 +46,16 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Copy the deployable files of a checkpoint (config, weights, tokenizer, manifest) into a
+    /// model directory, leaving training state behind, and verify that it loads.
+    Export {
+        /// Checkpoint directory, e.g. RUN/last.
+        #[arg(long)]
+        from: PathBuf,
+        /// Destination model directory, e.g. models/plm-default.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Print a checkpoint's manifest.
     Inspect {
         /// Checkpoint directory.
@@ -79,6 +84,21 @@ fn main() -> Result<()> {
                 serde_json::json!({"model": ckpt.name(), "data": data.display().to_string(),
                     "sequences": seqs.len(), "perplexity": ppl})
             );
+            Ok(())
+        }
+        Command::Export { from, to } => {
+            use plm_model::checkpoint::files;
+            let ckpt = Checkpoint::open(&from).with_context(|| format!("opening {}", from.display()))?;
+            std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+            for name in [files::CONFIG, files::WEIGHTS, files::TOKENIZER, files::MANIFEST] {
+                let src = from.join(name);
+                if src.is_file() {
+                    std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+                }
+            }
+            let copied = Checkpoint::open(&to).with_context(|| format!("verifying {}", to.display()))?;
+            anyhow::ensure!(copied.fingerprint == ckpt.fingerprint, "fingerprint changed while copying");
+            println!("{}", serde_json::to_string_pretty(&copied.describe())?);
             Ok(())
         }
         Command::Inspect { model } => {
