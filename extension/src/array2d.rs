@@ -17,7 +17,8 @@ impl_sql_translatable!(RealMatrix, "real[]");
 
 impl IntoDatum for RealMatrix {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        let mut elems: Vec<pg_sys::Datum> = self.data.iter().filter_map(|v| v.into_datum()).collect();
+        let mut elems: Vec<pg_sys::Datum> =
+            self.data.iter().filter_map(|v| v.into_datum()).collect();
         let mut dims = [self.rows as i32, self.cols as i32];
         let mut lbs = [1i32, 1i32];
         // SAFETY: `elems` holds rows*cols float4 datums (by value, 4 bytes, int alignment);
@@ -45,7 +46,10 @@ impl IntoDatum for RealMatrix {
 
 // SAFETY: the datum returned is the array built by `into_datum`, handed straight to the caller.
 unsafe impl pgrx::callconv::BoxRet for RealMatrix {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
         match self.into_datum() {
             Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
             None => fcinfo.return_null(),

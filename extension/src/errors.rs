@@ -34,6 +34,10 @@ impl<T> OrRaise<T> for Result<T, PlmError> {
 
 /// Raises an "undefined object" error (unknown model).
 pub fn undefined_object(message: String) -> ! {
-    ereport!(PgLogLevel::ERROR, PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("pg_plm: {message}"));
+    ereport!(
+        PgLogLevel::ERROR,
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("pg_plm: {message}")
+    );
     unreachable!("ereport(ERROR) does not return")
 }

@@ -6,23 +6,22 @@ use plm_model::Checkpoint;
 use crate::registry::{available_models, cache, is_loaded};
 use crate::settings;
 
-
 /// The models in `plm.model_dir`, with their fingerprints; unreadable ones show the error.
 #[pg_extern]
 fn plm_models() -> TableIterator<
     'static,
     (
-    name!(name, String),
-    name!(loaded, bool),
-    name!(fingerprint, Option<String>),
-    name!(parameters, Option<i64>),
-    name!(embedding_dim, Option<i32>),
-    name!(layers, Option<i32>),
-    name!(max_residues, Option<i32>),
-    name!(heads, Option<Vec<String>>),
-    name!(path, String),
-    name!(error, Option<String>),
-),
+        name!(name, String),
+        name!(loaded, bool),
+        name!(fingerprint, Option<String>),
+        name!(parameters, Option<i64>),
+        name!(embedding_dim, Option<i32>),
+        name!(layers, Option<i32>),
+        name!(max_residues, Option<i32>),
+        name!(heads, Option<Vec<String>>),
+        name!(path, String),
+        name!(error, Option<String>),
+    ),
 > {
     let dir = settings::model_dir();
     let rows: Vec<_> = available_models()
@@ -46,7 +45,18 @@ fn plm_models() -> TableIterator<
                         None,
                     )
                 }
-                Err(e) => (name, loaded, None, None, None, None, None, None, path.display().to_string(), Some(e.to_string())),
+                Err(e) => (
+                    name,
+                    loaded,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    path.display().to_string(),
+                    Some(e.to_string()),
+                ),
             }
         })
         .collect();

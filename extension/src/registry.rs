@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use plm_model::checkpoint::{files, sha256_file};
-use plm_model::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError};
+use plm_model::{
+    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError,
+};
 
 use crate::errors::{raise, undefined_object, OrRaise};
 use crate::settings;
@@ -33,7 +35,9 @@ fn registry() -> &'static Mutex<HashMap<String, Loaded>> {
 /// The backend's embedding cache, sized by `plm.cache_size_mb`.
 pub fn cache() -> Arc<EmbeddingCache> {
     static CACHE: OnceLock<Arc<EmbeddingCache>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Arc::new(EmbeddingCache::new(cache_bytes()))).clone();
+    let cache = CACHE
+        .get_or_init(|| Arc::new(EmbeddingCache::new(cache_bytes())))
+        .clone();
     let wanted = cache_bytes() as u64;
     if cache.stats().capacity_bytes != wanted {
         cache.resize(wanted as usize);
@@ -71,7 +75,9 @@ pub fn available_models() -> Vec<String> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Resolves the `model` argument: the name given, `plm.default_model`, `plm-default`, or the
@@ -173,7 +179,8 @@ pub fn engine(model: Option<&str>) -> Arc<Engine> {
     }
     let checkpoint = Checkpoint::open(&dir).or_raise();
     let engine = Arc::new(
-        Engine::from_checkpoint(checkpoint, device, candle_core::DType::F32, options, cache).or_raise(),
+        Engine::from_checkpoint(checkpoint, device, candle_core::DType::F32, options, cache)
+            .or_raise(),
     );
     let weights = dir.join(files::WEIGHTS);
     let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());

@@ -9,7 +9,9 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use plm_model::checkpoint::{save_checkpoint, Manifest};
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, EsmConfig, EsmForMaskedLM, Pooling};
+use plm_model::{
+    DeviceSpec, EmbeddingCache, Engine, EngineOptions, EsmConfig, EsmForMaskedLM, Pooling,
+};
 
 fn random_checkpoint(config: &EsmConfig, dir: &std::path::Path) {
     let varmap = VarMap::new();
@@ -22,16 +24,30 @@ fn random_checkpoint(config: &EsmConfig, dir: &std::path::Path) {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    save_checkpoint(dir, config, &tensors, Manifest { name: "bench".into(), ..Default::default() }).expect("save");
+    save_checkpoint(
+        dir,
+        config,
+        &tensors,
+        Manifest {
+            name: "bench".into(),
+            ..Default::default()
+        },
+    )
+    .expect("save");
 }
 
 fn sequence(len: usize, seed: usize) -> String {
     const AA: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
-    (0..len).map(|i| AA[(i * 7 + seed * 13 + i / 3) % 20] as char).collect()
+    (0..len)
+        .map(|i| AA[(i * 7 + seed * 13 + i / 3) % 20] as char)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
-    for (label, config) in [("8M", EsmConfig::esm2_t6_8m()), ("35M", EsmConfig::esm2_t12_35m())] {
+    for (label, config) in [
+        ("8M", EsmConfig::esm2_t6_8m()),
+        ("35M", EsmConfig::esm2_t12_35m()),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(label);
         random_checkpoint(&config, &path);
@@ -39,7 +55,10 @@ fn bench(c: &mut Criterion) {
             &path,
             DeviceSpec::Cpu,
             DType::F32,
-            EngineOptions { max_tokens_per_batch: 32 * 1002, ..Default::default() },
+            EngineOptions {
+                max_tokens_per_batch: 32 * 1002,
+                ..Default::default()
+            },
             Arc::new(EmbeddingCache::new(0)),
         )
         .expect("load");
@@ -53,9 +72,11 @@ fn bench(c: &mut Criterion) {
                 let seqs: Vec<String> = (0..batch).map(|s| sequence(len, s)).collect();
                 let refs: Vec<&str> = seqs.iter().map(String::as_str).collect();
                 group.throughput(Throughput::Elements((len * batch) as u64));
-                group.bench_with_input(BenchmarkId::new(format!("len{len}"), batch), &refs, |b, refs| {
-                    b.iter(|| engine.embed(refs, None, Pooling::Mean).expect("embed"))
-                });
+                group.bench_with_input(
+                    BenchmarkId::new(format!("len{len}"), batch),
+                    &refs,
+                    |b, refs| b.iter(|| engine.embed(refs, None, Pooling::Mean).expect("embed")),
+                );
             }
         }
         group.finish();

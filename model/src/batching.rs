@@ -43,7 +43,9 @@ mod tests {
         }
         // The 1000-residue sequence is alone; similar lengths end up together.
         assert!(batches.iter().any(|b| b == &vec![4]));
-        assert!(batches.iter().any(|b| b.contains(&2) && b.contains(&3) && b.contains(&7)));
+        assert!(batches
+            .iter()
+            .any(|b| b.contains(&2) && b.contains(&3) && b.contains(&7)));
     }
 
     #[test]

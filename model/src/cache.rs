@@ -53,7 +53,9 @@ pub struct EmbeddingCache {
 
 impl std::fmt::Debug for EmbeddingCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddingCache").field("stats", &self.stats()).finish()
+        f.debug_struct("EmbeddingCache")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

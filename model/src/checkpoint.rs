@@ -158,7 +158,10 @@ impl Checkpoint {
                 ),
             ));
         }
-        let weights = require(dir.join(files::WEIGHTS), "model weights (model.safetensors)")?;
+        let weights = require(
+            dir.join(files::WEIGHTS),
+            "model weights (model.safetensors)",
+        )?;
         let fingerprint = sha256_file(&weights)?;
         let manifest_path = dir.join(files::MANIFEST);
         let manifest = if manifest_path.is_file() {
@@ -263,7 +266,9 @@ pub fn save_checkpoint_with(
     })?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
-        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -273,7 +278,8 @@ pub fn save_checkpoint_with(
     })?;
     write_json(&tmp.join(files::CONFIG), config)?;
     let weights = tmp.join(files::WEIGHTS);
-    candle_core::safetensors::save(tensors, &weights).map_err(|e| PlmError::bad_file(&weights, e))?;
+    candle_core::safetensors::save(tensors, &weights)
+        .map_err(|e| PlmError::bad_file(&weights, e))?;
     ProteinTokenizer::esm().save(&tmp.join(files::TOKENIZER))?;
     manifest.fingerprint = sha256_file(&weights)?;
     manifest.parameters = config.parameter_count();

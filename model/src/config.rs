@@ -123,7 +123,10 @@ impl EsmConfig {
     /// Checks that the configuration describes a model this crate can run.
     pub fn validate(&self) -> Result<(), String> {
         if self.model_type != "esm" {
-            return Err(format!("model_type is '{}', expected 'esm'", self.model_type));
+            return Err(format!(
+                "model_type is '{}', expected 'esm'",
+                self.model_type
+            ));
         }
         if self.position_embedding_type != "rotary" {
             return Err(format!(
@@ -132,7 +135,9 @@ impl EsmConfig {
             ));
         }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
-            return Err("hidden_size, num_attention_heads and num_hidden_layers must be positive".into());
+            return Err(
+                "hidden_size, num_attention_heads and num_hidden_layers must be positive".into(),
+            );
         }
         if self.hidden_size % self.num_attention_heads != 0 || self.head_dim() % 2 != 0 {
             return Err(format!(
@@ -140,7 +145,10 @@ impl EsmConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_python") {
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "gelu_new" | "gelu_python"
+        ) {
             return Err(format!("hidden_act '{}' is not supported", self.hidden_act));
         }
         Ok(())

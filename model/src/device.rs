@@ -27,7 +27,9 @@ impl FromStr for DeviceSpec {
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
                 .ok_or_else(|| {
-                    PlmError::InvalidArgument(format!("unknown device '{s}' (valid: cpu, cuda, cuda:N)"))
+                    PlmError::InvalidArgument(format!(
+                        "unknown device '{s}' (valid: cpu, cuda, cuda:N)"
+                    ))
                 }),
         }
     }

@@ -169,7 +169,8 @@ impl Engine {
             dtype
         };
         let model = checkpoint.load_model(&device, dtype)?;
-        let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("plm-compute-{i}"));
+        let mut builder =
+            rayon::ThreadPoolBuilder::new().thread_name(|i| format!("plm-compute-{i}"));
         if options.threads > 0 {
             builder = builder.num_threads(options.threads);
         }
@@ -280,7 +281,12 @@ impl Engine {
     }
 
     /// Pooled embeddings of `sequences` from `layer` (see [`Engine::resolve_layer`]).
-    pub fn embed(&self, sequences: &[&str], layer: Option<i64>, pooling: Pooling) -> Result<Vec<Vec<f32>>> {
+    pub fn embed(
+        &self,
+        sequences: &[&str],
+        layer: Option<i64>,
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>> {
         let layer = self.resolve_layer(layer)?;
         let kind = format!("pooled:{}:{layer}", pooling.as_str());
         self.cached(sequences, &kind, |cleaned| {
@@ -304,7 +310,11 @@ impl Engine {
 
     /// Per-residue features `(residues × (hidden · layers))` of each sequence: the requested
     /// layers' hidden states side by side (multi-scale features).
-    pub fn embed_residues(&self, sequences: &[&str], layers: &[Option<i64>]) -> Result<Vec<Matrix>> {
+    pub fn embed_residues(
+        &self,
+        sequences: &[&str],
+        layers: &[Option<i64>],
+    ) -> Result<Vec<Matrix>> {
         let layers = if layers.is_empty() {
             vec![self.resolve_layer(None)?]
         } else {
@@ -315,7 +325,11 @@ impl Engine {
         };
         let kind = format!(
             "residues:{}",
-            layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
+            layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let h = self.hidden_size();
         let cols = h * layers.len();
@@ -358,11 +372,18 @@ impl Engine {
                     ..Default::default()
                 },
             )?;
-            Ok(outputs.into_iter().map(|o| o.contacts.unwrap_or_default()).collect())
+            Ok(outputs
+                .into_iter()
+                .map(|o| o.contacts.unwrap_or_default())
+                .collect())
         })?;
         let data = flat.into_iter().next().unwrap_or_default();
         let n = (data.len() as f64).sqrt().round() as usize;
-        Ok(Matrix { rows: n, cols: n, data })
+        Ok(Matrix {
+            rows: n,
+            cols: n,
+            data,
+        })
     }
 
     /// Masked-language-model logits `((residues+2) × vocab)` per sequence, `<cls>` and `<eos>`
@@ -434,7 +455,8 @@ impl Engine {
             kind: kind.to_string(),
             sequence: s.to_string(),
         };
-        let mut results: Vec<Option<Arc<[f32]>>> = cleaned.iter().map(|s| self.cache.get(&key(s))).collect();
+        let mut results: Vec<Option<Arc<[f32]>>> =
+            cleaned.iter().map(|s| self.cache.get(&key(s))).collect();
         let mut missing: Vec<String> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (s, r) in cleaned.iter().zip(&results) {
@@ -454,7 +476,10 @@ impl Engine {
                 }
             }
         }
-        Ok(results.into_iter().map(|r| r.map(|v| v.to_vec()).unwrap_or_default()).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(|v| v.to_vec()).unwrap_or_default())
+            .collect())
     }
 
     /// Runs cleaned sequences through the model in length-bucketed batches.
@@ -487,7 +512,8 @@ impl Engine {
             }
         }
         let lengths: Vec<usize> = pieces.iter().map(|p| p.residues.len()).collect();
-        let mut piece_outputs: Vec<Option<SequenceOutput>> = (0..pieces.len()).map(|_| None).collect();
+        let mut piece_outputs: Vec<Option<SequenceOutput>> =
+            (0..pieces.len()).map(|_| None).collect();
         for batch in plan_batches(&lengths, options.max_tokens_per_batch) {
             if let Some(check) = options.interrupt_check {
                 check();
@@ -527,10 +553,15 @@ impl Engine {
                 .collect();
             let mut out = SequenceOutput::default();
             for l in 0..request.layers.len() {
-                let blocks: Vec<(usize, &[f32])> =
-                    parts.iter().map(|(s, o)| (*s, o.residues[l].as_slice())).collect();
+                let blocks: Vec<(usize, &[f32])> = parts
+                    .iter()
+                    .map(|(s, o)| (*s, o.residues[l].as_slice()))
+                    .collect();
                 out.residues.push(merge_windows(len, h, &blocks));
-                let cls: Vec<f32> = parts.iter().flat_map(|(_, o)| o.cls[l].iter().copied()).collect();
+                let cls: Vec<f32> = parts
+                    .iter()
+                    .flat_map(|(_, o)| o.cls[l].iter().copied())
+                    .collect();
                 out.cls.push(mean_rows(&cls, h));
             }
             if request.contacts {
@@ -555,7 +586,9 @@ impl Engine {
         let mut mask = vec![0u32; b * t];
         for (row, e) in encoded.iter().enumerate() {
             ids[row * t..row * t + e.len()].copy_from_slice(e);
-            mask[row * t..row * t + e.len()].iter_mut().for_each(|m| *m = 1);
+            mask[row * t..row * t + e.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1);
         }
         let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
@@ -615,8 +648,7 @@ impl Engine {
 
 /// Copies a tensor to host memory as a flat f32 vector.
 fn to_host_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t
-        .to_device(&Device::Cpu)?
+    Ok(t.to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?)

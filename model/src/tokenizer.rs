@@ -13,7 +13,8 @@ use crate::error::{PlmError, Result};
 /// The 33-token ESM-2 vocabulary, in id order.
 pub const ESM_VOCAB: [&str; 33] = [
     "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K",
-    "Q", "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+    "Q", "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>",
+    "<mask>",
 ];
 
 /// Residue letters accepted in input sequences: 20 standard amino acids plus X, B, Z, U, O.
@@ -167,7 +168,11 @@ impl ProteinTokenizer {
     /// Loads ESM's `vocab.txt` (one token a line, in id order), as in Hugging Face hub snapshots.
     pub fn from_vocab_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| PlmError::bad_file(path, e))?;
-        let tokens: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let tokens: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         Self::from_vocab(&tokens).map_err(|e| PlmError::bad_file(path, e))
     }
 
@@ -231,7 +236,10 @@ mod tests {
     #[test]
     fn rejects_invalid_character_with_position() {
         match clean_sequence("MK T1A") {
-            Err(PlmError::InvalidResidue { character, position }) => {
+            Err(PlmError::InvalidResidue {
+                character,
+                position,
+            }) => {
                 assert_eq!(character, '1');
                 assert_eq!(position, 5);
             }
@@ -239,22 +247,34 @@ mod tests {
         }
         assert!(matches!(
             clean_sequence("MKJ"),
-            Err(PlmError::InvalidResidue { character: 'J', position: 3 })
+            Err(PlmError::InvalidResidue {
+                character: 'J',
+                position: 3
+            })
         ));
         assert!(matches!(
             clean_sequence("MKé"),
-            Err(PlmError::InvalidResidue { character: 'é', position: 3 })
+            Err(PlmError::InvalidResidue {
+                character: 'é',
+                position: 3
+            })
         ));
         assert!(matches!(
             clean_sequence("MK*"),
-            Err(PlmError::InvalidResidue { character: '*', position: 3 })
+            Err(PlmError::InvalidResidue {
+                character: '*',
+                position: 3
+            })
         ));
     }
 
     #[test]
     fn rejects_empty() {
         assert!(matches!(clean_sequence(""), Err(PlmError::EmptySequence)));
-        assert!(matches!(clean_sequence(" \n\t"), Err(PlmError::EmptySequence)));
+        assert!(matches!(
+            clean_sequence(" \n\t"),
+            Err(PlmError::EmptySequence)
+        ));
     }
 
     #[test]
@@ -280,7 +300,10 @@ mod tests {
         let tok = ProteinTokenizer::esm();
         tok.save(&path).unwrap();
         let back = ProteinTokenizer::from_file(&path).unwrap();
-        assert_eq!(back.encode("MKTAYIAK").unwrap(), tok.encode("MKTAYIAK").unwrap());
+        assert_eq!(
+            back.encode("MKTAYIAK").unwrap(),
+            tok.encode("MKTAYIAK").unwrap()
+        );
         assert_eq!(back.special(), tok.special());
     }
 

@@ -40,7 +40,9 @@ pub fn merge_windows(length: usize, dim: usize, windows: &[(usize, &[f32])]) -> 
     for (pos, c) in count.iter().enumerate() {
         if *c > 1 {
             let inv = 1.0 / *c as f32;
-            sum[pos * dim..(pos + 1) * dim].iter_mut().for_each(|v| *v *= inv);
+            sum[pos * dim..(pos + 1) * dim]
+                .iter_mut()
+                .for_each(|v| *v *= inv);
         }
     }
     sum

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use candle_core::DType;
 use plm_model::{
-    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError, Pooling,
+    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError,
+    Pooling,
 };
 
 const SEQS: [&str; 5] = [
@@ -22,18 +23,40 @@ fn tiny() -> PathBuf {
 }
 
 fn engine_with(options: EngineOptions, cache_bytes: usize) -> Engine {
-    Engine::load(tiny(), DeviceSpec::Cpu, DType::F32, options, Arc::new(EmbeddingCache::new(cache_bytes))).unwrap()
+    Engine::load(
+        tiny(),
+        DeviceSpec::Cpu,
+        DType::F32,
+        options,
+        Arc::new(EmbeddingCache::new(cache_bytes)),
+    )
+    .unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn batched_equals_one_by_one() {
-    let batched = engine_with(EngineOptions { max_tokens_per_batch: 100_000, ..Default::default() }, 0);
-    let single = engine_with(EngineOptions { max_tokens_per_batch: 1, ..Default::default() }, 0);
+    let batched = engine_with(
+        EngineOptions {
+            max_tokens_per_batch: 100_000,
+            ..Default::default()
+        },
+        0,
+    );
+    let single = engine_with(
+        EngineOptions {
+            max_tokens_per_batch: 1,
+            ..Default::default()
+        },
+        0,
+    );
     for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
         for layer in [None, Some(0), Some(1)] {
             let all = batched.embed(&SEQS, layer, pooling).unwrap();
@@ -47,7 +70,10 @@ fn batched_equals_one_by_one() {
     let res_all = batched.embed_residues(&SEQS, &[None, Some(0)]).unwrap();
     for (i, s) in SEQS.iter().enumerate() {
         let one = single.embed_residues(&[s], &[None, Some(0)]).unwrap();
-        assert_eq!((res_all[i].rows, res_all[i].cols), (s.len(), 2 * batched.hidden_size()));
+        assert_eq!(
+            (res_all[i].rows, res_all[i].cols),
+            (s.len(), 2 * batched.hidden_size())
+        );
         assert!(max_diff(&res_all[i].data, &one[0].data) <= 1e-5);
     }
 }
@@ -62,17 +88,29 @@ fn pooling_matches_residue_features() {
         let col: Vec<f32> = (0..res.rows).map(|r| res.data[r * res.cols + c]).collect();
         let m = col.iter().sum::<f32>() / col.len() as f32;
         assert!((m - mean[c]).abs() < 1e-5);
-        assert_eq!(col.iter().copied().fold(f32::NEG_INFINITY, f32::max), max[c]);
+        assert_eq!(
+            col.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            max[c]
+        );
     }
 }
 
 #[test]
 fn long_sequences_error_or_window() {
     let long: String = SEQS[1].repeat(3); // 228 residues
-    let strict = engine_with(EngineOptions { max_residues: Some(100), ..Default::default() }, 0);
+    let strict = engine_with(
+        EngineOptions {
+            max_residues: Some(100),
+            ..Default::default()
+        },
+        0,
+    );
     assert!(matches!(
         strict.embed(&[&long], None, Pooling::Mean),
-        Err(PlmError::SequenceTooLong { length: 228, limit: 100 })
+        Err(PlmError::SequenceTooLong {
+            length: 228,
+            limit: 100
+        })
     ));
     let windowed = engine_with(
         EngineOptions {
@@ -83,10 +121,16 @@ fn long_sequences_error_or_window() {
         },
         0,
     );
-    let res = windowed.embed_residues(&[&long], &[None]).unwrap().remove(0);
+    let res = windowed
+        .embed_residues(&[&long], &[None])
+        .unwrap()
+        .remove(0);
     assert_eq!(res.rows, 228);
     // The first residues are covered by the first window only: identical to embedding it alone.
-    let first = windowed.embed_residues(&[&long[..100]], &[None]).unwrap().remove(0);
+    let first = windowed
+        .embed_residues(&[&long[..100]], &[None])
+        .unwrap()
+        .remove(0);
     assert!(max_diff(&res.data[..30 * res.cols], &first.data[..30 * res.cols]) <= 1e-5);
     let contacts = windowed.contacts(&long).unwrap();
     assert_eq!((contacts.rows, contacts.cols), (228, 228));
@@ -118,9 +162,18 @@ fn cache_serves_repeats_and_stays_bounded() {
 #[test]
 fn invalid_input_names_the_sequence() {
     let e = engine_with(EngineOptions::default(), 0);
-    let err = e.embed(&["MKT", "MK1"], None, Pooling::Mean).unwrap_err().to_string();
-    assert!(err.contains("sequence 2") && err.contains("'1' at position 3"), "{err}");
-    assert!(matches!(e.embed(&[""], None, Pooling::Mean), Err(PlmError::EmptySequence)));
+    let err = e
+        .embed(&["MKT", "MK1"], None, Pooling::Mean)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sequence 2") && err.contains("'1' at position 3"),
+        "{err}"
+    );
+    assert!(matches!(
+        e.embed(&[""], None, Pooling::Mean),
+        Err(PlmError::EmptySequence)
+    ));
     assert!(e.resolve_layer(Some(3)).is_err());
     assert_eq!(e.resolve_layer(Some(-1)).unwrap(), 2);
     assert_eq!(e.resolve_layer(Some(-3)).unwrap(), 0);
@@ -140,7 +193,9 @@ fn corrupt_and_mismatched_checkpoints_name_the_file() {
     let dir = tmp.path().join("m");
 
     // Missing directory and missing files.
-    let err = Checkpoint::open(tmp.path().join("absent")).unwrap_err().to_string();
+    let err = Checkpoint::open(tmp.path().join("absent"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent"), "{err}");
     copy_tiny(&dir);
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
@@ -151,26 +206,51 @@ fn corrupt_and_mismatched_checkpoints_name_the_file() {
     copy_tiny(&dir);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = Engine::load(&dir, DeviceSpec::Cpu, DType::F32, EngineOptions::default(), Arc::new(EmbeddingCache::new(0)))
-        .unwrap_err()
-        .to_string();
+    let err = Engine::load(
+        &dir,
+        DeviceSpec::Cpu,
+        DType::F32,
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(0)),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     // Garbage weights.
     std::fs::write(dir.join("model.safetensors"), b"not a safetensors file").unwrap();
-    let err = Engine::load(&dir, DeviceSpec::Cpu, DType::F32, EngineOptions::default(), Arc::new(EmbeddingCache::new(0)))
-        .unwrap_err()
-        .to_string();
+    let err = Engine::load(
+        &dir,
+        DeviceSpec::Cpu,
+        DType::F32,
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(0)),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     // Config that does not match the weights.
     copy_tiny(&dir);
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"hidden_size\": 64", "\"hidden_size\": 128")).unwrap();
-    let err = Engine::load(&dir, DeviceSpec::Cpu, DType::F32, EngineOptions::default(), Arc::new(EmbeddingCache::new(0)))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("model.safetensors") && err.contains("shape"), "{err}");
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"hidden_size\": 64", "\"hidden_size\": 128"),
+    )
+    .unwrap();
+    let err = Engine::load(
+        &dir,
+        DeviceSpec::Cpu,
+        DType::F32,
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(0)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
 
     // Malformed config.
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
@@ -179,9 +259,16 @@ fn corrupt_and_mismatched_checkpoints_name_the_file() {
 
     // Manifest fingerprint that does not match the weights.
     copy_tiny(&dir);
-    std::fs::write(dir.join("manifest.json"), r#"{"name": "x", "fingerprint": "00"}"#).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"name": "x", "fingerprint": "00"}"#,
+    )
+    .unwrap();
     let err = Checkpoint::open(&dir).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("fingerprint"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("fingerprint"),
+        "{err}"
+    );
 
     // Missing tokenizer.
     copy_tiny(&dir);

@@ -44,7 +44,8 @@ struct Fixture {
 
 fn load_fixture(dir: &Path) -> Fixture {
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     Fixture {
         dir: dir.to_path_buf(),
         sequences: meta["sequences"]
@@ -54,7 +55,8 @@ fn load_fixture(dir: &Path) -> Fixture {
             .map(|s| s.as_str().unwrap().to_string())
             .collect(),
         num_layers: meta["num_layers"].as_u64().unwrap() as usize,
-        reference: candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap(),
+        reference: candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+            .unwrap(),
     }
 }
 
@@ -80,12 +82,24 @@ fn check_fixture(fx: &Fixture, weights_dir: &Path) {
             .unwrap();
         for &l in &all_layers {
             let got = out.layer(l).unwrap().squeeze(0).unwrap();
-            assert_close(&format!("seq{i} hidden{l}"), &got, &fx.reference[&format!("seq{i}.hidden{l}")]);
+            assert_close(
+                &format!("seq{i} hidden{l}"),
+                &got,
+                &fx.reference[&format!("seq{i}.hidden{l}")],
+            );
         }
         let logits = out.logits.as_ref().unwrap().squeeze(0).unwrap();
-        assert_close(&format!("seq{i} logits"), &logits, &fx.reference[&format!("seq{i}.logits")]);
+        assert_close(
+            &format!("seq{i} logits"),
+            &logits,
+            &fx.reference[&format!("seq{i}.logits")],
+        );
         let contacts = out.contacts.as_ref().unwrap().squeeze(0).unwrap();
-        assert_close(&format!("seq{i} contacts"), &contacts, &fx.reference[&format!("seq{i}.contacts")]);
+        assert_close(
+            &format!("seq{i} contacts"),
+            &contacts,
+            &fx.reference[&format!("seq{i}.contacts")],
+        );
     }
 
     // The engine: pooled embeddings, contacts and logits through length-bucketed padded batches.
@@ -105,12 +119,29 @@ fn check_fixture(fx: &Fixture, weights_dir: &Path) {
     let logits = engine.logits(&refs).unwrap();
     for (i, p) in pooled.iter().enumerate() {
         let got = Tensor::new(p.as_slice(), &Device::Cpu).unwrap();
-        assert_close(&format!("seq{i} mean (batched)"), &got, &fx.reference[&format!("seq{i}.mean")]);
-        let lg = Tensor::from_vec(logits[i].data.clone(), (logits[i].rows, logits[i].cols), &Device::Cpu).unwrap();
-        assert_close(&format!("seq{i} logits (batched)"), &lg, &fx.reference[&format!("seq{i}.logits")]);
+        assert_close(
+            &format!("seq{i} mean (batched)"),
+            &got,
+            &fx.reference[&format!("seq{i}.mean")],
+        );
+        let lg = Tensor::from_vec(
+            logits[i].data.clone(),
+            (logits[i].rows, logits[i].cols),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_close(
+            &format!("seq{i} logits (batched)"),
+            &lg,
+            &fx.reference[&format!("seq{i}.logits")],
+        );
         let c = engine.contacts(refs[i]).unwrap();
         let c = Tensor::from_vec(c.data, (c.rows, c.cols), &Device::Cpu).unwrap();
-        assert_close(&format!("seq{i} contacts (engine)"), &c, &fx.reference[&format!("seq{i}.contacts")]);
+        assert_close(
+            &format!("seq{i} contacts (engine)"),
+            &c,
+            &fx.reference[&format!("seq{i}.contacts")],
+        );
     }
 
     // HF's own padded batch against our padded forward, on real (unpadded) positions.
@@ -141,10 +172,25 @@ fn check_fixture(fx: &Fixture, weights_dir: &Path) {
     for (r, e) in encoded.iter().enumerate() {
         let n = e.len();
         let got = out.hidden[0].1.get(r).unwrap().narrow(0, 0, n).unwrap();
-        let want = fx.reference["batch.last"].get(r).unwrap().narrow(0, 0, n).unwrap();
+        let want = fx.reference["batch.last"]
+            .get(r)
+            .unwrap()
+            .narrow(0, 0, n)
+            .unwrap();
         assert_close(&format!("batch row {r} last hidden"), &got, &want);
-        let got = out.logits.as_ref().unwrap().get(r).unwrap().narrow(0, 0, n).unwrap();
-        let want = fx.reference["batch.logits"].get(r).unwrap().narrow(0, 0, n).unwrap();
+        let got = out
+            .logits
+            .as_ref()
+            .unwrap()
+            .get(r)
+            .unwrap()
+            .narrow(0, 0, n)
+            .unwrap();
+        let want = fx.reference["batch.logits"]
+            .get(r)
+            .unwrap()
+            .narrow(0, 0, n)
+            .unwrap();
         assert_close(&format!("batch row {r} logits"), &got, &want);
         let m = n - 2;
         let got = out.contacts.as_ref().unwrap().get(r).unwrap();
@@ -153,7 +199,11 @@ fn check_fixture(fx: &Fixture, weights_dir: &Path) {
         let want = want.narrow(0, 0, m).unwrap().narrow(1, 0, m).unwrap();
         assert_close(&format!("batch row {r} contacts"), &got, &want);
     }
-    eprintln!("parity ok: {} ({} sequences)", fx.dir.display(), fx.sequences.len());
+    eprintln!(
+        "parity ok: {} ({} sequences)",
+        fx.dir.display(),
+        fx.sequences.len()
+    );
 }
 
 /// Copies a fixture with LayerNorm tensors renamed from gamma/beta to weight/bias and the
@@ -163,7 +213,8 @@ fn hub_layout_copy(src: &Path, dst: &Path) {
     for f in ["config.json", "vocab.txt"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
-    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
     let renamed: HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(k, v)| (k.replace(".gamma", ".weight").replace(".beta", ".bias"), v))

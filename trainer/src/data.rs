@@ -66,7 +66,10 @@ impl FastaReader {
             source: e,
         })?;
         let lines: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "gz") {
-            Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file)))
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                flate2::read::MultiGzDecoder::new(file),
+            ))
         } else {
             Box::new(BufReader::with_capacity(1 << 16, file))
         };
@@ -88,10 +91,13 @@ impl FastaReader {
 
     fn read_line(&mut self) -> Result<Option<String>, DataError> {
         self.line_buf.clear();
-        let n = self.lines.read_line(&mut self.line_buf).map_err(|e| DataError::Io {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let n = self
+            .lines
+            .read_line(&mut self.line_buf)
+            .map_err(|e| DataError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
         Ok((n > 0).then(|| self.line_buf.trim_end().to_string()))
     }
 
@@ -110,14 +116,21 @@ impl FastaReader {
                                 path: self.path.clone(),
                                 record: self.record_no + 1,
                                 id: String::new(),
-                                reason: format!("expected a '>' header line, found '{}'", truncate(&l)),
+                                reason: format!(
+                                    "expected a '>' header line, found '{}'",
+                                    truncate(&l)
+                                ),
                             })
                         }
                     }
                 },
             };
             self.record_no += 1;
-            let id = header[1..].split_whitespace().next().unwrap_or("").to_string();
+            let id = header[1..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
             let mut raw = String::new();
             loop {
                 match self.read_line()? {
@@ -267,9 +280,14 @@ impl BatchStream {
             }
         }
         let mut rng = StdRng::seed_from_u64(
-            self.seed ^ ((self.position.epoch as u64) << 40) ^ (self.position.buffer as u64).wrapping_mul(0x9E37_79B9),
+            self.seed
+                ^ ((self.position.epoch as u64) << 40)
+                ^ (self.position.buffer as u64).wrapping_mul(0x9E37_79B9),
         );
-        let cropped: Vec<String> = records.iter().map(|s| random_crop(s, self.max_len, &mut rng)).collect();
+        let cropped: Vec<String> = records
+            .iter()
+            .map(|s| random_crop(s, self.max_len, &mut rng))
+            .collect();
         let lengths: Vec<usize> = cropped.iter().map(String::len).collect();
         let mut batches: Vec<Vec<String>> = plan_batches(&lengths, self.max_tokens)
             .into_iter()
@@ -340,7 +358,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "b.fasta", ">ok\nMKT\n>bad\nMK1T\n>ok2\nAA\n");
         let err = read_fasta(&p, 10, false).unwrap_err().to_string();
-        assert!(err.contains("b.fasta") && err.contains("record 2") && err.contains("'bad'"), "{err}");
+        assert!(
+            err.contains("b.fasta") && err.contains("record 2") && err.contains("'bad'"),
+            "{err}"
+        );
         assert!(err.contains("'1'"), "{err}");
         let mut r = FastaReader::open(&p, true).unwrap();
         let mut n = 0;
@@ -349,8 +370,13 @@ mod tests {
         }
         assert_eq!((n, r.skipped()), (2, 1));
         let p = write(dir.path(), "c.fasta", "MKT\n");
-        assert!(read_fasta(&p, 10, false).unwrap_err().to_string().contains("header"));
-        let missing = read_fasta(&dir.path().join("nope.fa"), 1, false).unwrap_err().to_string();
+        assert!(read_fasta(&p, 10, false)
+            .unwrap_err()
+            .to_string()
+            .contains("header"));
+        let missing = read_fasta(&dir.path().join("nope.fa"), 1, false)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("nope.fa"), "{missing}");
     }
 
@@ -359,7 +385,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         for i in 0..57 {
-            text.push_str(&format!(">s{i}\n{}\n", "ACDEFGHIKLMNPQRSTVWY".repeat(1 + i % 5)));
+            text.push_str(&format!(
+                ">s{i}\n{}\n",
+                "ACDEFGHIKLMNPQRSTVWY".repeat(1 + i % 5)
+            ));
         }
         let p = write(dir.path(), "d.fasta", &text);
         let mut full = BatchStream::open(&p, 7, 10, 64, 200, DataPosition::default()).unwrap();

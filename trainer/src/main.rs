@@ -9,7 +9,11 @@ use plm_model::{Checkpoint, DeviceSpec};
 use plm_train::pretrain;
 
 #[derive(Parser)]
-#[command(name = "plm-train", version, about = "Train protein language models and task heads for pg_plm")]
+#[command(
+    name = "plm-train",
+    version,
+    about = "Train protein language models and task heads for pg_plm"
+)]
 struct Cli {
     /// Device: cpu, cuda, cuda:N.
     #[arg(long, global = true, default_value = "cpu")]
@@ -88,21 +92,33 @@ fn main() -> Result<()> {
         }
         Command::Export { from, to } => {
             use plm_model::checkpoint::files;
-            let ckpt = Checkpoint::open(&from).with_context(|| format!("opening {}", from.display()))?;
+            let ckpt =
+                Checkpoint::open(&from).with_context(|| format!("opening {}", from.display()))?;
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
-            for name in [files::CONFIG, files::WEIGHTS, files::TOKENIZER, files::MANIFEST] {
+            for name in [
+                files::CONFIG,
+                files::WEIGHTS,
+                files::TOKENIZER,
+                files::MANIFEST,
+            ] {
                 let src = from.join(name);
                 if src.is_file() {
-                    std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+                    std::fs::copy(&src, to.join(name))
+                        .with_context(|| format!("copying {}", src.display()))?;
                 }
             }
-            let copied = Checkpoint::open(&to).with_context(|| format!("verifying {}", to.display()))?;
-            anyhow::ensure!(copied.fingerprint == ckpt.fingerprint, "fingerprint changed while copying");
+            let copied =
+                Checkpoint::open(&to).with_context(|| format!("verifying {}", to.display()))?;
+            anyhow::ensure!(
+                copied.fingerprint == ckpt.fingerprint,
+                "fingerprint changed while copying"
+            );
             println!("{}", serde_json::to_string_pretty(&copied.describe())?);
             Ok(())
         }
         Command::Inspect { model } => {
-            let ckpt = Checkpoint::open(&model).with_context(|| format!("opening {}", model.display()))?;
+            let ckpt =
+                Checkpoint::open(&model).with_context(|| format!("opening {}", model.display()))?;
             println!("{}", serde_json::to_string_pretty(&ckpt.describe())?);
             Ok(())
         }

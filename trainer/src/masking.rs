@@ -24,7 +24,12 @@ pub struct MaskedBatch {
 }
 
 /// Encodes and masks sequences; at least one residue per sequence is selected.
-pub fn mask_batch(sequences: &[String], tokenizer: &ProteinTokenizer, rate: f64, rng: &mut StdRng) -> MaskedBatch {
+pub fn mask_batch(
+    sequences: &[String],
+    tokenizer: &ProteinTokenizer,
+    rate: f64,
+    rng: &mut StdRng,
+) -> MaskedBatch {
     let special = tokenizer.special();
     let aa_ids: Vec<u32> = STANDARD_AMINO_ACIDS
         .chars()
@@ -32,7 +37,11 @@ pub fn mask_batch(sequences: &[String], tokenizer: &ProteinTokenizer, rate: f64,
         .collect();
     let encoded: Vec<Vec<u32>> = sequences
         .iter()
-        .map(|s| tokenizer.encode_clean(s).unwrap_or_else(|_| vec![special.cls, special.eos]))
+        .map(|s| {
+            tokenizer
+                .encode_clean(s)
+                .unwrap_or_else(|_| vec![special.cls, special.eos])
+        })
         .collect();
     let tokens = encoded.iter().map(Vec::len).max().unwrap_or(2);
     let batch = encoded.len();
@@ -84,7 +93,9 @@ mod tests {
     #[test]
     fn masks_about_fifteen_percent_with_80_10_10() {
         let tok = ProteinTokenizer::esm();
-        let seqs: Vec<String> = (0..200).map(|_| "ACDEFGHIKLMNPQRSTVWY".repeat(10)).collect();
+        let seqs: Vec<String> = (0..200)
+            .map(|_| "ACDEFGHIKLMNPQRSTVWY".repeat(10))
+            .collect();
         let mut rng = StdRng::seed_from_u64(3);
         let b = mask_batch(&seqs, &tok, 0.15, &mut rng);
         let total = 200.0 * 200.0;

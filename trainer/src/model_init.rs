@@ -43,7 +43,9 @@ impl TrainableModel {
         for (name, var) in names {
             let shape = var.shape().clone();
             let value = if var.rank() >= 2 {
-                let data: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(&mut rng)).collect();
+                let data: Vec<f32> = (0..shape.elem_count())
+                    .map(|_| normal.sample(&mut rng))
+                    .collect();
                 Tensor::from_vec(data, shape, device)?
             } else if name.ends_with("bias") || name.ends_with("beta") {
                 Tensor::zeros(shape, DType::F32, device)?
@@ -71,7 +73,11 @@ impl TrainableModel {
     pub fn load_weights(&mut self, path: &Path) -> Result<()> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .with_context(|| format!("reading {}", path.display()))?;
-        let data = self.varmap.data().lock().map_err(|_| anyhow::anyhow!("var map lock poisoned"))?;
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?;
         for (name, var) in data.iter() {
             let alt = name.replace(".weight", ".gamma").replace(".bias", ".beta");
             let t = tensors

@@ -45,8 +45,14 @@ impl AdamW {
     /// Optimises `vars` (name, variable), sorted by name for a stable order.
     pub fn new(mut vars: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             vars,
             m,
@@ -68,7 +74,10 @@ impl AdamW {
 
     /// The gradients of the optimised variables, in their order.
     pub fn gradients(&self, store: &GradStore) -> Vec<Option<Tensor>> {
-        self.vars.iter().map(|(_, v)| store.get(v).cloned()).collect()
+        self.vars
+            .iter()
+            .map(|(_, v)| store.get(v).cloned())
+            .collect()
     }
 
     /// One update with learning rate `lr`, gradients (in [`AdamW::vars`] order) scaled by
@@ -79,7 +88,9 @@ impl AdamW {
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (i, (name, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(i).and_then(Option::as_ref) else { continue };
+            let Some(g) = grads.get(i).and_then(Option::as_ref) else {
+                continue;
+            };
             let g = (g * grad_scale)?;
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
@@ -107,13 +118,19 @@ impl AdamW {
             "step".into(),
             Tensor::new(&[self.step as u32], &candle_core::Device::Cpu)?,
         );
-        candle_core::safetensors::save(&map, path).with_context(|| format!("writing {}", path.display()))
+        candle_core::safetensors::save(&map, path)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Restores what [`AdamW::save`] wrote.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let device = self.vars.first().map(|(_, v)| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
-        let map = candle_core::safetensors::load(path, &device).with_context(|| format!("reading {}", path.display()))?;
+        let device = self
+            .vars
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
+        let map = candle_core::safetensors::load(path, &device)
+            .with_context(|| format!("reading {}", path.display()))?;
         for (i, (name, _)) in self.vars.iter().enumerate() {
             self.m[i] = map
                 .get(&format!("m.{name}"))
@@ -136,7 +153,11 @@ impl AdamW {
 pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut total = 0f64;
     for g in grads.iter().flatten() {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        total += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(total.sqrt())
 }
@@ -157,7 +178,13 @@ pub fn accumulate(acc: &mut Vec<Option<Tensor>>, more: Vec<Option<Tensor>>) -> R
 }
 
 /// Linear warm-up to `peak`, then cosine decay to `peak × final_fraction` at `total` steps.
-pub fn learning_rate(step: usize, warmup: usize, total: usize, peak: f64, final_fraction: f64) -> f64 {
+pub fn learning_rate(
+    step: usize,
+    warmup: usize,
+    total: usize,
+    peak: f64,
+    final_fraction: f64,
+) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }

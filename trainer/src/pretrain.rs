@@ -15,7 +15,7 @@ use plm_model::batching::plan_batches;
 use plm_model::checkpoint::{read_json, save_checkpoint_with, write_json, Manifest};
 use plm_model::{EsmConfig, EsmForMaskedLM, ProteinTokenizer};
 
-use crate::data::{read_fasta, random_crop, BatchStream, DataPosition};
+use crate::data::{random_crop, read_fasta, BatchStream, DataPosition};
 use crate::masking::{mask_batch, MaskedBatch};
 use crate::model_init::TrainableModel;
 use crate::optim::{accumulate, grad_norm, learning_rate, AdamW, AdamWConfig};
@@ -112,9 +112,17 @@ const OPTIMIZER: &str = "optimizer.safetensors";
 const METRICS: &str = "metrics.jsonl";
 
 /// Cross-entropy over the masked positions of a batch; returns (loss, number of targets).
-pub fn mlm_loss(model: &EsmForMaskedLM, batch: &MaskedBatch, device: &Device) -> Result<(Tensor, usize)> {
+pub fn mlm_loss(
+    model: &EsmForMaskedLM,
+    batch: &MaskedBatch,
+    device: &Device,
+) -> Result<(Tensor, usize)> {
     let ids = Tensor::from_vec(batch.input_ids.clone(), (batch.batch, batch.tokens), device)?;
-    let mask = Tensor::from_vec(batch.attention_mask.clone(), (batch.batch, batch.tokens), device)?;
+    let mask = Tensor::from_vec(
+        batch.attention_mask.clone(),
+        (batch.batch, batch.tokens),
+        device,
+    )?;
     let (logits, _) = model.forward_mlm(&ids, &mask)?;
     let vocab = logits.dim(2)?;
     let flat = logits.reshape((batch.batch * batch.tokens, vocab))?;
@@ -152,15 +160,24 @@ pub fn perplexity(
 }
 
 /// Loads validation sequences cropped deterministically.
-pub fn load_validation(path: &Path, limit: usize, max_len: usize, seed: u64) -> Result<Vec<String>> {
+pub fn load_validation(
+    path: &Path,
+    limit: usize,
+    max_len: usize,
+    seed: u64,
+) -> Result<Vec<String>> {
     let records = read_fasta(path, limit, false)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    Ok(records.iter().map(|r| random_crop(&r.sequence, max_len, &mut rng)).collect())
+    Ok(records
+        .iter()
+        .map(|r| random_crop(&r.sequence, max_len, &mut rng))
+        .collect())
 }
 
 /// Runs (or resumes) pretraining.
 pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let last = args.out.join(LAST);
     let (args, mut state) = if resume && last.join(STATE).is_file() {
         let state: TrainerState = read_json(&last.join(STATE))?;
@@ -168,7 +185,13 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
         // The step budget may be extended on resume; everything else comes from the run.
         stored.steps = args.steps.max(stored.steps);
         eprintln!("resuming {} at step {}", args.out.display(), state.step);
-        (stored.clone(), TrainerState { args: stored, ..state })
+        (
+            stored.clone(),
+            TrainerState {
+                args: stored,
+                ..state
+            },
+        )
     } else {
         if resume {
             eprintln!("no checkpoint in {} yet; starting fresh", last.display());
@@ -198,10 +221,22 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
     }
     let tokenizer = ProteinTokenizer::esm();
     let valid = match &args.valid {
-        Some(p) => Some(load_validation(p, args.valid_sequences, args.max_len, args.seed)?),
+        Some(p) => Some(load_validation(
+            p,
+            args.valid_sequences,
+            args.max_len,
+            args.seed,
+        )?),
         None => None,
     };
-    let mut stream = BatchStream::open(&args.train, args.seed, args.buffer, args.max_len, args.max_tokens, state.data)?;
+    let mut stream = BatchStream::open(
+        &args.train,
+        args.seed,
+        args.buffer,
+        args.max_len,
+        args.max_tokens,
+        state.data,
+    )?;
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -210,8 +245,10 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
 
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(state.step as u64);
     let started = Instant::now();
@@ -222,7 +259,9 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
         let lr = learning_rate(state.step, args.warmup, args.steps, args.lr, 0.1);
         let mut grads = Vec::new();
         let mut loss_sum = 0f64;
-        let mut rng = StdRng::seed_from_u64(args.seed ^ (state.step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut rng = StdRng::seed_from_u64(
+            args.seed ^ (state.step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        );
         for _ in 0..args.accumulate {
             let seqs = stream.next_batch()?;
             let residues: usize = seqs.iter().map(String::len).sum();
@@ -238,7 +277,11 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
         if !norm.is_finite() {
             bail!("gradient norm is {norm} at step {}; lower --lr", state.step);
         }
-        let scale = if args.clip > 0.0 && norm > args.clip { args.clip / norm } else { 1.0 };
+        let scale = if args.clip > 0.0 && norm > args.clip {
+            args.clip / norm
+        } else {
+            1.0
+        };
         opt.step(&grads, lr, scale)?;
         state.step += 1;
         state.data = stream.position();
@@ -257,10 +300,20 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
         }
         if let Some(v) = &valid {
             if state.step % args.eval_every == 0 || state.step == args.steps {
-                let ppl = perplexity(&model.model, &tokenizer, v, args.max_tokens, args.seed, device)?;
+                let ppl = perplexity(
+                    &model.model,
+                    &tokenizer,
+                    v,
+                    args.max_tokens,
+                    args.seed,
+                    device,
+                )?;
                 state.valid_perplexity = Some(ppl);
                 record["valid_perplexity"] = ppl.into();
-                bar.println(format!("step {}: validation perplexity {ppl:.3}", state.step));
+                bar.println(format!(
+                    "step {}: validation perplexity {ppl:.3}",
+                    state.step
+                ));
             }
         }
         writeln!(metrics, "{record}").context("writing metrics.jsonl")?;
@@ -274,7 +327,12 @@ pub fn run(args: PretrainArgs, resume: bool, device: &Device) -> Result<()> {
 }
 
 /// Writes weights, optimizer and trainer state into `dir` atomically.
-pub fn save_run(dir: &Path, model: &TrainableModel, opt: &AdamW, state: &TrainerState) -> Result<()> {
+pub fn save_run(
+    dir: &Path,
+    model: &TrainableModel,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<()> {
     let manifest = Manifest {
         name: state.args.name.clone(),
         training: serde_json::json!({

@@ -86,7 +86,10 @@ fn loss_falls_on_real_sequences() {
     let train = data.join("swissprot2014_train.fasta.gz");
     let valid = data.join("swissprot2014_valid.fasta.gz");
     if !train.is_file() || !valid.is_file() {
-        eprintln!("SKIPPED: {} is absent (shared protein data)", data.display());
+        eprintln!(
+            "SKIPPED: {} is absent (shared protein data)",
+            data.display()
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -98,11 +101,18 @@ fn loss_falls_on_real_sequences() {
     let tok = ProteinTokenizer::esm();
     let config = plm_model::EsmConfig::esm2(32, 2, 4, 64);
     let fresh = TrainableModel::new(&config, a.seed, &Device::Cpu).unwrap();
-    let before = pretrain::perplexity(&fresh.model, &tok, &seqs, 2048, a.seed, &Device::Cpu).unwrap();
+    let before =
+        pretrain::perplexity(&fresh.model, &tok, &seqs, 2048, a.seed, &Device::Cpu).unwrap();
     pretrain::run(a, false, &Device::Cpu).unwrap();
     let trained = TrainableModel::from_checkpoint(&out.join("last"), &Device::Cpu).unwrap();
     let after = pretrain::perplexity(&trained.model, &tok, &seqs, 2048, 7, &Device::Cpu).unwrap();
     eprintln!("validation perplexity: {before:.2} -> {after:.2}");
-    assert!(before > 25.0, "an untrained model should be near uniform over 33 tokens: {before}");
-    assert!(after < before * 0.8, "perplexity did not fall enough: {before} -> {after}");
+    assert!(
+        before > 25.0,
+        "an untrained model should be near uniform over 33 tokens: {before}"
+    );
+    assert!(
+        after < before * 0.8,
+        "perplexity did not fall enough: {before} -> {after}"
+    );
 }

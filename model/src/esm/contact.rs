@@ -31,7 +31,11 @@ impl ContactHead {
     pub fn load(vb: VarBuilder, config: &EsmConfig) -> Result<Self> {
         let channels = config.num_hidden_layers * config.num_attention_heads;
         let rvb = vb.pp("regression");
-        let weight = rvb.get_with_hints((1, channels), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        let weight = rvb.get_with_hints(
+            (1, channels),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
         let bias = rvb.get_with_hints(1, "bias", candle_nn::Init::Const(0.0))?;
         Ok(Self {
             weight,
@@ -42,10 +46,18 @@ impl ContactHead {
     }
 
     /// Starts accumulation for a batch. `mask` is the f32 attention mask.
-    pub fn accumulator(&self, input_ids: &Tensor, mask: &Tensor, _pad: u32) -> Result<ContactAccumulator> {
+    pub fn accumulator(
+        &self,
+        input_ids: &Tensor,
+        mask: &Tensor,
+        _pad: u32,
+    ) -> Result<ContactAccumulator> {
         let not_eos = input_ids.ne(self.eos_id)?.to_dtype(DType::F32)?;
         let keep = (not_eos * mask)?; // (batch, tokens)
-        let pair_mask = keep.unsqueeze(2)?.broadcast_mul(&keep.unsqueeze(1)?)?.unsqueeze(1)?;
+        let pair_mask = keep
+            .unsqueeze(2)?
+            .broadcast_mul(&keep.unsqueeze(1)?)?
+            .unsqueeze(1)?;
         Ok(ContactAccumulator {
             sum: None,
             pair_mask,
@@ -53,7 +65,12 @@ impl ContactHead {
     }
 
     /// Adds layer `layer`'s attention probabilities `(batch, heads, tokens, tokens)`.
-    pub fn accumulate(&self, acc: &mut ContactAccumulator, layer: usize, probs: &Tensor) -> Result<()> {
+    pub fn accumulate(
+        &self,
+        acc: &mut ContactAccumulator,
+        layer: usize,
+        probs: &Tensor,
+    ) -> Result<()> {
         let (_, _, t, _) = probs.dims4()?;
         let a = probs.to_dtype(DType::F32)?.broadcast_mul(&acc.pair_mask)?;
         let a = a.narrow(2, 1, t - 2)?.narrow(3, 1, t - 2)?;

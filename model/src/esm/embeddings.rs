@@ -19,9 +19,17 @@ pub struct Embeddings {
 impl Embeddings {
     /// Loads `word_embeddings` (and `layer_norm` when `emb_layer_norm_before`).
     pub fn load(vb: VarBuilder, config: &EsmConfig) -> Result<Self> {
-        let word_embeddings = candle_nn::embedding(config.vocab_size, config.hidden_size, vb.pp("word_embeddings"))?;
+        let word_embeddings = candle_nn::embedding(
+            config.vocab_size,
+            config.hidden_size,
+            vb.pp("word_embeddings"),
+        )?;
         let layer_norm = if config.emb_layer_norm_before.unwrap_or(false) {
-            Some(layer_norm(config.hidden_size, config.layer_norm_eps, vb.pp("layer_norm"))?)
+            Some(layer_norm(
+                config.hidden_size,
+                config.layer_norm_eps,
+                vb.pp("layer_norm"),
+            )?)
         } else {
             None
         };

@@ -51,7 +51,10 @@ pub struct ForwardOutput {
 impl ForwardOutput {
     /// The hidden state of `layer`, if it was requested.
     pub fn layer(&self, layer: usize) -> Option<&Tensor> {
-        self.hidden.iter().find(|(l, _)| *l == layer).map(|(_, t)| t)
+        self.hidden
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map(|(_, t)| t)
     }
 }
 
@@ -93,9 +96,17 @@ impl EsmForMaskedLM {
             config.layer_norm_eps,
             encoder.pp("emb_layer_norm_after"),
         )?;
-        let rotary = RotaryEmbedding::new(config.head_dim(), config.max_position_embeddings, vb.device())?;
+        let rotary = RotaryEmbedding::new(
+            config.head_dim(),
+            config.max_position_embeddings,
+            vb.device(),
+        )?;
         let lm_head = if is_fresh || vb.contains_tensor("lm_head.dense.weight") {
-            Some(LmHead::load(vb.pp("lm_head"), config, embeddings.word_weight())?)
+            Some(LmHead::load(
+                vb.pp("lm_head"),
+                config,
+                embeddings.word_weight(),
+            )?)
         } else {
             None
         };
@@ -159,7 +170,11 @@ impl EsmForMaskedLM {
         // Additive bias (batch, 1, 1, tokens): 0 for real tokens, a very large negative for padding.
         let bias = if padded {
             let neg = ((mask_f.ones_like()? - &mask_f)? * f64::from(f32::MIN))?;
-            Some(neg.unsqueeze(1)?.unsqueeze(1)?.to_dtype(self.embeddings.dtype())?)
+            Some(
+                neg.unsqueeze(1)?
+                    .unsqueeze(1)?
+                    .to_dtype(self.embeddings.dtype())?,
+            )
         } else {
             None
         };
@@ -183,8 +198,11 @@ impl EsmForMaskedLM {
         };
         keep(0, &xs, &mut hidden);
         for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
-            let (out, probs) = layer.forward(&xs, bias.as_ref(), &cos, &sin, contact_acc.is_some())?;
-            if let (Some(acc), Some(head), Some(probs)) = (contact_acc.as_mut(), contact_head, probs) {
+            let (out, probs) =
+                layer.forward(&xs, bias.as_ref(), &cos, &sin, contact_acc.is_some())?;
+            if let (Some(acc), Some(head), Some(probs)) =
+                (contact_acc.as_mut(), contact_head, probs)
+            {
                 head.accumulate(acc, i, &probs)?;
             }
             xs = out;
@@ -224,7 +242,11 @@ impl EsmForMaskedLM {
     }
 
     /// Masked-language-model logits `(batch, tokens, vocab)` and the final hidden state.
-    pub fn forward_mlm(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward_mlm(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let n = self.layers.len();
         let out = self.forward(
             input_ids,
@@ -235,8 +257,15 @@ impl EsmForMaskedLM {
                 contacts: false,
             },
         )?;
-        let logits = out.logits.ok_or_else(|| candle_core::Error::Msg("no logits".into()))?;
-        let hidden = out.hidden.into_iter().next().map(|(_, t)| t).ok_or_else(|| candle_core::Error::Msg("no hidden".into()))?;
+        let logits = out
+            .logits
+            .ok_or_else(|| candle_core::Error::Msg("no logits".into()))?;
+        let hidden = out
+            .hidden
+            .into_iter()
+            .next()
+            .map(|(_, t)| t)
+            .ok_or_else(|| candle_core::Error::Msg("no hidden".into()))?;
         Ok((logits, hidden))
     }
 
