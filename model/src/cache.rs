@@ -46,6 +46,20 @@ struct Inner {
     stats: CacheStats,
 }
 
+impl Inner {
+    /// Evicts least recently used entries until at most `budget` bytes are held.
+    fn evict_to(&mut self, budget: u64) {
+        while self.stats.bytes > budget {
+            let Some((k, v)) = self.map.pop_lru() else {
+                break;
+            };
+            self.stats.bytes -= entry_bytes(&k, &v) as u64;
+            self.stats.entries -= 1;
+            self.stats.evictions += 1;
+        }
+    }
+}
+
 /// A thread-safe LRU cache of f32 vectors bounded by total bytes.
 pub struct EmbeddingCache {
     inner: Mutex<Inner>,
@@ -106,16 +120,8 @@ impl EmbeddingCache {
             inner.stats.bytes -= entry_bytes(&key, &old) as u64;
             inner.stats.entries -= 1;
         }
-        while inner.stats.bytes + size > inner.stats.capacity_bytes {
-            match inner.map.pop_lru() {
-                Some((k, v)) => {
-                    inner.stats.bytes -= entry_bytes(&k, &v) as u64;
-                    inner.stats.entries -= 1;
-                    inner.stats.evictions += 1;
-                }
-                None => break,
-            }
-        }
+        let budget = inner.stats.capacity_bytes - size;
+        inner.evict_to(budget);
         inner.map.put(key, value);
         inner.stats.bytes += size;
         inner.stats.entries += 1;
@@ -126,16 +132,7 @@ impl EmbeddingCache {
     pub fn resize(&self, capacity_bytes: usize) {
         let mut inner = self.lock();
         inner.stats.capacity_bytes = capacity_bytes as u64;
-        while inner.stats.bytes > inner.stats.capacity_bytes {
-            match inner.map.pop_lru() {
-                Some((k, v)) => {
-                    inner.stats.bytes -= entry_bytes(&k, &v) as u64;
-                    inner.stats.entries -= 1;
-                    inner.stats.evictions += 1;
-                }
-                None => break,
-            }
-        }
+        inner.evict_to(capacity_bytes as u64);
     }
 
     /// Drops every entry (counters other than size are kept).

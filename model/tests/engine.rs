@@ -180,6 +180,19 @@ fn invalid_input_names_the_sequence() {
     assert!(e.resolve_layer(Some(-4)).is_err());
 }
 
+/// The error message of loading a checkpoint directory that must fail.
+fn load_error(dir: &Path) -> String {
+    Engine::load(
+        dir,
+        DeviceSpec::Cpu,
+        DType::F32,
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(0)),
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 fn copy_tiny(dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for f in ["config.json", "model.safetensors", "vocab.txt"] {
@@ -206,28 +219,12 @@ fn corrupt_and_mismatched_checkpoints_name_the_file() {
     copy_tiny(&dir);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = Engine::load(
-        &dir,
-        DeviceSpec::Cpu,
-        DType::F32,
-        EngineOptions::default(),
-        Arc::new(EmbeddingCache::new(0)),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(&dir);
     assert!(err.contains("model.safetensors"), "{err}");
 
     // Garbage weights.
     std::fs::write(dir.join("model.safetensors"), b"not a safetensors file").unwrap();
-    let err = Engine::load(
-        &dir,
-        DeviceSpec::Cpu,
-        DType::F32,
-        EngineOptions::default(),
-        Arc::new(EmbeddingCache::new(0)),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(&dir);
     assert!(err.contains("model.safetensors"), "{err}");
 
     // Config that does not match the weights.
@@ -238,15 +235,7 @@ fn corrupt_and_mismatched_checkpoints_name_the_file() {
         cfg.replace("\"hidden_size\": 64", "\"hidden_size\": 128"),
     )
     .unwrap();
-    let err = Engine::load(
-        &dir,
-        DeviceSpec::Cpu,
-        DType::F32,
-        EngineOptions::default(),
-        Arc::new(EmbeddingCache::new(0)),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(&dir);
     assert!(
         err.contains("model.safetensors") && err.contains("shape"),
         "{err}"
