@@ -12,8 +12,12 @@ cd "$ROOT"
 export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-Wl,--no-gc-sections}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
-echo "[setup] building and installing the extension (release)"
-(cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG")
+# The workspace's dev profile already compiles every numeric crate with opt-level 3, so the
+# default build shares its artifacts with the test suite; PLM_RELEASE=1 builds the release profile.
+profile_flag=""
+[ "${PLM_RELEASE:-0}" = "1" ] && profile_flag="--release"
+echo "[setup] building and installing the extension ${profile_flag:-(dev profile, optimised dependencies)}"
+(cd extension && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG")
 scripts/install-models.sh
 scripts/pg-local.sh start
 echo "[setup] first query:"
