@@ -6,10 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 cd "$ROOT"
-# One set of compiler flags for every build (pgrx needs --no-gc-sections for its schema
-# symbols), so the extension, its tests and the library tests share compiled dependencies;
-# and a target directory outside the checkout, so repeated runs on one machine reuse them.
-export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-Wl,--no-gc-sections}"
+# A target directory outside the checkout, so repeated runs on one machine (CI in fresh
+# clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
 # The workspace's dev profile already compiles every numeric crate with opt-level 3, so the

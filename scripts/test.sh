@@ -8,10 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 PG_REGRESS="$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress"
 cd "$ROOT"
-# One set of compiler flags for every build (pgrx needs --no-gc-sections for its schema
-# symbols), so the extension, its tests and the library tests share compiled dependencies;
-# and a target directory outside the checkout, so repeated runs on one machine reuse them.
-export RUSTFLAGS="${RUSTFLAGS:--C link-arg=-Wl,--no-gc-sections}"
+# A target directory outside the checkout, so repeated runs on one machine (CI in fresh
+# clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==== %s ====\n' "$*"; }
