@@ -337,7 +337,7 @@ pub fn save_run(
         name: state.args.name.clone(),
         training: serde_json::json!({
             "objective": "masked language modelling (15% selected; 80/10/10)",
-            "data": state.args.train.display().to_string(),
+            "data": state.args.train.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             "steps": state.step,
             "tokens_seen": state.tokens_seen,
             "valid_perplexity": state.valid_perplexity,
