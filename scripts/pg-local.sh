@@ -39,7 +39,7 @@ CONF
   if ! as_pg "$PG_BIN/psql" -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = '$PGDATABASE'" | grep -q 1; then
     as_pg "$PG_BIN/createdb" "$PGDATABASE"
   fi
-  as_pg "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_plm;" >/dev/null
+  as_pg "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_plm;" >/dev/null
 }
 
 case "${1:-start}" in

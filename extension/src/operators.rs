@@ -8,6 +8,7 @@ use crate::settings;
 
 /// The models in `plm.model_dir`, with their fingerprints; unreadable ones show the error.
 #[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out here
 fn plm_models() -> TableIterator<
     'static,
     (

@@ -108,7 +108,7 @@ fn bad_input_raises_clear_errors() {
     assert!(e.starts_with("42704: ") && e.contains("plm-default"), "{e}");
     let e = error_of("SELECT plm_embed('MKT', model => '../etc')");
     assert!(e.starts_with("42704: "), "{e}");
-    let e = error_of(&format!("SELECT plm_embed(repeat('A', 2000))"));
+    let e = error_of("SELECT plm_embed(repeat('A', 2000))");
     assert!(e.starts_with("22023: ") && e.contains("exceeds the model limit"), "{e}");
     // The backend stays usable after errors.
     let len = scalar::<i32>("SELECT array_length(plm_embed('MKT'), 1)");

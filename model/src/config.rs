@@ -139,7 +139,9 @@ impl EsmConfig {
                 "hidden_size, num_attention_heads and num_hidden_layers must be positive".into(),
             );
         }
-        if self.hidden_size % self.num_attention_heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads)
+            || !self.head_dim().is_multiple_of(2)
+        {
             return Err(format!(
                 "hidden_size {} must split into an even head width over {} heads",
                 self.hidden_size, self.num_attention_heads

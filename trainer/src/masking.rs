@@ -111,7 +111,7 @@ mod tests {
         // Never masks special tokens or padding.
         for &p in &b.target_positions {
             let col = p as usize % b.tokens;
-            assert!(col >= 1 && col <= 200);
+            assert!((1..=200).contains(&col));
         }
     }
 }
