@@ -157,3 +157,27 @@ fn settings_touching_files_are_superuser_only() {
     assert!(e.starts_with("42501: "), "{e}");
     Spi::run("RESET ROLE").unwrap();
 }
+
+#[pg_test]
+fn changed_weights_under_the_same_name_are_refused() {
+    let src = crate::settings::model_dir().join("plm-default");
+    let dir = std::env::temp_dir().join(format!("plm-fingerprint-test-{}", std::process::id()));
+    let model = dir.join("fp-model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    Spi::run(&format!("SET plm.model_dir = '{}'", dir.display())).unwrap();
+    Spi::run("SELECT plm_embed('MKTAYIAKQR', model => 'fp-model')").unwrap();
+    // Different weights under the same name: flip one bit of the last weight.
+    let path = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, &bytes).unwrap();
+    let e = error_of("SELECT plm_embed('MKTAYIAKQR', model => 'fp-model')");
+    assert!(e.starts_with("XX001: ") && e.contains("changed on disk"), "{e}");
+    Spi::run("RESET plm.model_dir").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
