@@ -174,7 +174,7 @@ pub fn engine(model: Option<&str>) -> Arc<Engine> {
         }
     }
     drop(reg);
-    if !dir.join(files::CONFIG).is_file() && !dir.is_dir() {
+    if !dir.is_dir() {
         unknown_model(&name);
     }
     let checkpoint = Checkpoint::open(&dir).or_raise();

@@ -60,6 +60,23 @@ pub struct Manifest {
     pub training: serde_json::Value,
 }
 
+impl Manifest {
+    /// Sets the fields that follow from the model configuration (parameters, width, depth,
+    /// and the architecture when none is recorded).
+    pub fn fill_from_config(&mut self, config: &EsmConfig) {
+        if self.architecture.is_empty() {
+            self.architecture = config
+                .architectures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "EsmForMaskedLM".into());
+        }
+        self.parameters = config.parameter_count();
+        self.embedding_dim = config.hidden_size;
+        self.num_layers = config.num_hidden_layers;
+    }
+}
+
 /// A checkpoint directory, read and verified but with weights not yet loaded.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -221,17 +238,7 @@ impl Checkpoint {
         if m.name.is_empty() {
             m.name = self.name();
         }
-        if m.architecture.is_empty() {
-            m.architecture = self
-                .config
-                .architectures
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "EsmForMaskedLM".into());
-        }
-        m.parameters = self.config.parameter_count();
-        m.embedding_dim = self.config.hidden_size;
-        m.num_layers = self.config.num_hidden_layers;
+        m.fill_from_config(&self.config);
         m.fingerprint = self.fingerprint.clone();
         m
     }
@@ -282,12 +289,7 @@ pub fn save_checkpoint_with(
         .map_err(|e| PlmError::bad_file(&weights, e))?;
     ProteinTokenizer::esm().save(&tmp.join(files::TOKENIZER))?;
     manifest.fingerprint = sha256_file(&weights)?;
-    manifest.parameters = config.parameter_count();
-    manifest.embedding_dim = config.hidden_size;
-    manifest.num_layers = config.num_hidden_layers;
-    if manifest.architecture.is_empty() {
-        manifest.architecture = "EsmForMaskedLM".into();
-    }
+    manifest.fill_from_config(config);
     write_json(&tmp.join(files::MANIFEST), &manifest)?;
     extra(&tmp).map_err(|reason| PlmError::bad_file(&tmp, reason))?;
     if dir.exists() {

@@ -144,8 +144,7 @@ impl FastaReader {
             }
             match clean_sequence(&raw) {
                 Ok(sequence) => return Ok(Some(Record { id, sequence })),
-                Err(e) if self.skip_invalid => {
-                    let _ = e;
+                Err(_) if self.skip_invalid => {
                     self.skipped += 1;
                 }
                 Err(e) => {

@@ -46,12 +46,7 @@ impl ContactHead {
     }
 
     /// Starts accumulation for a batch. `mask` is the f32 attention mask.
-    pub fn accumulator(
-        &self,
-        input_ids: &Tensor,
-        mask: &Tensor,
-        _pad: u32,
-    ) -> Result<ContactAccumulator> {
+    pub fn accumulator(&self, input_ids: &Tensor, mask: &Tensor) -> Result<ContactAccumulator> {
         let not_eos = input_ids.ne(self.eos_id)?.to_dtype(DType::F32)?;
         let keep = (not_eos * mask)?; // (batch, tokens)
         let pair_mask = keep

@@ -186,7 +186,7 @@ impl EsmForMaskedLM {
         };
 
         let mut contact_acc = match contact_head {
-            Some(head) => Some(head.accumulator(input_ids, &mask_f, self.config.pad_token_id)?),
+            Some(head) => Some(head.accumulator(input_ids, &mask_f)?),
             None => None,
         };
         let mut hidden = Vec::with_capacity(options.layers.len());
