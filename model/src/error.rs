@@ -51,6 +51,9 @@ pub enum PlmError {
         /// The head that was asked for.
         head: String,
     },
+    /// A PDB or mmCIF text that cannot be used.
+    #[error("invalid structure: {0}")]
+    InvalidStructure(String),
     /// An error from the tensor library.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),

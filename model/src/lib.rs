@@ -4,7 +4,9 @@
 //! - [`esm`]: the ESM-2 architecture (`EsmForMaskedLM`), loadable from Hugging Face weights;
 //! - [`checkpoint`]: the checkpoint directory format shared with the trainer and the extension;
 //! - [`engine`]: batched inference with length bucketing, pooling, windows and caching;
-//! - [`cache`]: the byte-bounded embedding cache.
+//! - [`cache`]: the byte-bounded embedding cache;
+//! - [`structure`], [`graph`], [`gnn`]: structures, residue graphs and graph neural network layers;
+//! - [`heads`], [`predict`]: task heads (function, interaction, binding sites) and their predictions.
 
 pub mod batching;
 pub mod cache;
@@ -14,7 +16,12 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod esm;
+pub mod gnn;
+pub mod graph;
+pub mod heads;
 pub mod pooling;
+pub mod predict;
+pub mod structure;
 pub mod tokenizer;
 pub mod window;
 
@@ -25,6 +32,7 @@ pub use device::DeviceSpec;
 pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix};
 pub use error::{PlmError, Result};
 pub use esm::EsmForMaskedLM;
+pub use heads::{HeadsConfig, TaskHeads};
 pub use pooling::Pooling;
 pub use tokenizer::ProteinTokenizer;
 

@@ -1,16 +1,16 @@
 //! Multi-head self-attention with rotary embeddings (`attention.self` + `attention.output`).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::norm::layer_norm;
+use super::norm::{layer_norm, Norm};
 use super::rotary::RotaryEmbedding;
 use crate::config::EsmConfig;
 
 /// `encoder.layer.N.attention`: pre-norm, self-attention, output projection and residual.
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
-    norm: LayerNorm,
+    norm: Norm,
     query: Linear,
     key: Linear,
     value: Linear,

@@ -1,9 +1,9 @@
 //! Token embeddings with ESM-2's token-dropout rescaling.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
-use super::norm::layer_norm;
+use super::norm::{layer_norm, Norm};
 use crate::config::EsmConfig;
 
 /// Fraction of tokens masked during ESM-2 pretraining (15 % selected, 80 % of them masked).
@@ -13,7 +13,7 @@ const MASK_RATIO_TRAIN: f64 = 0.15 * 0.8;
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     word_embeddings: Embedding,
-    layer_norm: Option<LayerNorm>,
+    layer_norm: Option<Norm>,
 }
 
 impl Embeddings {

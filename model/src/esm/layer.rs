@@ -1,17 +1,17 @@
 //! One transformer block (`encoder.layer.N`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::attention::SelfAttention;
-use super::norm::layer_norm;
+use super::norm::{layer_norm, Norm};
 use crate::config::EsmConfig;
 
 /// Pre-norm block: attention with residual, then a GELU feed-forward with residual.
 #[derive(Debug, Clone)]
 pub struct EsmLayer {
     attention: SelfAttention,
-    norm: LayerNorm,
+    norm: Norm,
     intermediate: Linear,
     output: Linear,
 }

@@ -1,16 +1,16 @@
 //! Masked-language-model head (`lm_head`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::norm::layer_norm;
+use super::norm::{layer_norm, Norm};
 use crate::config::EsmConfig;
 
 /// Dense, GELU, layer norm, then the decoder (tied to the word embeddings unless stored).
 #[derive(Debug, Clone)]
 pub struct LmHead {
     dense: Linear,
-    norm: LayerNorm,
+    norm: Norm,
     decoder: Linear,
 }
 

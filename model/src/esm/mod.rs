@@ -16,11 +16,11 @@ pub use contact::ContactHead;
 pub use embeddings::Embeddings;
 pub use layer::EsmLayer;
 pub use lm_head::LmHead;
-pub use norm::layer_norm;
+pub use norm::{layer_norm, Norm};
 pub use rotary::RotaryEmbedding;
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::EsmConfig;
 
@@ -63,7 +63,7 @@ impl ForwardOutput {
 pub struct EsmForMaskedLM {
     embeddings: Embeddings,
     layers: Vec<EsmLayer>,
-    final_norm: LayerNorm,
+    final_norm: Norm,
     rotary: RotaryEmbedding,
     lm_head: Option<LmHead>,
     contact_head: Option<ContactHead>,

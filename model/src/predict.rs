@@ -1,0 +1,300 @@
+//! Task predictions from a language model and its task heads: function terms, interaction
+//! probabilities and per-residue binding sites.
+
+use candle_core::{Device, Tensor};
+
+use crate::engine::{Engine, Matrix};
+use crate::error::{PlmError, Result};
+use crate::gnn::EdgeIndex;
+use crate::graph::{GraphBatch, GraphOptions, ResidueGraph};
+use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
+use crate::structure::{map_to_sequence, parse_structure};
+
+/// One predicted function term.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionPrediction {
+    /// EC number or GO identifier.
+    pub term: String,
+    /// Term name (empty when unknown).
+    pub name: String,
+    /// Probability-like score in [0, 1].
+    pub score: f32,
+}
+
+/// One predicted binding residue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingPrediction {
+    /// 1-based residue position.
+    pub position: usize,
+    /// One-letter residue code.
+    pub residue: char,
+    /// Ligand type.
+    pub ligand: String,
+    /// Probability-like score in [0, 1].
+    pub score: f32,
+}
+
+/// Where the contacts of a residue graph come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ContactSource<'a> {
+    /// The language model's contact head.
+    Predicted,
+    /// A PDB or mmCIF text, optionally with the chain to use.
+    Structure {
+        /// The structure text.
+        text: &'a str,
+        /// Chain identifier; `None` takes the first protein chain.
+        chain: Option<&'a str>,
+    },
+}
+
+fn missing_head(engine: &Engine, head: &str) -> PlmError {
+    PlmError::MissingHead {
+        model: engine.name().to_string(),
+        head: head.to_string(),
+    }
+}
+
+fn heads_or_err<'h>(
+    engine: &Engine,
+    heads: Option<&'h TaskHeads>,
+    head: &str,
+) -> Result<&'h TaskHeads> {
+    heads.ok_or_else(|| missing_head(engine, head))
+}
+
+/// Per-residue multi-scale features of the heads' `feature_layers`.
+pub fn residue_features(
+    engine: &Engine,
+    heads: &TaskHeads,
+    sequences: &[&str],
+) -> Result<Vec<Matrix>> {
+    let layers: Vec<Option<i64>> = heads
+        .config
+        .feature_layers
+        .iter()
+        .map(|&l| Some(l))
+        .collect();
+    engine.embed_residues(sequences, &layers)
+}
+
+/// Mean over the rows of a matrix.
+pub fn mean_rows(m: &Matrix) -> Vec<f32> {
+    let mut out = vec![0f32; m.cols];
+    for r in 0..m.rows {
+        for (o, v) in out.iter_mut().zip(m.row(r)) {
+            *o += v;
+        }
+    }
+    let n = m.rows.max(1) as f32;
+    out.iter_mut().for_each(|v| *v /= n);
+    out
+}
+
+/// Pooled multi-scale features of each sequence: the mean of [`residue_features`].
+pub fn pooled_features(
+    engine: &Engine,
+    heads: &TaskHeads,
+    sequences: &[&str],
+) -> Result<Vec<Vec<f32>>> {
+    Ok(residue_features(engine, heads, sequences)?
+        .iter()
+        .map(mean_rows)
+        .collect())
+}
+
+fn rows_tensor(rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), cols), device)?)
+}
+
+/// Checks an ontology name.
+pub fn check_ontology(ontology: &str) -> Result<String> {
+    let o = ontology
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', ':'], "_");
+    let o = match o.as_str() {
+        "mf" | "bp" | "cc" => format!("go_{o}"),
+        _ => o,
+    };
+    if ONTOLOGIES.contains(&o.as_str()) {
+        Ok(o)
+    } else {
+        Err(PlmError::InvalidArgument(format!(
+            "unknown ontology '{ontology}' (valid: {})",
+            ONTOLOGIES.join(", ")
+        )))
+    }
+}
+
+/// Checks a ligand name (case-insensitive).
+pub fn check_ligand(ligand: &str) -> Result<String> {
+    let l = ligand.trim().to_ascii_uppercase();
+    if LIGANDS.contains(&l.as_str()) {
+        Ok(l)
+    } else {
+        Err(PlmError::InvalidArgument(format!(
+            "unknown ligand '{ligand}' (valid: {})",
+            LIGANDS.join(", ")
+        )))
+    }
+}
+
+/// The `top_k` best function terms of `sequence` in `ontology` scoring at least `min_score`.
+pub fn predict_function(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    sequence: &str,
+    ontology: &str,
+    top_k: usize,
+    min_score: f32,
+) -> Result<Vec<FunctionPrediction>> {
+    let ontology = check_ontology(ontology)?;
+    let heads = heads_or_err(engine, heads, &format!("function ({ontology})"))?;
+    let (head, config) = heads
+        .function_head(&ontology)
+        .ok_or_else(|| missing_head(engine, &format!("function ({ontology})")))?;
+    let features = pooled_features(engine, heads, &[sequence])?;
+    let x = rows_tensor(&features, &Device::Cpu)?;
+    let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
+    let mut scores = sigmoid(&logits);
+    propagate_up(&mut scores, &config.ancestors);
+    let mut order: Vec<usize> = (0..scores.len())
+        .filter(|&i| scores[i] >= min_score)
+        .collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order.truncate(top_k);
+    Ok(order
+        .into_iter()
+        .map(|i| FunctionPrediction {
+            term: config.labels[i].clone(),
+            name: config.names.get(i).cloned().unwrap_or_default(),
+            score: scores[i],
+        })
+        .collect())
+}
+
+/// Interaction probabilities of pairs of sequences.
+pub fn predict_ppi(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<f32>> {
+    let heads = heads_or_err(engine, heads, "interaction (ppi)")?;
+    let head = heads
+        .ppi
+        .as_ref()
+        .ok_or_else(|| missing_head(engine, "interaction (ppi)"))?;
+    let a: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let b: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+    let fa = pooled_features(engine, heads, &a)?;
+    let fb = pooled_features(engine, heads, &b)?;
+    let logits = head
+        .forward(
+            &rows_tensor(&fa, &Device::Cpu)?,
+            &rows_tensor(&fb, &Device::Cpu)?,
+            false,
+        )?
+        .to_vec1::<f32>()?;
+    Ok(sigmoid(&logits))
+}
+
+/// The residue graph of a sequence with contacts from `source`.
+pub fn residue_graph(
+    engine: &Engine,
+    sequence: &str,
+    length: usize,
+    source: ContactSource,
+    options: &GraphOptions,
+) -> Result<ResidueGraph> {
+    match source {
+        ContactSource::Predicted => {
+            let contacts = engine.contacts(sequence)?;
+            ResidueGraph::from_contact_map(length, &contacts.data, options)
+        }
+        ContactSource::Structure { text, chain } => {
+            let cleaned = crate::tokenizer::clean_sequence(sequence)?;
+            let trace = parse_structure(text, chain)?;
+            let mapping = map_to_sequence(&cleaned, &trace)?;
+            ResidueGraph::from_structure(length, &trace, &mapping, options)
+        }
+    }
+}
+
+/// Per-residue binding-site scores of `sequence` for `ligand` (all types when `None`), keeping
+/// those at or above `threshold`, ordered by position then ligand.
+pub fn predict_binding_sites(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    sequence: &str,
+    ligand: Option<&str>,
+    threshold: f32,
+    source: ContactSource,
+) -> Result<Vec<BindingPrediction>> {
+    let ligand = ligand.map(check_ligand).transpose()?;
+    let heads = heads_or_err(engine, heads, "binding-site")?;
+    let (head, config) = match (&heads.binding, &heads.config.binding) {
+        (Some(h), Some(c)) => (h, c),
+        _ => return Err(missing_head(engine, "binding-site")),
+    };
+    let columns: Vec<usize> = match &ligand {
+        Some(l) => vec![config
+            .ligands
+            .iter()
+            .position(|x| x == l)
+            .ok_or_else(|| missing_head(engine, &format!("binding-site ({l})")))?],
+        None => (0..config.ligands.len()).collect(),
+    };
+    let cleaned = crate::tokenizer::clean_sequence(sequence)?;
+    let features = residue_features(engine, heads, &[sequence])?;
+    let x = &features[0];
+    let graph = residue_graph(engine, sequence, x.rows, source, &config.graph)?;
+    let edges = EdgeIndex::new(&GraphBatch::new(&[&graph]), &Device::Cpu)?;
+    let input = Tensor::from_slice(&x.data, (x.rows, x.cols), &Device::Cpu)?;
+    let logits = head.forward(&input, &edges, false)?.to_vec2::<f32>()?;
+    let residues: Vec<char> = cleaned.chars().collect();
+    let mut out = Vec::new();
+    for (i, row) in logits.iter().enumerate() {
+        let probs = sigmoid(row);
+        for &c in &columns {
+            if probs[c] >= threshold {
+                out.push(BindingPrediction {
+                    position: i + 1,
+                    residue: residues.get(i).copied().unwrap_or('X'),
+                    ligand: config.ligands[c].clone(),
+                    score: probs[c],
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ontology_and_ligand_names() {
+        assert_eq!(check_ontology("EC").unwrap(), "ec");
+        assert_eq!(check_ontology("mf").unwrap(), "go_mf");
+        assert_eq!(check_ontology("GO:BP").unwrap(), "go_bp");
+        let e = check_ontology("kegg").unwrap_err().to_string();
+        assert!(e.contains("ec, go_mf, go_bp, go_cc"), "{e}");
+        assert_eq!(check_ligand("zn").unwrap(), "ZN");
+        let e = check_ligand("FE").unwrap_err().to_string();
+        assert!(e.contains("DNA, RNA"), "{e}");
+    }
+
+    #[test]
+    fn mean_of_rows() {
+        let m = Matrix {
+            rows: 2,
+            cols: 2,
+            data: vec![1.0, 2.0, 3.0, 6.0],
+        };
+        assert_eq!(mean_rows(&m), vec![2.0, 4.0]);
+    }
+}
