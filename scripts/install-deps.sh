@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on Debian 12, idempotently and non-interactively:
-# PostgreSQL 15 with headers, clang, OpenMPI, sudo, cargo-pgrx (pinned), pgrx's PG15 config,
-# pgvector (built from Debian's source package when missing) and, optionally, the Python
-# reference stack (torch + transformers) used by the parity tests and benchmarks.
+# PostgreSQL 15 with headers, clang, OpenMPI, a TrueType font (trainer loss plots), sudo,
+# cargo-pgrx (pinned), pgrx's PG15 config, pgvector (built from Debian's source package when
+# missing) and, optionally, the Python reference stack (torch + transformers) used by the
+# parity tests and benchmarks.
 #
 #   scripts/install-deps.sh            # everything
 #   PLM_SKIP_PYTHON=1 scripts/install-deps.sh   # no Python reference stack
@@ -17,7 +18,8 @@ log() { printf '\033[1;34m[install-deps]\033[0m %s\n' "$*"; }
 
 export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang
-  build-essential pkg-config sudo libopenmpi-dev openmpi-bin libssl-dev ca-certificates dpkg-dev)
+  build-essential pkg-config sudo libopenmpi-dev openmpi-bin libssl-dev ca-certificates dpkg-dev
+  fonts-dejavu-core)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

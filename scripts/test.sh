@@ -28,7 +28,7 @@ else
 fi
 
 step "model and trainer tests"
-cargo test -p plm-model -p plm-train
+cargo test -p plm-model -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 
 step "extension in-server tests (cargo pgrx test)"

@@ -1,8 +1,14 @@
-//! `plm-train` library: data loading, masking, optimisation and the training loops behind the
-//! `plm-train` command.
+//! `plm-train` library: data loading, masking, optimisation, process groups and the training
+//! loops behind the `plm-train` command.
 
+pub mod comm;
+#[cfg(feature = "mpi")]
+pub mod comm_mpi;
 pub mod data;
+pub mod distill;
 pub mod masking;
 pub mod model_init;
 pub mod optim;
+pub mod plot;
 pub mod pretrain;
+pub mod train_loop;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use plm_model::{Checkpoint, DeviceSpec};
-use plm_train::pretrain;
+use plm_train::{comm, distill, plot, pretrain};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,19 @@ enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+    },
+    /// Knowledge distillation of a smaller student from a teacher checkpoint.
+    Distill {
+        #[command(flatten)]
+        args: distill::DistillArgs,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Redraw RUN/loss.png from RUN/metrics.jsonl.
+    Plot {
+        /// Run directory.
+        run: PathBuf,
     },
     /// Masked-LM perplexity of a checkpoint on a FASTA file.
     Eval {
@@ -71,7 +84,20 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let device = cli.device.parse::<DeviceSpec>()?.open()?;
     match cli.command {
-        Command::Pretrain { args, resume } => pretrain::run(args, resume, &device),
+        Command::Pretrain { args, resume } => {
+            let comm = comm::from_environment()?;
+            pretrain::run(args, resume, &device, comm.as_ref())
+        }
+        Command::Distill { args, resume } => {
+            let comm = comm::from_environment()?;
+            distill::run(args, resume, &device, comm.as_ref())
+        }
+        Command::Plot { run } => {
+            let png =
+                plot::plot_run(&run).with_context(|| format!("plotting {}", run.display()))?;
+            println!("{}", png.display());
+            Ok(())
+        }
         Command::Eval {
             model,
             data,

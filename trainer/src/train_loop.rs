@@ -1,0 +1,456 @@
+//! The training loop shared by `pretrain` and `distill`: streaming data, per-micro-batch
+//! masking seeds, data-parallel gradient reduction, AdamW with warm-up and cosine decay,
+//! clipping, accumulation, progress bar, metrics, loss plot and atomic, resumable checkpoints.
+//!
+//! A step consumes `accumulate × ranks` micro-batches (the global batch) from one stream that
+//! every rank reads identically; rank `r` computes micro-batches `r·accumulate ..
+//! (r+1)·accumulate`. Every rank prepares (masks) the whole global batch, so each loss term is
+//! divided by its global normaliser (masked tokens, residues) before backward, and summing the
+//! gradients over ranks gives exactly the gradient of one process running the whole batch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use plm_model::batching::plan_batches;
+use plm_model::checkpoint::{read_json, save_checkpoint_with, write_json, Manifest};
+
+use crate::comm::{all_reduce_gradients, broadcast_vars, Communicator};
+use crate::data::{BatchStream, DataPosition};
+use crate::model_init::TrainableModel;
+use crate::optim::{accumulate, grad_norm, learning_rate, AdamW, AdamWConfig};
+use crate::plot;
+
+/// Options shared by every training objective (stored in the run so `--resume` needs no flags).
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+pub struct LoopArgs {
+    /// Training FASTA (.gz allowed).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation FASTA.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Run directory: the checkpoint goes to RUN/last, metrics to RUN/metrics.jsonl, the loss
+    /// plot to RUN/loss.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model name written into the manifest.
+    #[arg(long, default_value = "plm-esm")]
+    pub name: String,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 10_000)]
+    pub steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 4e-4)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 500)]
+    pub warmup: usize,
+    /// Token budget of one micro-batch (padding included).
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens: usize,
+    /// Micro-batches per optimizer step and rank (the global batch is this × ranks).
+    #[arg(long, default_value_t = 1)]
+    pub accumulate: usize,
+    /// Longest crop of a sequence, in residues.
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// Gradient clipping by global norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Masking rate.
+    #[arg(long, default_value_t = 0.15)]
+    pub mask_rate: f64,
+    /// Seed of initialisation, data order and masking.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Validate every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// Checkpoint every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub save_every: usize,
+    /// Validation sequences used.
+    #[arg(long, default_value_t = 500)]
+    pub valid_sequences: usize,
+    /// Sequences per shuffle buffer.
+    #[arg(long, default_value_t = 4096)]
+    pub buffer: usize,
+}
+
+/// Hyper-parameters of a run that contain the shared loop options.
+pub trait RunArgs: Clone + Serialize + DeserializeOwned {
+    /// The shared options.
+    fn common(&self) -> &LoopArgs;
+    /// The shared options, mutably.
+    fn common_mut(&mut self) -> &mut LoopArgs;
+}
+
+/// Resumption state stored beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState<A> {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Where the data stream stands.
+    pub data: DataPosition,
+    /// Residues seen (all ranks).
+    pub tokens_seen: u64,
+    /// Wall-clock seconds spent so far.
+    pub elapsed_s: f64,
+    /// The run's hyper-parameters.
+    pub args: A,
+    /// Last validation metrics (`valid_loss`, `valid_perplexity`, ...).
+    #[serde(default)]
+    pub valid: BTreeMap<String, f64>,
+    /// Processes that trained the last step.
+    #[serde(default = "one")]
+    pub ranks: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Normalisers of a batch: each loss term is a mean over one of these, taken over the global
+/// batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Masked (prediction target) positions.
+    pub masked: usize,
+    /// Residue positions (no special tokens, no padding).
+    pub residues: usize,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Self) {
+        self.masked += o.masked;
+        self.residues += o.residues;
+    }
+}
+
+/// What a training loop optimises.
+pub trait Objective {
+    /// A prepared (tokenised, masked) micro-batch.
+    type Batch;
+    /// Names of the loss terms reported besides the total, in [`Objective::loss`]'s order.
+    fn term_names(&self) -> &'static [&'static str];
+    /// Tokenises and masks a micro-batch with `rng`; returns it with its normalisers.
+    fn prepare(&self, sequences: &[String], rng: &mut StdRng) -> Result<(Self::Batch, Counts)>;
+    /// This micro-batch's share of the loss, every term already divided by its normaliser in
+    /// `global` (so shares add up over micro-batches and ranks), and the terms' values.
+    fn loss(&self, batch: &Self::Batch, global: &Counts) -> Result<(Tensor, Vec<f64>)>;
+    /// Everything the optimizer updates.
+    fn trainable(&self) -> Vec<(String, Var)>;
+    /// The model saved as the checkpoint.
+    fn model(&self) -> &TrainableModel;
+    /// Trained tensors that are not part of the saved model (restored on resume).
+    fn aux_tensors(&self) -> HashMap<String, Tensor> {
+        HashMap::new()
+    }
+    /// Loads the model and auxiliary tensors from a run checkpoint.
+    fn restore(&mut self, dir: &Path) -> Result<()>;
+    /// Validation metrics; must include `valid_loss` (plotted).
+    fn validate(&self, sequences: &[String], args: &LoopArgs) -> Result<Vec<(String, f64)>>;
+    /// Objective-specific provenance for the manifest.
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// File names inside the run directory.
+pub const LAST: &str = "last";
+/// Trainer state inside a checkpoint.
+pub const STATE: &str = "trainer.json";
+/// Optimizer state inside a checkpoint.
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// Auxiliary trained tensors (e.g. a distillation projection) inside a checkpoint.
+pub const AUX: &str = "aux.safetensors";
+/// Metrics log inside the run directory.
+pub const METRICS: &str = "metrics.jsonl";
+/// Loss plot inside the run directory.
+pub const LOSS_PLOT: &str = "loss.png";
+
+/// The RNG of global micro-batch `index` of `step` (independent of how ranks split the batch).
+pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
+    StdRng::seed_from_u64(
+        seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+            ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
+}
+
+/// Opens a run: the stored arguments and state when resuming (only the step budget may grow),
+/// otherwise a fresh state from `args`.
+pub fn open_run<A: RunArgs>(
+    args: A,
+    resume: bool,
+    comm: &dyn Communicator,
+) -> Result<TrainerState<A>> {
+    let out = args.common().out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let last = out.join(LAST);
+    if resume && last.join(STATE).is_file() {
+        let mut state: TrainerState<A> = read_json(&last.join(STATE))?;
+        let steps = args.common().steps.max(state.args.common().steps);
+        state.args.common_mut().steps = steps;
+        if comm.is_root() {
+            eprintln!("resuming {} at step {}", out.display(), state.step);
+        }
+        return Ok(state);
+    }
+    if resume && comm.is_root() {
+        eprintln!("no checkpoint in {} yet; starting fresh", last.display());
+    }
+    Ok(TrainerState {
+        step: 0,
+        data: DataPosition::default(),
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+        args,
+        valid: BTreeMap::new(),
+        ranks: comm.size(),
+    })
+}
+
+/// Value of an objective over a fixed set of sequences (fixed crops, batches and masks), with
+/// every term averaged over the whole set: (total, terms).
+pub fn evaluate<O: Objective>(
+    objective: &O,
+    sequences: &[String],
+    max_tokens: usize,
+    seed: u64,
+) -> Result<(f64, Vec<f64>)> {
+    let lengths: Vec<usize> = sequences.iter().map(String::len).collect();
+    let mut prepared = Vec::new();
+    let mut global = Counts::default();
+    for (bi, batch) in plan_batches(&lengths, max_tokens).into_iter().enumerate() {
+        let seqs: Vec<String> = batch.iter().map(|&i| sequences[i].clone()).collect();
+        let mut rng = StdRng::seed_from_u64(seed ^ (bi as u64 + 1).wrapping_mul(0x51_7CC1));
+        let (b, c) = objective.prepare(&seqs, &mut rng)?;
+        global += c;
+        prepared.push(b);
+    }
+    if global.residues == 0 {
+        bail!("no validation residues");
+    }
+    let mut total = 0f64;
+    let mut terms = vec![0f64; objective.term_names().len()];
+    for b in &prepared {
+        let (loss, t) = objective.loss(b, &global)?;
+        total += loss.to_scalar::<f32>()? as f64;
+        for (acc, v) in terms.iter_mut().zip(t) {
+            *acc += v;
+        }
+    }
+    Ok((total, terms))
+}
+
+/// Runs the loop from `state` to `state.args.common().steps`, checkpointing into RUN/last.
+/// `valid` are the validation sequences (used on rank 0 only).
+pub fn train<A: RunArgs, O: Objective>(
+    mut state: TrainerState<A>,
+    objective: &mut O,
+    valid: Option<&[String]>,
+    comm: &dyn Communicator,
+) -> Result<TrainerState<A>> {
+    let args = state.args.common().clone();
+    if args.accumulate == 0 {
+        bail!("--accumulate must be at least 1");
+    }
+    let last = args.out.join(LAST);
+    let root = comm.is_root();
+    let ranks = comm.size();
+    if state.step > 0 && state.ranks != ranks && root {
+        eprintln!(
+            "note: the run was trained on {} rank(s), now {ranks}: the global batch changes",
+            state.ranks
+        );
+    }
+    state.ranks = ranks;
+    let mut opt = AdamW::new(objective.trainable(), AdamWConfig::default())?;
+    if state.step > 0 {
+        objective.restore(&last)?;
+        opt.load(&last.join(OPTIMIZER))?;
+    }
+    // Identical replicas whatever happened before (seeded init, loading).
+    broadcast_vars(comm, opt.vars()).context("broadcasting the weights of rank 0")?;
+    let mut stream = BatchStream::open(
+        &args.train,
+        args.seed,
+        args.buffer,
+        args.max_len,
+        args.max_tokens,
+        state.data,
+    )?;
+    let mut metrics = if root {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(args.out.join(METRICS))
+                .context("opening metrics.jsonl")?,
+        )
+    } else {
+        None
+    };
+    let bar = if root {
+        ProgressBar::new(args.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step as u64);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut window_tokens = 0u64;
+    let mut window_start = Instant::now();
+    let names = objective.term_names();
+    let per_rank = args.accumulate;
+    let mine = comm.rank() * per_rank..(comm.rank() + 1) * per_rank;
+    while state.step < args.steps {
+        let lr = learning_rate(state.step, args.warmup, args.steps, args.lr, 0.1);
+        // The whole global batch is read and prepared on every rank (cheap next to the model),
+        // so normalisers are global without communication.
+        let mut own = Vec::with_capacity(per_rank);
+        let mut global = Counts::default();
+        for index in 0..per_rank * ranks {
+            let seqs = stream.next_batch()?;
+            let mut rng = micro_batch_rng(args.seed, state.step, index);
+            let (batch, counts) = objective.prepare(&seqs, &mut rng)?;
+            global += counts;
+            let residues: u64 = seqs.iter().map(|s| s.len() as u64).sum();
+            state.tokens_seen += residues;
+            window_tokens += residues;
+            if mine.contains(&index) {
+                own.push(batch);
+            }
+        }
+        let mut grads = Vec::new();
+        // [total, terms...]: summed over micro-batches, then over ranks.
+        let mut logged = vec![0f64; 1 + names.len()];
+        for batch in &own {
+            let (loss, terms) = objective.loss(batch, &global)?;
+            logged[0] += loss.to_scalar::<f32>()? as f64;
+            for (acc, v) in logged[1..].iter_mut().zip(terms) {
+                *acc += v;
+            }
+            accumulate(&mut grads, opt.gradients(&loss.backward()?))?;
+        }
+        all_reduce_gradients(comm, &mut grads, &mut logged).context("all-reduce")?;
+        let norm = grad_norm(&grads)?;
+        if !norm.is_finite() {
+            bail!("gradient norm is {norm} at step {}; lower --lr", state.step);
+        }
+        let scale = if args.clip > 0.0 && norm > args.clip {
+            args.clip / norm
+        } else {
+            1.0
+        };
+        opt.step(&grads, lr, scale)?;
+        state.step += 1;
+        state.data = stream.position();
+        let loss = logged[0];
+        let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss:.3} {tps:.0} tok/s"));
+        let mut record = serde_json::json!({
+            "step": state.step, "loss": loss, "lr": lr, "grad_norm": norm,
+            "tokens_per_s": tps, "tokens_seen": state.tokens_seen,
+            "elapsed_s": elapsed_before + started.elapsed().as_secs_f64(),
+            "ranks": ranks,
+        });
+        for (name, v) in names.iter().zip(&logged[1..]) {
+            record[*name] = (*v).into();
+        }
+        if state.step.is_multiple_of(50) {
+            window_tokens = 0;
+            window_start = Instant::now();
+        }
+        if let (true, Some(v)) = (root, valid) {
+            if state.step.is_multiple_of(args.eval_every) || state.step == args.steps {
+                let values = objective.validate(v, &args)?;
+                let text: Vec<String> = values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                bar.println(format!("step {}: {}", state.step, text.join(", ")));
+                for (k, v) in values {
+                    record[&k] = v.into();
+                    state.valid.insert(k, v);
+                }
+            }
+        }
+        if let Some(m) = metrics.as_mut() {
+            writeln!(m, "{record}").context("writing metrics.jsonl")?;
+        }
+        if root && (state.step.is_multiple_of(args.save_every) || state.step == args.steps) {
+            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            save_run(&last, objective, &opt, &state)?;
+            write_plot(&args.out, &bar);
+        }
+    }
+    bar.finish_with_message(format!("done: {} steps", state.step));
+    if root {
+        write_plot(&args.out, &bar);
+    }
+    Ok(state)
+}
+
+/// Redraws RUN/loss.png from RUN/metrics.jsonl; a failure is reported, not fatal.
+fn write_plot(out: &Path, bar: &ProgressBar) {
+    if let Err(e) = plot::plot_run(out) {
+        bar.println(format!("warning: loss plot not written: {e}"));
+    }
+}
+
+/// Writes the model, optimizer, auxiliary tensors and trainer state into `dir` atomically.
+pub fn save_run<A: RunArgs, O: Objective>(
+    dir: &Path,
+    objective: &O,
+    opt: &AdamW,
+    state: &TrainerState<A>,
+) -> Result<()> {
+    let args = state.args.common();
+    let mut training = serde_json::json!({
+        "data": args.train.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        "steps": state.step,
+        "tokens_seen": state.tokens_seen,
+        "seed": args.seed,
+        "lr": args.lr,
+        "max_tokens": args.max_tokens,
+        "accumulate": args.accumulate,
+        "ranks": state.ranks,
+        "elapsed_s": state.elapsed_s,
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) =
+        (training.as_object_mut(), objective.describe())
+    {
+        obj.extend(extra);
+    }
+    for (k, v) in &state.valid {
+        training[k] = (*v).into();
+    }
+    let manifest = Manifest {
+        name: args.name.clone(),
+        training,
+        ..Default::default()
+    };
+    let model = objective.model();
+    let aux = objective.aux_tensors();
+    save_checkpoint_with(dir, &model.config, &model.tensors(), manifest, |tmp| {
+        opt.save(&tmp.join(OPTIMIZER)).map_err(|e| e.to_string())?;
+        if !aux.is_empty() {
+            candle_core::safetensors::save(&aux, tmp.join(AUX)).map_err(|e| e.to_string())?;
+        }
+        write_json(&tmp.join(STATE), state).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
