@@ -11,12 +11,22 @@ use crate::config::EsmConfig;
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
     norm: Norm,
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    projections: Projections,
     output: Linear,
     heads: usize,
     head_dim: usize,
+}
+
+/// The query, key and value projections: separate while they are trainable variables, stacked
+/// into one `(3·hidden, hidden)` matrix otherwise (one GEMM instead of three).
+#[derive(Debug, Clone)]
+enum Projections {
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    Fused(Linear),
 }
 
 impl SelfAttention {
@@ -24,15 +34,54 @@ impl SelfAttention {
     pub fn load(vb: VarBuilder, config: &EsmConfig) -> Result<Self> {
         let h = config.hidden_size;
         let sv = vb.pp("self");
+        let query = candle_nn::linear(h, h, sv.pp("query"))?;
+        let key = candle_nn::linear(h, h, sv.pp("key"))?;
+        let value = candle_nn::linear(h, h, sv.pp("value"))?;
+        let trainable = [&query, &key, &value]
+            .iter()
+            .any(|l| l.weight().is_variable() || l.bias().is_some_and(Tensor::is_variable));
+        let projections = if trainable {
+            Projections::Separate { query, key, value }
+        } else {
+            let stack = |f: fn(&Linear) -> Option<&Tensor>| -> Result<Tensor> {
+                let parts = [&query, &key, &value]
+                    .iter()
+                    .map(|l| {
+                        f(l).cloned()
+                            .ok_or_else(|| candle_core::Error::Msg("no bias".into()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)?.contiguous()
+            };
+            let weight = stack(|l| Some(l.weight()))?;
+            let bias = stack(Linear::bias)?;
+            Projections::Fused(Linear::new(weight, Some(bias)))
+        };
         Ok(Self {
             norm: layer_norm(h, config.layer_norm_eps, vb.pp("LayerNorm"))?,
-            query: candle_nn::linear(h, h, sv.pp("query"))?,
-            key: candle_nn::linear(h, h, sv.pp("key"))?,
-            value: candle_nn::linear(h, h, sv.pp("value"))?,
+            projections,
             output: candle_nn::linear(h, h, vb.pp("output").pp("dense"))?,
             heads: config.num_attention_heads,
             head_dim: config.head_dim(),
         })
+    }
+
+    /// The pre-attention layer norm.
+    pub(crate) fn norm(&self) -> &candle_nn::LayerNorm {
+        self.norm.inner()
+    }
+
+    /// The stacked `(3·hidden, hidden)` Q/K/V projection, when the weights are not trainable.
+    pub(crate) fn fused_qkv(&self) -> Option<&Linear> {
+        match &self.projections {
+            Projections::Fused(l) => Some(l),
+            Projections::Separate { .. } => None,
+        }
+    }
+
+    /// The output projection.
+    pub(crate) fn output(&self) -> &Linear {
+        &self.output
     }
 
     fn split_heads(&self, xs: Tensor, batch: usize, seq: usize) -> Result<Tensor> {
@@ -54,9 +103,24 @@ impl SelfAttention {
         let (batch, seq, hidden) = xs.dims3()?;
         let normed = self.norm.forward(xs)?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let q = self.split_heads((self.query.forward(&normed)? * scale)?, batch, seq)?;
-        let k = self.split_heads(self.key.forward(&normed)?, batch, seq)?;
-        let v = self.split_heads(self.value.forward(&normed)?, batch, seq)?;
+        let (q, k, v) = match &self.projections {
+            Projections::Separate { query, key, value } => (
+                query.forward(&normed)?,
+                key.forward(&normed)?,
+                value.forward(&normed)?,
+            ),
+            Projections::Fused(qkv) => {
+                let qkv = qkv.forward(&normed)?;
+                (
+                    qkv.narrow(2, 0, hidden)?,
+                    qkv.narrow(2, hidden, hidden)?,
+                    qkv.narrow(2, 2 * hidden, hidden)?,
+                )
+            }
+        };
+        let q = self.split_heads((q * scale)?, batch, seq)?;
+        let k = self.split_heads(k, batch, seq)?;
+        let v = self.split_heads(v, batch, seq)?;
         let q = RotaryEmbedding::apply(&q, cos, sin)?;
         let k = RotaryEmbedding::apply(&k, cos, sin)?;
         let mut scores = q.matmul(&k.t()?)?;

@@ -28,6 +28,16 @@ impl EsmLayer {
         })
     }
 
+    /// The attention half of the block.
+    pub(crate) fn attention(&self) -> &SelfAttention {
+        &self.attention
+    }
+
+    /// Pre-feed-forward layer norm, first and second feed-forward projections.
+    pub(crate) fn feed_forward(&self) -> (&candle_nn::LayerNorm, &Linear, &Linear) {
+        (self.norm.inner(), &self.intermediate, &self.output)
+    }
+
     /// Returns the block output and optionally the attention probabilities.
     pub fn forward(
         &self,

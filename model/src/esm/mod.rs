@@ -6,6 +6,8 @@
 mod attention;
 mod contact;
 mod embeddings;
+mod fast;
+mod kernels;
 mod layer;
 mod lm_head;
 mod norm;
@@ -164,6 +166,9 @@ impl EsmForMaskedLM {
             (true, None) => candle_core::bail!("this checkpoint has no contact head"),
             _ => None,
         };
+        if contact_head.is_none() && self.fast_path_available() {
+            return self.forward_fast(input_ids, attention_mask, options);
+        }
         let (_, seq_len) = input_ids.dims2()?;
         let mask_f = attention_mask.to_dtype(DType::F32)?;
         let padded = mask_f.min_all()?.to_scalar::<f32>()? < 0.5;
@@ -241,6 +246,149 @@ impl EsmForMaskedLM {
         })
     }
 
+    /// Whether [`fast`]'s CPU path can run this model: f32 weights on the CPU, not trainable.
+    fn fast_path_available(&self) -> bool {
+        fast::eligible(self.embeddings.word_weight())
+            && self
+                .layers
+                .iter()
+                .all(|l| l.attention().fused_qkv().is_some())
+    }
+
+    /// [`EsmForMaskedLM::forward`] without attention maps on the CPU: the blocks run on the
+    /// packed real tokens (see [`fast`]); requested hidden states come back zero at padding.
+    fn forward_fast(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        let num_layers = self.layers.len();
+        let (batch, seq_len) = input_ids.dims2()?;
+        let h = self.config.hidden_size;
+        let mask_f = attention_mask.to_dtype(DType::F32)?;
+        let mask_host = mask_f.flatten_all()?.to_vec1::<f32>()?;
+        let embedded = self.embeddings.forward(input_ids, &mask_f, &self.config)?;
+        let last_needed = if options.logits {
+            num_layers
+        } else {
+            options.layers.iter().copied().max().unwrap_or(num_layers)
+        };
+        let packing = fast::Packing::from_mask(&mask_host, batch, seq_len);
+        let positions: Vec<u32> = packing.origin.iter().map(|&(_, t)| t as u32).collect();
+        let mut xs = packing.pack(&embedded.flatten_all()?.to_vec1::<f32>()?, seq_len, h);
+        let device = input_ids.device();
+        let unpack = |packed: &[f32]| -> Result<Tensor> {
+            Tensor::from_vec(
+                packing.unpack(packed, batch, seq_len, h),
+                (batch, seq_len, h),
+                device,
+            )
+        };
+        let mut hidden: Vec<(usize, Tensor)> = Vec::new();
+        if options.layers.contains(&0) && num_layers > 0 {
+            hidden.push((0, embedded.clone()));
+        }
+        let (cos, sin) = self.rotary.cos_sin(seq_len)?;
+        let (cos_g, sin_g) = (cos.storage_and_layout(), sin.storage_and_layout());
+        let (cos, sin) = (fast::host_slice(&cos_g)?, fast::host_slice(&sin_g)?);
+        let dims = fast::Dims {
+            hidden: h,
+            intermediate: self.config.intermediate_size,
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            eps: self.config.layer_norm_eps as f32,
+        };
+        for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
+            let attn = layer.attention();
+            let qkv = attn
+                .fused_qkv()
+                .ok_or_else(|| candle_core::Error::Msg("no fused projection".into()))?;
+            let (ln2, ff1, ff2) = layer.feed_forward();
+            let bias = |t: Option<&Tensor>| -> Result<Tensor> {
+                t.cloned()
+                    .ok_or_else(|| candle_core::Error::Msg("missing bias".into()))
+            };
+            let tensors = [
+                attn.norm().weight().clone(),
+                bias(attn.norm().bias())?,
+                qkv.weight().clone(),
+                bias(qkv.bias())?,
+                attn.output().weight().clone(),
+                bias(attn.output().bias())?,
+                ln2.weight().clone(),
+                bias(ln2.bias())?,
+                ff1.weight().clone(),
+                bias(ff1.bias())?,
+                ff2.weight().clone(),
+                bias(ff2.bias())?,
+            ];
+            let guards: Vec<_> = tensors.iter().map(Tensor::storage_and_layout).collect();
+            let s = guards
+                .iter()
+                .map(fast::host_slice)
+                .collect::<Result<Vec<_>>>()?;
+            let weights = fast::BlockWeights {
+                ln1_w: s[0],
+                ln1_b: s[1],
+                qkv_w: s[2],
+                qkv_b: s[3],
+                out_w: s[4],
+                out_b: s[5],
+                ln2_w: s[6],
+                ln2_b: s[7],
+                ff1_w: s[8],
+                ff1_b: s[9],
+                ff2_w: s[10],
+                ff2_b: s[11],
+            };
+            fast::block_forward(&mut xs, &packing, &positions, &weights, dims, cos, sin);
+            if i + 1 < num_layers && options.layers.contains(&(i + 1)) {
+                hidden.push((i + 1, unpack(&xs)?));
+            }
+        }
+        let want_final = options.layers.contains(&num_layers) || options.logits;
+        let final_hidden = if want_final && last_needed == num_layers {
+            let w = self.final_norm.inner().weight().clone();
+            let b = self
+                .final_norm
+                .inner()
+                .bias()
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("missing bias".into()))?;
+            let (wg, bg) = (w.storage_and_layout(), b.storage_and_layout());
+            let normed = fast::layer_norm(
+                &xs,
+                fast::host_slice(&wg)?,
+                fast::host_slice(&bg)?,
+                self.config.layer_norm_eps as f32,
+            );
+            Some(unpack(&normed)?)
+        } else {
+            None
+        };
+        if let Some(fh) = &final_hidden {
+            if options.layers.contains(&num_layers) {
+                hidden.push((num_layers, fh.clone()));
+            }
+        }
+        let mut ordered = Vec::with_capacity(options.layers.len());
+        for l in &options.layers {
+            if let Some((_, t)) = hidden.iter().find(|(k, _)| k == l) {
+                ordered.push((*l, t.clone()));
+            }
+        }
+        let logits = match (options.logits, &self.lm_head, &final_hidden) {
+            (true, Some(head), Some(fh)) => Some(head.forward(fh)?),
+            _ => None,
+        };
+        Ok(ForwardOutput {
+            hidden: ordered,
+            logits,
+            contacts: None,
+        })
+    }
+
     /// Masked-language-model logits `(batch, tokens, vocab)` and the final hidden state.
     pub fn forward_mlm(
         &self,
@@ -272,5 +420,78 @@ impl EsmForMaskedLM {
     /// Log-softmax over the vocabulary, for perplexity.
     pub fn log_probs(logits: &Tensor) -> Result<Tensor> {
         candle_nn::ops::log_softmax(logits, D::Minus1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The packed CPU path against the tensor path (taken when contacts are asked for) on a
+    /// padded batch with a hole in one mask: every hidden state and the logits, real positions.
+    #[test]
+    fn fast_path_matches_tensor_path() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm_tiny");
+        let ckpt = crate::checkpoint::Checkpoint::open(&dir).unwrap();
+        let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
+        assert!(model.fast_path_available());
+        let n = model.config().num_hidden_layers;
+        let (b, t) = (3, 40);
+        let ids: Vec<u32> = (0..b * t).map(|i| 4 + (i * 7 % 20) as u32).collect();
+        let mut mask = vec![1u32; b * t];
+        mask[t + 25..2 * t].fill(0); // row 1: 25 tokens then padding
+        mask[2 * t + 3] = 0; // row 2: a hole
+        mask[2 * t + 30..3 * t].fill(0);
+        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+        let mask_t = Tensor::from_vec(mask.clone(), (b, t), &Device::Cpu).unwrap();
+        let layers: Vec<usize> = (0..=n).collect();
+        let run = |contacts| {
+            model
+                .forward(
+                    &ids,
+                    &mask_t,
+                    &ForwardOptions {
+                        layers: layers.clone(),
+                        logits: true,
+                        contacts,
+                    },
+                )
+                .unwrap()
+        };
+        let (slow, fast) = (run(true), run(false));
+        let real = |x: &Tensor| -> Vec<f32> {
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = v.len() / (b * t);
+            v.chunks(w)
+                .zip(&mask)
+                .filter(|(_, m)| **m != 0)
+                .flat_map(|(r, _)| r.to_vec())
+                .collect()
+        };
+        let mut pairs: Vec<(String, &Tensor, &Tensor)> = layers
+            .iter()
+            .map(|&l| {
+                (
+                    format!("hidden{l}"),
+                    slow.layer(l).unwrap(),
+                    fast.layer(l).unwrap(),
+                )
+            })
+            .collect();
+        pairs.push((
+            "logits".into(),
+            slow.logits.as_ref().unwrap(),
+            fast.logits.as_ref().unwrap(),
+        ));
+        for (what, s, f) in pairs {
+            assert_eq!(s.dims(), f.dims(), "{what}");
+            let d = real(s)
+                .iter()
+                .zip(real(f))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-5, "{what}: {d}");
+        }
     }
 }

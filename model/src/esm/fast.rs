@@ -1,0 +1,312 @@
+//! CPU inference path for the transformer blocks.
+//!
+//! Candle runs one kernel per tensor op, most of them single-threaded and each allocating its
+//! output, and loops over `batch × heads` tiny GEMMs for attention. Here the real (unpadded)
+//! tokens of a batch are packed into one `(tokens, hidden)` matrix and each block runs as
+//! three parallel phases over the engine's rayon pool:
+//!
+//! 1. row chunks: layer norm, fused Q/K/V projection (bias pre-filled), scaling and rotary;
+//! 2. `(sequence, head, query block)` tasks: scores, softmax and context for that head only,
+//!    over the sequence's own tokens (so padding costs nothing and needs no mask);
+//! 3. row chunks: output projection and residual, layer norm, feed-forward with GELU and
+//!    residual, the `(chunk, intermediate)` activation staying in cache.
+//!
+//! GEMMs are single-threaded `gemm` calls inside the parallel tasks, so the two levels of
+//! threading never compete. Used for f32 on the CPU when no gradients are tracked and no
+//! attention maps are asked for; the tensor path in the sibling modules is the reference.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::kernels;
+
+/// The weights of one block as host slices.
+pub(crate) struct BlockWeights<'a> {
+    pub ln1_w: &'a [f32],
+    pub ln1_b: &'a [f32],
+    /// `(3·hidden, hidden)`: query, key and value projections stacked.
+    pub qkv_w: &'a [f32],
+    pub qkv_b: &'a [f32],
+    pub out_w: &'a [f32],
+    pub out_b: &'a [f32],
+    pub ln2_w: &'a [f32],
+    pub ln2_b: &'a [f32],
+    pub ff1_w: &'a [f32],
+    pub ff1_b: &'a [f32],
+    pub ff2_w: &'a [f32],
+    pub ff2_b: &'a [f32],
+}
+
+/// Shapes shared by every block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub eps: f32,
+}
+
+/// The packed token layout of a batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Packing {
+    /// For each packed row, its `(batch row, token index)`; the token index is the rotary
+    /// position.
+    pub origin: Vec<(usize, usize)>,
+    /// `(first packed row, tokens)` of each batch row.
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Packing {
+    /// Packs the tokens whose mask is non-zero, batch row by batch row.
+    pub fn from_mask(mask: &[f32], batch: usize, tokens: usize) -> Self {
+        let mut origin = Vec::with_capacity(mask.len());
+        let mut spans = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let start = origin.len();
+            for t in 0..tokens {
+                if mask[b * tokens + t] != 0.0 {
+                    origin.push((b, t));
+                }
+            }
+            spans.push((start, origin.len() - start));
+        }
+        Self { origin, spans }
+    }
+
+    /// Number of packed rows.
+    pub fn rows(&self) -> usize {
+        self.origin.len()
+    }
+
+    /// Gathers `(batch, tokens, hidden)` into packed rows.
+    pub fn pack(&self, padded: &[f32], tokens: usize, hidden: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows() * hidden);
+        for &(b, t) in &self.origin {
+            let at = (b * tokens + t) * hidden;
+            out.extend_from_slice(&padded[at..at + hidden]);
+        }
+        out
+    }
+
+    /// Scatters packed rows into a zero-padded `(batch, tokens, hidden)` buffer.
+    pub fn unpack(&self, packed: &[f32], batch: usize, tokens: usize, hidden: usize) -> Vec<f32> {
+        let mut out = vec![0f32; batch * tokens * hidden];
+        for (r, &(b, t)) in self.origin.iter().enumerate() {
+            let at = (b * tokens + t) * hidden;
+            out[at..at + hidden].copy_from_slice(&packed[r * hidden..(r + 1) * hidden]);
+        }
+        out
+    }
+}
+
+/// Host slice of a contiguous f32 CPU tensor, borrowed from its storage guard.
+pub(crate) fn host_slice<'a>(
+    guard: &'a (candle_core::StorageRef<'a>, &'a candle_core::Layout),
+) -> Result<&'a [f32]> {
+    let (storage, layout) = guard;
+    let Storage::Cpu(cpu) = &**storage else {
+        candle_core::bail!("fast path needs CPU tensors")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fast path needs contiguous tensors")
+    };
+    Ok(&cpu.as_slice::<f32>()?[start..end])
+}
+
+/// Whether a tensor can feed the fast path.
+pub(crate) fn eligible(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op() && t.is_contiguous()
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a thread-local scratch buffer of at least `len` floats.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Raw pointer that may be shared by tasks writing disjoint regions.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// Rows per task in the element-wise row phases.
+fn row_chunk(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 4).clamp(16, 256)
+}
+
+/// Rows per feed-forward pass: bounds the `(rows, intermediate)` activation while keeping the
+/// GEMMs large enough that packing the weights is amortised.
+const FFN_ROWS: usize = 2048;
+
+/// Query rows per attention task.
+const QUERY_BLOCK: usize = 128;
+
+/// Layer norm of `h`-wide rows, in parallel.
+fn layer_norm_par(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let h = weight.len();
+    let chunk = row_chunk(src.len() / h) * h;
+    dst.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .for_each(|(d, s)| kernels::layer_norm_rows(s, d, weight, bias, eps));
+}
+
+/// `out (+)= a · wᵀ` for row-major `a` `(m, k)` and a PyTorch-layout weight `w` `(n, k)`,
+/// with `out` `(m, n)` pre-filled with `bias` unless `accumulate` (then `bias` is added).
+fn linear(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, accumulate: bool) {
+    let n = bias.len();
+    let m = a.len() / k;
+    debug_assert_eq!(out.len(), m * n);
+    debug_assert_eq!(w.len(), n * k);
+    let chunk = row_chunk(m) * n;
+    out.par_chunks_mut(chunk).for_each(|o| {
+        if accumulate {
+            kernels::add_rows(o, bias);
+        } else {
+            kernels::fill_rows(o, bias);
+        }
+    });
+    // SAFETY: the extents follow from the asserted slice lengths; `out` is borrowed mutably
+    // and so aliases neither input.
+    unsafe {
+        kernels::matmul_parallel(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            true,
+            a.as_ptr(),
+            k,
+            w.as_ptr(),
+            1,
+            k,
+        );
+    }
+}
+
+/// Runs one block on packed rows `xs` `(rows, hidden)` in place. `positions[r]` is row `r`'s
+/// rotary position; `cos`/`sin` are the `(positions, head_dim/2)` tables.
+pub(crate) fn block_forward(
+    xs: &mut [f32],
+    packing: &Packing,
+    positions: &[u32],
+    w: &BlockWeights,
+    d: Dims,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let h = d.hidden;
+    let rows = packing.rows();
+    debug_assert_eq!(xs.len(), rows * h);
+    let chunk = row_chunk(rows);
+    let q_scale = (d.head_dim as f32).powf(-0.5);
+    let mut normed = vec![0f32; rows * h];
+
+    // Phase 1: qkv = rotary(LN(x) · Wqkvᵀ + b), q scaled.
+    let mut qkv = vec![0f32; rows * 3 * h];
+    layer_norm_par(xs, &mut normed, w.ln1_w, w.ln1_b, d.eps);
+    linear(&mut qkv, &normed, w.qkv_w, w.qkv_b, h, false);
+    qkv.par_chunks_mut(chunk * 3 * h)
+        .zip(positions.par_chunks(chunk))
+        .for_each(|(qkv, pos)| kernels::rotary_qk(qkv, pos, cos, sin, h, d.head_dim, q_scale));
+
+    // Phase 2: per (sequence, head, query block) attention into ctx.
+    let ctx = &mut normed;
+    let mut tasks = Vec::new();
+    for &(start, len) in &packing.spans {
+        for head in 0..d.heads {
+            let mut q0 = 0;
+            while q0 < len {
+                let qn = QUERY_BLOCK.min(len - q0);
+                tasks.push((start, len, head, q0, qn));
+                q0 += qn;
+            }
+        }
+    }
+    let ctx_ptr = SharedMut(ctx.as_mut_ptr());
+    let qkv_ref = &qkv;
+    tasks.par_iter().for_each(|&(start, len, head, q0, qn)| {
+        let ctx_ptr = ctx_ptr;
+        let hd = d.head_dim;
+        with_scratch(qn * len, |scores| {
+            let base = qkv_ref.as_ptr();
+            // SAFETY: q/k/v rows lie in `qkv`; each task writes its own rows × head columns
+            // of `ctx`, disjoint from every other task's.
+            unsafe {
+                let q = base.add((start + q0) * 3 * h + head * hd);
+                let k = base.add(start * 3 * h + h + head * hd);
+                let v = base.add(start * 3 * h + 2 * h + head * hd);
+                // scores (qn, len) = Q · Kᵀ
+                kernels::matmul(
+                    qn,
+                    len,
+                    hd,
+                    scores.as_mut_ptr(),
+                    len,
+                    false,
+                    q,
+                    3 * h,
+                    k,
+                    1,
+                    3 * h,
+                );
+                kernels::softmax_rows(scores, len);
+                // ctx (qn, hd) = P · V
+                let out = ctx_ptr.0.add((start + q0) * h + head * hd);
+                kernels::matmul(
+                    qn,
+                    hd,
+                    len,
+                    out,
+                    h,
+                    false,
+                    scores.as_ptr(),
+                    len,
+                    v,
+                    3 * h,
+                    1,
+                );
+            }
+        });
+    });
+    drop(qkv);
+
+    // Phase 3: x += ctx · Woᵀ + b, then x += GELU(LN(x) · W1ᵀ + b1) · W2ᵀ + b2 by row blocks.
+    linear(xs, ctx, w.out_w, w.out_b, h, true);
+    let i = d.intermediate;
+    let block = FFN_ROWS.min(rows.max(1));
+    let mut inter = vec![0f32; block * i];
+    for (x, normed) in xs.chunks_mut(block * h).zip(normed.chunks_mut(block * h)) {
+        let m = x.len() / h;
+        let inter = &mut inter[..m * i];
+        layer_norm_par(x, normed, w.ln2_w, w.ln2_b, d.eps);
+        linear(inter, normed, w.ff1_w, w.ff1_b, h, false);
+        inter.par_chunks_mut(chunk * i).for_each(kernels::gelu_erf);
+        linear(x, inter, w.ff2_w, w.ff2_b, i, true);
+    }
+}
+
+/// Layer norm of packed rows (the encoder's final norm).
+pub(crate) fn layer_norm(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> Vec<f32> {
+    let h = weight.len();
+    let mut out = vec![0f32; xs.len()];
+    let chunk = row_chunk(xs.len() / h.max(1)) * h;
+    out.par_chunks_mut(chunk)
+        .zip(xs.par_chunks(chunk))
+        .for_each(|(o, x)| kernels::layer_norm_rows(x, o, weight, bias, eps));
+    out
+}

@@ -1,0 +1,414 @@
+//! Element-wise and row kernels of the CPU inference path: layer norm, softmax, GELU (erf),
+//! rotary embedding and a thin wrapper over `gemm`.
+//!
+//! The kernels are plain loops written so that LLVM vectorises them; each public entry point is
+//! compiled three times (AVX-512, AVX2+FMA, baseline) and picks the widest the CPU supports at
+//! run time, since the crate itself is built for the generic x86-64 target.
+
+use std::sync::OnceLock;
+
+/// SIMD level detected once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    V4,
+    V3,
+    Base,
+}
+
+fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("fma")
+            {
+                return Level::V4;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Level::V3;
+            }
+        }
+        Level::Base
+    })
+}
+
+/// Defines `pub fn $name(args)` dispatching to AVX-512 / AVX2 / baseline copies of `$body`.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2")]
+            unsafe fn v4($($arg: $ty),*) { inner($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,bmi2")]
+            unsafe fn v3($($arg: $ty),*) { inner($($arg),*) }
+            match level() {
+                // SAFETY: the features were detected at run time.
+                #[cfg(target_arch = "x86_64")]
+                Level::V4 => unsafe { v4($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Level::V3 => unsafe { v3($($arg),*) },
+                _ => inner($($arg),*),
+            }
+        }
+    };
+}
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let m = acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    rest.iter().fold(m, |a, &b| a.max(b))
+}
+
+/// `e^x` (Cephes polynomial, about 1 ulp on the range softmax uses).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.3);
+    let fx = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - fx * 0.693_359_4 + fx * 2.121_944_4e-4;
+    let z = r * r;
+    let mut y = 1.987_569_1e-4f32;
+    y = y * r + 1.398_199_9e-3;
+    y = y * r + 8.333_452e-3;
+    y = y * r + 4.166_579_6e-2;
+    y = y * r + 1.666_666_5e-1;
+    y = y * r + 5.000_000_1e-1;
+    y = y * z + r + 1.0;
+    // 2^fx through the bits of fx + 1.5·2^23 (fx is an integer in [-126, 127]); a plain
+    // `as i32` would not vectorise (saturating conversion).
+    let bits = (fx + 12_582_912.0).to_bits();
+    y * f32::from_bits(bits.wrapping_sub(0x4B40_0000 - 127) << 23)
+}
+
+/// `erf(x)` as a rational approximation (Eigen's `generic_fast_erf_float`, a few ulp).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    p *= x;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    p / q
+}
+
+multiversion! {
+    /// Layer norm of each `h`-wide row of `src` into `dst` (biased variance, as PyTorch).
+    pub fn layer_norm_rows(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let h = weight.len();
+        for (s, d) in src.chunks_exact(h).zip(dst.chunks_exact_mut(h)) {
+            let mean = sum(s) / h as f32;
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = s - mean;
+            }
+            let mut acc = [0f32; LANES];
+            let chunks = d.chunks_exact(LANES);
+            let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for i in 0..LANES {
+                    acc[i] += c[i] * c[i];
+                }
+            }
+            let var = (acc.iter().sum::<f32>() + rest) / h as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((d, w), b) in d.iter_mut().zip(weight).zip(bias) {
+                *d = *d * inv * w + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// In-place softmax of each `n`-wide row.
+    pub fn softmax_rows(xs: &mut [f32], n: usize) {
+        for row in xs.chunks_exact_mut(n) {
+            let m = max(row);
+            for v in row.iter_mut() {
+                *v = exp(*v - m);
+            }
+            let inv = 1.0 / sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// In-place `x · Φ(x)` with the exact (erf) normal CDF, as `nn.GELU()`.
+    pub fn gelu_erf(xs: &mut [f32]) {
+        for v in xs.iter_mut() {
+            let x = *v;
+            *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+multiversion! {
+    /// Fills each `bias.len()`-wide row of `dst` with `bias`.
+    pub fn fill_rows(dst: &mut [f32], bias: &[f32]) {
+        for row in dst.chunks_exact_mut(bias.len()) {
+            row.copy_from_slice(bias);
+        }
+    }
+}
+
+multiversion! {
+    /// Adds `bias` to each `bias.len()`-wide row of `dst`.
+    pub fn add_rows(dst: &mut [f32], bias: &[f32]) {
+        for row in dst.chunks_exact_mut(bias.len()) {
+            for (d, b) in row.iter_mut().zip(bias) {
+                *d += b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Scales and rotates the query and key parts of fused `[q | k | v]` rows in place
+    /// (`rotate_half` convention). `positions[r]` is row `r`'s position; `cos`/`sin` are
+    /// `(positions, head_dim/2)` tables.
+    pub fn rotary_qk(
+        qkv: &mut [f32],
+        positions: &[u32],
+        cos: &[f32],
+        sin: &[f32],
+        hidden: usize,
+        head_dim: usize,
+        q_scale: f32,
+    ) {
+        let half = head_dim / 2;
+        for (row, &pos) in qkv.chunks_exact_mut(3 * hidden).zip(positions) {
+            let c = &cos[pos as usize * half..(pos as usize + 1) * half];
+            let s = &sin[pos as usize * half..(pos as usize + 1) * half];
+            let (q, rest) = row.split_at_mut(hidden);
+            let k = &mut rest[..hidden];
+            for (part, scale) in [(q, q_scale), (k, 1.0)] {
+                for head in part.chunks_exact_mut(head_dim) {
+                    let (x1, x2) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (x1[i] * scale, x2[i] * scale);
+                        x1[i] = a * c[i] - b * s[i];
+                        x2[i] = b * c[i] + a * s[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Single-threaded `out[m × n] (+)= a[m × k] · b` for row-major `out` (row stride `ldo`) and
+/// `a` (row stride `lda`). `b` is given by its strides: `b_rs` between rows (the `k` index)
+/// and `b_cs` between columns (the `n` index), so a PyTorch `[n, k]` weight is `b_rs = 1,
+/// b_cs = k`.
+///
+/// # Safety
+/// Every pointer must be valid for the extents its strides imply, and `out` must not alias
+/// `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+) {
+    matmul_with(
+        m,
+        n,
+        k,
+        out,
+        ldo,
+        accumulate,
+        a,
+        lda,
+        b,
+        b_rs,
+        b_cs,
+        gemm::Parallelism::None,
+    )
+}
+
+/// [`matmul`] split over the current rayon pool by `gemm` itself.
+///
+/// # Safety
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_parallel(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    matmul_with(m, n, k, out, ldo, accumulate, a, lda, b, b_rs, b_cs, par)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        out,
+        1,
+        ldo as isize,
+        accumulate,
+        a,
+        1,
+        lda as isize,
+        b,
+        b_cs as isize,
+        b_rs as isize,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_are_accurate() {
+        let mut worst_exp = 0f32;
+        let mut worst_erf = 0f64;
+        for i in -20000..=2000 {
+            let x = i as f32 * 0.004;
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max(((exp(x) as f64 - want) / want).abs() as f32);
+        }
+        for i in -8000..=8000 {
+            let x = i as f32 * 0.001;
+            worst_erf = worst_erf.max((erf(x) as f64 - erf_ref(x as f64)).abs());
+        }
+        assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+        assert!(worst_erf < 5e-7, "erf absolute error {worst_erf}");
+    }
+
+    /// erf by its Taylor series (|x| ≤ 3) or continued fraction, in f64.
+    fn erf_ref(x: f64) -> f64 {
+        if x.abs() > 3.0 {
+            // erfc asymptotic via continued fraction (Lentz), ample for |x| > 3.
+            let a = x.abs();
+            let mut f = a;
+            for n in (1..60).rev() {
+                f = a + (n as f64 / 2.0) / f;
+            }
+            let erfc = (-a * a).exp() / (f * std::f64::consts::PI.sqrt());
+            return (1.0 - erfc).copysign(x);
+        }
+        let mut term = x;
+        let mut total = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            total += term / (2 * n + 1) as f64;
+        }
+        total * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn softmax_and_layer_norm_match_naive() {
+        let xs: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+            .collect();
+        let mut sm = xs.clone();
+        softmax_rows(&mut sm, 48);
+        for (row, got) in xs.chunks(48).zip(sm.chunks(48)) {
+            let m = row.iter().cloned().fold(f32::MIN, f32::max);
+            let z: f64 = row.iter().map(|v| ((v - m) as f64).exp()).sum();
+            for (v, g) in row.iter().zip(got) {
+                assert!((((v - m) as f64).exp() / z - *g as f64).abs() < 1e-6);
+            }
+        }
+        let w: Vec<f32> = (0..48).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..48).map(|i| i as f32 * -0.02).collect();
+        let mut ln = vec![0f32; 96];
+        layer_norm_rows(&xs, &mut ln, &w, &b, 1e-5);
+        for (row, got) in xs.chunks(48).zip(ln.chunks(48)) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 48.0;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 48.0;
+            for i in 0..48 {
+                let want = (row[i] as f64 - mean) / (var + 1e-5).sqrt() * w[i] as f64 + b[i] as f64;
+                assert!((want - got[i] as f64).abs() < 1e-5);
+            }
+        }
+    }
+}
