@@ -9,7 +9,8 @@ pub fn raise(err: PlmError) -> ! {
         PlmError::EmptySequence
         | PlmError::InvalidResidue { .. }
         | PlmError::SequenceTooLong { .. }
-        | PlmError::InvalidArgument(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        | PlmError::InvalidArgument(_)
+        | PlmError::InvalidStructure(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         PlmError::MissingHead { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         PlmError::MissingFile { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
         PlmError::BadFile { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,

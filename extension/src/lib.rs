@@ -11,6 +11,7 @@ mod functions;
 mod operators;
 mod registry;
 mod settings;
+mod tasks;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use plm_model::checkpoint::{files, sha256_file};
+use plm_model::heads::files as head_files;
 use plm_model::{
     Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError,
+    TaskHeads,
 };
 
 use crate::errors::{raise, undefined_object, OrRaise};
@@ -23,8 +25,10 @@ pub const DEFAULT_MODEL_NAME: &str = "plm-default";
 
 struct Loaded {
     engine: Arc<Engine>,
+    heads: Option<Arc<TaskHeads>>,
     weights: PathBuf,
     stamp: (u64, Option<SystemTime>),
+    heads_stamp: (u64, Option<SystemTime>),
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Loaded>> {
@@ -142,6 +146,11 @@ fn device() -> DeviceSpec {
 
 /// The engine for `model` (resolved as in [`resolve_name`]), loading it on first use.
 pub fn engine(model: Option<&str>) -> Arc<Engine> {
+    model_and_heads(model).0
+}
+
+/// The engine for `model` and its task heads (`None` when the directory has none).
+pub fn model_and_heads(model: Option<&str>) -> (Arc<Engine>, Option<Arc<TaskHeads>>) {
     let name = resolve_name(model);
     if !valid_name(&name) {
         unknown_model(&name);
@@ -168,9 +177,20 @@ pub fn engine(model: Option<&str>) -> Arc<Engine> {
             }
             loaded.stamp = now;
         }
+        let heads_path = dir.join(head_files::WEIGHTS);
+        if stamp(&heads_path) != loaded.heads_stamp {
+            drop(reg);
+            raise(PlmError::bad_file(
+                heads_path,
+                format!(
+                    "the task heads of model '{name}' changed on disk; results of IMMUTABLE functions would \
+                     silently change: install new heads under a new model name"
+                ),
+            ));
+        }
         if loaded.engine.device_spec() == device {
             loaded.engine.set_options(options);
-            return loaded.engine.clone();
+            return (loaded.engine.clone(), loaded.heads.clone());
         }
     }
     drop(reg);
@@ -182,17 +202,23 @@ pub fn engine(model: Option<&str>) -> Arc<Engine> {
         Engine::from_checkpoint(checkpoint, device, candle_core::DType::F32, options, cache)
             .or_raise(),
     );
+    let heads_stamp = stamp(&dir.join(head_files::WEIGHTS));
+    let heads = TaskHeads::open(&dir, &candle_core::Device::Cpu)
+        .or_raise()
+        .map(Arc::new);
     let weights = dir.join(files::WEIGHTS);
     let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
     reg.insert(
         name,
         Loaded {
             engine: engine.clone(),
+            heads: heads.clone(),
             stamp: stamp(&weights),
             weights,
+            heads_stamp,
         },
     );
-    engine
+    (engine, heads)
 }
 
 /// Whether a model is loaded in this backend.

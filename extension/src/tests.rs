@@ -181,3 +181,149 @@ fn changed_weights_under_the_same_name_are_refused() {
     Spi::run("RESET plm.model_dir").unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real PDB text for the first `n` residues of ubiquitin: an ideal α-helix-free trace is not
+/// needed, only coordinates, so residues are placed on a 3.8 Å zig-zag.
+fn ubiquitin_pdb(n: usize) -> String {
+    let three = |c: char| match c {
+        'A' => "ALA", 'R' => "ARG", 'N' => "ASN", 'D' => "ASP", 'C' => "CYS", 'Q' => "GLN",
+        'E' => "GLU", 'G' => "GLY", 'H' => "HIS", 'I' => "ILE", 'L' => "LEU", 'K' => "LYS",
+        'M' => "MET", 'F' => "PHE", 'P' => "PRO", 'S' => "SER", 'T' => "THR", 'W' => "TRP",
+        'Y' => "TYR", _ => "VAL",
+    };
+    let mut s = String::new();
+    for (i, c) in UBIQUITIN.chars().take(n).enumerate() {
+        let (x, y) = (3.8 * i as f64, if i % 2 == 0 { 0.0 } else { 1.0 });
+        s += &format!(
+            "ATOM  {:>5}  CA  {} A{:>4}    {:>8.3}{:>8.3}{:>8.3}  1.00 20.00           C\n",
+            i + 1,
+            three(c),
+            i + 1,
+            x,
+            y,
+            0.0
+        );
+    }
+    s + "END\n"
+}
+
+#[pg_test]
+fn function_terms_are_ranked_scores() {
+    let rows: i64 = scalar(&format!(
+        "SELECT count(*) FROM plm_function('{UBIQUITIN}', 'ec', top_k => 3)"
+    ));
+    assert_eq!(rows, 3);
+    let ordered: bool = scalar(&format!(
+        "SELECT bool_and(score <= prev) FROM (SELECT score, lag(score, 1, 1.0::real) OVER () AS prev
+           FROM plm_function('{UBIQUITIN}', 'go_mf', top_k => 10)) s"
+    ));
+    assert!(ordered);
+    let named: bool = scalar(&format!(
+        "SELECT bool_and(term LIKE 'GO:%' AND name <> '' AND score BETWEEN 0 AND 1)
+           FROM plm_function('{UBIQUITIN}', 'go_bp', top_k => 5)"
+    ));
+    assert!(named);
+    let none: i64 = scalar(&format!(
+        "SELECT count(*) FROM plm_function('{UBIQUITIN}', 'ec', top_k => 5, min_score => 1.0)"
+    ));
+    assert!(none <= 5);
+}
+
+#[pg_test]
+fn interaction_is_symmetric_probability() {
+    let a = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
+    let same: bool = scalar(&format!(
+        "SELECT plm_ppi('{a}', '{UBIQUITIN}') = plm_ppi('{UBIQUITIN}', '{a}')"
+    ));
+    assert!(same);
+    let p: f32 = scalar(&format!("SELECT plm_ppi('{a}', '{UBIQUITIN}')"));
+    assert!((0.0..=1.0).contains(&p));
+}
+
+#[pg_test]
+fn binding_sites_cover_every_residue_at_threshold_zero() {
+    let n = UBIQUITIN.len() as i64;
+    let all: i64 = scalar(&format!(
+        "SELECT count(*) FROM plm_binding_sites('{UBIQUITIN}', threshold => 0)"
+    ));
+    assert_eq!(all, n * 11);
+    let zinc: i64 = scalar(&format!(
+        "SELECT count(*) FROM plm_binding_sites('{UBIQUITIN}', 'zn', threshold => 0)"
+    ));
+    assert_eq!(zinc, n);
+    let residue_matches: bool = scalar(&format!(
+        "SELECT bool_and(residue = substr('{UBIQUITIN}', position, 1))
+           FROM plm_binding_sites('{UBIQUITIN}', 'DNA', threshold => 0)"
+    ));
+    assert!(residue_matches);
+}
+
+#[pg_test]
+fn binding_sites_use_a_supplied_structure() {
+    let pdb = ubiquitin_pdb(UBIQUITIN.len()).replace('\'', "''");
+    let with: Vec<f32> = Spi::connect(|c| {
+        c.select(
+            &format!(
+                "SELECT score FROM plm_binding_sites('{UBIQUITIN}', 'PPI', 0, structure => '{pdb}') ORDER BY position"
+            ),
+            None,
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get::<f32>(1).unwrap().unwrap())
+        .collect()
+    });
+    assert_eq!(with.len(), UBIQUITIN.len());
+    // A structure of another protein is refused.
+    let other = ubiquitin_pdb(40).replace("LYS", "TRP").replace("GLN", "TRP").replace("ILE", "TRP").replace('\'', "''");
+    let e = error_of(&format!(
+        "SELECT * FROM plm_binding_sites('{UBIQUITIN}', 'PPI', 0, structure => '{other}')"
+    ));
+    assert!(e.starts_with("22023: ") && e.contains("does not match the sequence"), "{e}");
+}
+
+#[pg_test]
+fn task_argument_errors_list_the_valid_values() {
+    let e = error_of(&format!("SELECT * FROM plm_function('{UBIQUITIN}', 'kegg')"));
+    assert!(e.starts_with("22023: ") && e.contains("ec, go_mf, go_bp, go_cc"), "{e}");
+    let e = error_of(&format!("SELECT * FROM plm_binding_sites('{UBIQUITIN}', 'FE')"));
+    assert!(e.starts_with("22023: ") && e.contains("DNA, RNA, PEP"), "{e}");
+    let e = error_of(&format!("SELECT * FROM plm_function('{UBIQUITIN}', top_k => -1)"));
+    assert!(e.starts_with("22023: ") && e.contains("top_k"), "{e}");
+    let e = error_of(&format!("SELECT * FROM plm_binding_sites('{UBIQUITIN}', threshold => 2)"));
+    assert!(e.starts_with("22023: ") && e.contains("threshold"), "{e}");
+    let e = error_of("SELECT plm_ppi('MK1', 'MKT')");
+    assert!(e.starts_with("22023: ") && e.contains("invalid residue '1'"), "{e}");
+    let e = error_of(&format!("SELECT * FROM plm_binding_sites('{UBIQUITIN}', structure => 'not a structure')"));
+    assert!(e.starts_with("22023: "), "{e}");
+}
+
+#[pg_test]
+fn a_model_without_heads_says_so() {
+    let src = crate::settings::model_dir().join("plm-default");
+    let dir = std::env::temp_dir().join(format!("plm-noheads-test-{}", std::process::id()));
+    let model = dir.join("bare");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    Spi::run(&format!("SET plm.model_dir = '{}'", dir.display())).unwrap();
+    let e = error_of("SELECT * FROM plm_function('MKTAYIAKQR', model => 'bare')");
+    assert!(e.starts_with("0A000: ") && e.contains("has no function (ec) head"), "{e}");
+    let e = error_of("SELECT plm_ppi('MKTAYIAKQR', 'MKT', model => 'bare')");
+    assert!(e.starts_with("0A000: ") && e.contains("interaction"), "{e}");
+    let e = error_of("SELECT * FROM plm_binding_sites('MKTAYIAKQR', model => 'bare')");
+    assert!(e.starts_with("0A000: ") && e.contains("binding-site"), "{e}");
+    Spi::run("RESET plm.model_dir").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[pg_test]
+fn task_functions_are_immutable_parallel_safe() {
+    for f in ["plm_function", "plm_ppi", "plm_binding_sites"] {
+        let ok: bool = scalar(&format!(
+            "SELECT bool_and(provolatile = 'i' AND proparallel = 's' AND procost >= 100000) FROM pg_proc WHERE proname = '{f}'"
+        ));
+        assert!(ok, "{f}");
+    }
+}

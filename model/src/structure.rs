@@ -292,6 +292,7 @@ fn semi_global_alignment(a: &[u8], b: &[u8]) -> Vec<Option<usize>> {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn atom(
         serial: usize,
         name: &str,

@@ -40,6 +40,13 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Fit the contact head and the task heads (EC, GO, interaction, binding sites) on a model's
+    /// frozen features, evaluate them on held-out data with baselines, and write a deployable
+    /// directory.
+    Finetune {
+        #[command(flatten)]
+        args: plm_train::finetune::FinetuneArgs,
+    },
     /// Redraw RUN/loss.png from RUN/metrics.jsonl.
     Plot {
         /// Run directory.
@@ -92,6 +99,7 @@ fn main() -> Result<()> {
             let comm = comm::from_environment()?;
             distill::run(args, resume, &device, comm.as_ref())
         }
+        Command::Finetune { args } => plm_train::finetune::run(args),
         Command::Plot { run } => {
             let png =
                 plot::plot_run(&run).with_context(|| format!("plotting {}", run.display()))?;

@@ -1,0 +1,305 @@
+//! `plm-train finetune`: fits the contact head and the task heads (function, interaction,
+//! binding sites) on a language model's frozen features, evaluates each on held-out data with
+//! baselines, and writes one deployable directory (the model, `heads.json`,
+//! `heads.safetensors`, `results.md`).
+
+pub mod binding;
+pub mod contact;
+pub mod features;
+pub mod function;
+pub mod ppi;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use clap::Args;
+use plm_model::checkpoint::{files, read_json, write_json};
+use plm_model::heads::{
+    BindingHeadConfig, FunctionHeadConfig, HeadsConfig, PpiHeadConfig, TaskHeads,
+};
+use plm_model::Manifest;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use train::HeadTraining;
+
+/// Arguments of `plm-train finetune`.
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FinetuneArgs {
+    /// Language-model checkpoint directory (not modified).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The shared data directory (`function/`, `ppi/`, `binding/`).
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Output directory: a copy of the model with the trained heads.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tasks, comma-separated: contacts, ec, go, ppi, binding.
+    #[arg(
+        long,
+        default_value = "contacts,ec,go,ppi,binding",
+        value_delimiter = ','
+    )]
+    pub tasks: Vec<String>,
+    /// Feature cache directory (default: OUT/../.feature-cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Language-model layers concatenated into the features (negative: from the end).
+    #[arg(
+        long,
+        default_value = "-3,-1",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub layers: Vec<i64>,
+    /// Hidden width of the function and interaction heads.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// GNN layers of the binding-site head.
+    #[arg(long, default_value_t = 2)]
+    pub gnn_layers: usize,
+    /// Predicted-contact probability that makes a graph edge.
+    #[arg(long, default_value_t = 0.3)]
+    pub contact_threshold: f32,
+    /// Proteins drawn from each GO file (18,000 each).
+    #[arg(long, default_value_t = 4000)]
+    pub go_proteins: usize,
+    /// Minimum training proteins for a GO term to get an output.
+    #[arg(long, default_value_t = 20)]
+    pub go_min_count: usize,
+    /// Human and fly pairs drawn for the cross-species test.
+    #[arg(long, default_value_t = 1500)]
+    pub cross_species_pairs: usize,
+    /// Most epochs of the function and interaction heads.
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Most epochs of the binding-site head.
+    #[arg(long, default_value_t = 6)]
+    pub binding_epochs: usize,
+    /// Epochs of the contact regression.
+    #[arg(long, default_value_t = 2)]
+    pub contact_epochs: usize,
+    /// Also train the ablation variants (baselines) of the binding-site head.
+    #[arg(long)]
+    pub ablations: bool,
+    /// Seed of splits, subsets and shuffles.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl FinetuneArgs {
+    fn head_training(&self) -> HeadTraining {
+        HeadTraining {
+            epochs: self.epochs,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 1e-2,
+            patience: 4,
+            seed: self.seed,
+        }
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(|| {
+            self.out
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(".feature-cache")
+        })
+    }
+}
+
+/// A trained head with its configuration and measured metrics.
+pub struct TaskOutput {
+    name: String,
+    varmap: VarMap,
+    metrics: serde_json::Value,
+    function: Option<FunctionHeadConfig>,
+    ppi: Option<PpiHeadConfig>,
+    binding: Option<BindingHeadConfig>,
+}
+
+impl TaskOutput {
+    fn function(
+        name: &str,
+        config: FunctionHeadConfig,
+        varmap: VarMap,
+        metrics: serde_json::Value,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            varmap,
+            metrics,
+            function: Some(config),
+            ppi: None,
+            binding: None,
+        }
+    }
+    fn ppi(config: PpiHeadConfig, varmap: VarMap, metrics: serde_json::Value) -> Self {
+        Self {
+            name: "ppi".into(),
+            varmap,
+            metrics,
+            function: None,
+            ppi: Some(config),
+            binding: None,
+        }
+    }
+    fn binding(config: BindingHeadConfig, varmap: VarMap, metrics: serde_json::Value) -> Self {
+        Self {
+            name: "binding".into(),
+            varmap,
+            metrics,
+            function: None,
+            ppi: None,
+            binding: Some(config),
+        }
+    }
+    fn prefix(&self) -> String {
+        if self.function.is_some() {
+            format!("function.{}.", self.name)
+        } else {
+            format!("{}.", self.name)
+        }
+    }
+}
+
+/// Rows `idx` of a feature table as a `[len, dim]` tensor.
+pub fn rows_tensor(x: &[Vec<f32>], idx: &[usize]) -> Result<Tensor> {
+    let dim = x.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = idx.iter().flat_map(|&i| x[i].iter().copied()).collect();
+    Ok(Tensor::from_vec(flat, (idx.len(), dim), &Device::Cpu)?)
+}
+
+/// Seeded split of `0..n` into (train, validation) with `fraction` for validation.
+pub fn split_validation(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed));
+    let v = ((n as f64) * fraction).round() as usize;
+    let mut val = idx[..v].to_vec();
+    let mut train = idx[v..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    (train, val)
+}
+
+fn copy_model(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for name in [
+        files::CONFIG,
+        files::WEIGHTS,
+        files::TOKENIZER,
+        files::VOCAB,
+        files::MANIFEST,
+        "MODEL_CARD.md",
+    ] {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(name))
+                .with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `plm-train finetune`.
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    const KNOWN: [&str; 5] = ["contacts", "ec", "go", "ppi", "binding"];
+    for t in &args.tasks {
+        if !KNOWN.contains(&t.as_str()) {
+            bail!("unknown task '{t}' (valid: {})", KNOWN.join(", "));
+        }
+    }
+    if !args.data.join("function").is_dir() {
+        bail!(
+            "{} does not look like the shared data directory (no function/)",
+            args.data.display()
+        );
+    }
+    plm_model::Checkpoint::open(&args.model)
+        .with_context(|| format!("opening {}", args.model.display()))?;
+    copy_model(&args.model, &args.out)?;
+    let wants = |t: &str| args.tasks.iter().any(|x| x == t);
+    let mut contact_metrics = serde_json::Value::Null;
+    if wants("contacts") {
+        contact_metrics = contact::run(&args, &args.out)?;
+    }
+    let fx = features::FeatureExtractor::open(&args.out, args.layers.clone(), &args.work_dir())?;
+    let mut outputs = Vec::new();
+    if wants("ec") {
+        outputs.push(function::run_ec(&args, &fx)?);
+    }
+    if wants("go") {
+        let graph = function::read_go_graph(&args.data)?;
+        for o in ["mf", "bp", "cc"] {
+            outputs.push(function::run_go(&args, &fx, o, &graph)?);
+        }
+    }
+    if wants("ppi") {
+        outputs.push(ppi::run(&args, &fx)?);
+    }
+    if wants("binding") {
+        outputs.push(binding::run(&args, &fx)?);
+    }
+    let mut config = HeadsConfig {
+        version: 1,
+        feature_layers: args.layers.clone(),
+        ..Default::default()
+    };
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut metrics = serde_json::Map::new();
+    if !contact_metrics.is_null() {
+        metrics.insert("contacts".into(), contact_metrics);
+    }
+    for o in outputs {
+        let prefix = o.prefix();
+        for (k, v) in o
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
+            .iter()
+        {
+            tensors.insert(format!("{prefix}{k}"), v.as_tensor().detach());
+        }
+        metrics.insert(o.name.clone(), o.metrics);
+        if let Some(c) = o.function {
+            config.function.insert(o.name.clone(), c);
+        }
+        if o.ppi.is_some() {
+            config.ppi = o.ppi;
+        }
+        if o.binding.is_some() {
+            config.binding = o.binding;
+        }
+    }
+    config.metrics = serde_json::json!({ "results": metrics, "finetune": &args });
+    TaskHeads::save(&args.out, &config, &tensors)?;
+    // The manifest lists the heads; the loader is the proof that the directory is deployable.
+    let manifest_path = args.out.join(files::MANIFEST);
+    let mut manifest: Manifest = if manifest_path.is_file() {
+        read_json(&manifest_path)?
+    } else {
+        Manifest::default()
+    };
+    manifest.heads = config.head_names();
+    write_json(&manifest_path, &manifest)?;
+    plm_model::Checkpoint::open(&args.out)?;
+    TaskHeads::open(&args.out, &Device::Cpu)?.context("heads were not written")?;
+    let report = serde_json::to_string_pretty(&config.metrics["results"])?;
+    std::fs::write(args.out.join("results.json"), &report).context("writing results.json")?;
+    eprintln!(
+        "wrote {} with heads: {}",
+        args.out.display(),
+        config.head_names().join(", ")
+    );
+    Ok(())
+}
