@@ -19,7 +19,9 @@ log() { printf '\033[1;34m[install-deps]\033[0m %s\n' "$*"; }
 export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang
   build-essential pkg-config sudo libopenmpi-dev openmpi-bin libssl-dev ca-certificates dpkg-dev
-  fonts-dejavu-core)
+  fonts-dejavu-core
+  # sequence clustering for the identity-split GO evaluation of plm-train finetune
+  mmseqs2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

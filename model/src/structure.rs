@@ -114,6 +114,23 @@ pub fn parse_structure(text: &str, chain: Option<&str>) -> Result<ChainTrace> {
         .set_level(StrictnessLevel::Loose)
         .set_only_first_model(true)
         .set_discard_hydrogens(true);
+    // Only coordinate records matter here; dropping the rest (MASTER checksums, remarks,
+    // connectivity) keeps bookkeeping errors in otherwise good files from failing the parse.
+    let filtered;
+    let text = if matches!(format, Format::Pdb) {
+        filtered = text
+            .lines()
+            .filter(|l| {
+                ["ATOM", "HETATM", "MODEL", "ENDMDL", "TER", "END"]
+                    .iter()
+                    .any(|r| l.starts_with(r))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        filtered.as_str()
+    } else {
+        text
+    };
     // pdbtbx is not guaranteed panic-free on arbitrary text; a panic must not escape.
     let parsed = std::panic::catch_unwind(|| options.read_raw(BufReader::new(text.as_bytes())))
         .map_err(|_| {

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Turns the results.json written by `plm-train finetune` into the Markdown tables of
+docs/RESULTS.md.  Usage: scripts/results_table.py MODEL_DIR/results.json > tables.md"""
+import json
+import sys
+
+
+def f(v, digits=3):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main(path):
+    r = json.load(open(path))
+    out = []
+    if "contacts" in r:
+        c = r["contacts"]
+        out += ["### Contact head", "",
+                f"{c['protocol']}.", "",
+                "| | long-range P@L/5 |", "|---|---|",
+                f"| before fitting (untrained regression) | {f(c['precision_at_l5_long_range_before'])} |",
+                f"| after fitting | {f(c['precision_at_l5_long_range_after'])} |", ""]
+    if "ec" in r:
+        e = r["ec"]
+        out += ["### EC numbers (NEW-392)", "", f"{e['protocol']}; {e['labels']} EC numbers.", "",
+                "| model | precision | recall | F1 |", "|---|---|---|---|"]
+        for key, name in [("mlp", "LM features + MLP (deployed)"), ("nearest_neighbour", "LM features, nearest neighbour"),
+                          ("composition_mlp", "amino-acid composition + MLP")]:
+            m = e[key]
+            out.append(f"| {name} | {f(m['precision'])} | {f(m['recall'])} | {f(m['f1'])} |")
+        out += ["| CLEAN (published, trained on all Swiss-Prot) | 0.596 | 0.479 | 0.497 |", ""]
+    go = [k for k in ("go_mf", "go_bp", "go_cc") if k in r]
+    if go:
+        out += ["### GO terms (protein-centric Fmax, sequence-identity split)", "", r[go[0]]["protocol"] + ".", "",
+                "| ontology | train / test proteins | labels | LM + MLP (deployed) | nearest neighbour (k=10) | composition + MLP | naive frequency |",
+                "|---|---|---|---|---|---|---|"]
+        for k in go:
+            g = r[k]
+            out.append(f"| {k[3:].upper()} | {g['train_proteins']} / {g['test_proteins']} | {g['labels']} | {f(g['mlp']['fmax'])} | "
+                       f"{f(g['nearest_neighbour_k10']['fmax'])} | {f(g['composition_mlp']['fmax'])} | {f(g['naive_frequency']['fmax'])} |")
+        out.append("")
+    if "ppi" in r:
+        p = r["ppi"]
+        d = p["dscript_yeast"]
+        out += ["### Protein–protein interaction", "", d["protocol"] + ".", "",
+                "| test | model | pairs | AUPR | AUROC | accuracy |", "|---|---|---|---|---|---|"]
+        for key, name in [("lm_mlp", "LM features, symmetric pair MLP (deployed)"), ("composition_mlp", "composition, same pair MLP")]:
+            m = d[key]
+            out.append(f"| D-SCRIPT yeast, unseen proteins | {name} | {m['pairs']} | {f(m['aupr'])} | {f(m['auroc'])} | {f(m['accuracy'])} |")
+        for sp, m in p["cross_species_from_yeast"].items():
+            out.append(f"| trained on yeast, tested on {sp} (MCAPS subset) | deployed | {m['pairs']} | {f(m['aupr'])} | {f(m['auroc'])} | {f(m['accuracy'])} |")
+        g = p["guo_yeast_5fold"]
+        out += ["", f"Guo yeast, 5-fold cross-validation over {g['pairs']} pairs: mean accuracy **{f(g['accuracy_mean'])}** "
+                f"(folds: {', '.join(f(a) for a in g['fold_accuracy'])}); PIPR reports 0.9709.", ""]
+    if "binding" in r:
+        b = r["binding"]
+        variants = b["variants"]
+        ligands = list(next(iter(variants.values())).keys())
+        out += ["### Binding sites (per residue)", "", b["protocol"] + ".", "",
+                "AUROC / AUPR / MCC per ligand on the test files:", "",
+                "| ligand | " + " | ".join(variants.keys()) + " |", "|---|" + "---|" * len(variants)]
+        for lig in ligands:
+            cells = []
+            for v in variants.values():
+                m = v.get(lig)
+                cells.append("–" if m is None else f"{f(m.get('auroc'))} / {f(m.get('aupr'))} / {f(m.get('mcc'))}")
+            out.append(f"| {lig} | " + " | ".join(cells) + " |")
+        out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
