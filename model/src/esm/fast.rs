@@ -81,16 +81,6 @@ impl Packing {
         self.origin.len()
     }
 
-    /// Gathers `(batch, tokens, hidden)` into packed rows.
-    pub fn pack(&self, padded: &[f32], tokens: usize, hidden: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows() * hidden);
-        for &(b, t) in &self.origin {
-            let at = (b * tokens + t) * hidden;
-            out.extend_from_slice(&padded[at..at + hidden]);
-        }
-        out
-    }
-
     /// Scatters packed rows into a zero-padded `(batch, tokens, hidden)` buffer.
     pub fn unpack(&self, packed: &[f32], batch: usize, tokens: usize, hidden: usize) -> Vec<f32> {
         let mut out = vec![0f32; batch * tokens * hidden];
@@ -141,6 +131,13 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Rows per task in the element-wise row phases.
 fn row_chunk(rows: usize) -> usize {
@@ -240,7 +237,6 @@ pub(crate) fn block_forward(
     let ctx_ptr = SharedMut(ctx.as_mut_ptr());
     let qkv_ref = &qkv;
     tasks.par_iter().for_each(|&(start, len, head, q0, qn)| {
-        let ctx_ptr = ctx_ptr;
         let hd = d.head_dim;
         with_scratch(qn * len, |scores| {
             let base = qkv_ref.as_ptr();
@@ -266,7 +262,7 @@ pub(crate) fn block_forward(
                 );
                 kernels::softmax_rows(scores, len);
                 // ctx (qn, hd) = P · V
-                let out = ctx_ptr.0.add((start + q0) * h + head * hd);
+                let out = ctx_ptr.get().add((start + q0) * h + head * hd);
                 kernels::matmul(
                     qn,
                     hd,

@@ -97,12 +97,12 @@ fn exp(x: f32) -> f32 {
     let fx = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - fx * 0.693_359_4 + fx * 2.121_944_4e-4;
     let z = r * r;
-    let mut y = 1.987_569_1e-4f32;
+    let mut y = 1.987_569e-4_f32;
     y = y * r + 1.398_199_9e-3;
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 0.5;
     y = y * z + r + 1.0;
     // 2^fx through the bits of fx + 1.5·2^23 (fx is an integer in [-126, 127]); a plain
     // `as i32` would not vectorise (saturating conversion).
@@ -120,10 +120,10 @@ fn erf(x: f32) -> f32 {
     p = p * x2 - 2.101_024e-6;
     p = p * x2 - 5.692_506_4e-5;
     p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_600e-3;
+    p = p * x2 - 2.954_6e-3;
     p = p * x2 - 1.609_603_3e-2;
     p *= x;
-    let mut q = -1.456_607_2e-5f32;
+    let mut q = -1.456_607e-5_f32;
     q = q * x2 - 2.133_740_6e-4;
     q = q * x2 - 1.682_827e-3;
     q = q * x2 - 7.373_329e-3;

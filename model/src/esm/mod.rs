@@ -268,7 +268,6 @@ impl EsmForMaskedLM {
         let h = self.config.hidden_size;
         let mask_f = attention_mask.to_dtype(DType::F32)?;
         let mask_host = mask_f.flatten_all()?.to_vec1::<f32>()?;
-        let embedded = self.embeddings.forward(input_ids, &mask_f, &self.config)?;
         let last_needed = if options.logits {
             num_layers
         } else {
@@ -276,7 +275,13 @@ impl EsmForMaskedLM {
         };
         let packing = fast::Packing::from_mask(&mask_host, batch, seq_len);
         let positions: Vec<u32> = packing.origin.iter().map(|&(_, t)| t as u32).collect();
-        let mut xs = packing.pack(&embedded.flatten_all()?.to_vec1::<f32>()?, seq_len, h);
+        let ids_host = input_ids
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        let mut xs =
+            self.embeddings
+                .forward_packed(&ids_host, &mask_host, &packing, &self.config)?;
         let device = input_ids.device();
         let unpack = |packed: &[f32]| -> Result<Tensor> {
             Tensor::from_vec(
@@ -287,7 +292,7 @@ impl EsmForMaskedLM {
         };
         let mut hidden: Vec<(usize, Tensor)> = Vec::new();
         if options.layers.contains(&0) && num_layers > 0 {
-            hidden.push((0, embedded.clone()));
+            hidden.push((0, unpack(&xs)?));
         }
         let (cos, sin) = self.rotary.cos_sin(seq_len)?;
         let (cos_g, sin_g) = (cos.storage_and_layout(), sin.storage_and_layout());
@@ -438,7 +443,9 @@ mod tests {
         assert!(model.fast_path_available());
         let n = model.config().num_hidden_layers;
         let (b, t) = (3, 40);
-        let ids: Vec<u32> = (0..b * t).map(|i| 4 + (i * 7 % 20) as u32).collect();
+        let mut ids: Vec<u32> = (0..b * t).map(|i| 4 + (i * 7 % 20) as u32).collect();
+        ids[5] = model.config().mask_token_id; // token dropout rescales row 0
+        ids[t + 7] = model.config().mask_token_id;
         let mut mask = vec![1u32; b * t];
         mask[t + 25..2 * t].fill(0); // row 1: 25 tokens then padding
         mask[2 * t + 3] = 0; // row 2: a hole
