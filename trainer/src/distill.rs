@@ -209,7 +209,8 @@ impl DistillObjective {
     pub fn new(args: &DistillArgs, device: &Device) -> Result<Self> {
         let ckpt = Checkpoint::open(&args.teacher)
             .with_context(|| format!("opening teacher {}", args.teacher.display()))?;
-        let teacher = ckpt.load_model(device, DType::F32)?;
+        let dtype = args.common.dtype.dtype();
+        let teacher = ckpt.load_model(device, dtype)?;
         if !teacher.has_lm_head() {
             bail!(
                 "teacher {} has no LM head: distillation needs its logits",
@@ -321,7 +322,8 @@ impl Objective for DistillObjective {
                 contacts: false,
             },
         )?;
-        let s_out = self.student.model.forward(
+        let dtype = self.args.common.dtype.dtype();
+        let s_out = self.student.network(dtype)?.forward(
             &ids,
             &mask,
             &ForwardOptions {
@@ -333,6 +335,9 @@ impl Objective for DistillObjective {
         let (Some(t_logits), Some(s_logits)) = (&t_out.logits, &s_out.logits) else {
             bail!("a model returned no logits");
         };
+        // Losses in f32 whatever the compute precision.
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        let (t_logits, s_logits) = (&f32(t_logits)?, &f32(s_logits)?);
         let positions = Tensor::new(b.residues.as_slice(), dev)?;
         let n_res = global.residues as f64;
         let t = self.args.temperature;
@@ -347,8 +352,8 @@ impl Objective for DistillObjective {
         let per_layer = n_res * ht as f64 * self.student_layers.len() as f64;
         let mut mse = Tensor::zeros((), DType::F32, dev)?;
         for ((_, s), (_, th)) in s_out.hidden.iter().zip(&t_out.hidden) {
-            let projected = gather(s, &positions)?.matmul(&w)?;
-            let diff = (projected - gather(th, &positions)?.detach())?;
+            let projected = f32(&gather(s, &positions)?)?.matmul(&w)?;
+            let diff = (projected - f32(&gather(th, &positions)?)?.detach())?;
             mse = (mse + (diff.sqr()?.sum_all()? / per_layer)?)?;
         }
 
@@ -471,6 +476,7 @@ pub fn run(
     if args.temperature <= 0.0 {
         bail!("--temperature must be positive");
     }
+    args.common.dtype.warn_if_slow(device, comm);
     let mut objective = DistillObjective::new(&args, device)?;
     let valid = load_run_validation(&args.common)?;
     train_loop::train(state, &mut objective, valid.as_deref(), comm)?;

@@ -99,6 +99,22 @@ impl TrainableModel {
             .unwrap_or_default()
     }
 
+    /// The network for a forward pass in `dtype`: the f32 master weights themselves, or a cast
+    /// of them (mixed precision: gradients flow back to the f32 variables through the cast).
+    pub fn network(&self, dtype: DType) -> Result<EsmForMaskedLM> {
+        if dtype == DType::F32 {
+            return Ok(self.model.clone());
+        }
+        let mut device = Device::Cpu;
+        let mut tensors = HashMap::new();
+        for (name, var) in self.named_vars() {
+            device = var.device().clone();
+            tensors.insert(name, var.as_tensor().to_dtype(dtype)?);
+        }
+        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+        Ok(EsmForMaskedLM::load(vb, &self.config)?)
+    }
+
     /// Weights as plain tensors for saving.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.named_vars()

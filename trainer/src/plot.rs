@@ -176,9 +176,10 @@ pub fn draw(curves: &LossCurves, png: &Path, title: &str) -> Result<(), PlotErro
         let mut chart = builder
             .build_cartesian_2d(0f64..x_max, y_lo..y_hi)
             .map_err(|e| draw_err(e.to_string()))?;
+        let steps = |x: &f64| format!("{x:.0}");
         let mut mesh = chart.configure_mesh();
         if text {
-            mesh.x_desc("step").y_desc("loss");
+            mesh.x_desc("step").y_desc("loss").x_label_formatter(&steps);
         } else {
             mesh.x_labels(0).y_labels(0);
         }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,8 @@ pub fn mlm_loss(
         device,
     )?;
     let (logits, _) = model.forward_mlm(&ids, &mask)?;
+    // Losses in f32 whatever the compute precision.
+    let logits = logits.to_dtype(candle_core::DType::F32)?;
     let vocab = logits.dim(2)?;
     let flat = logits.reshape((batch.batch * batch.tokens, vocab))?;
     let positions = Tensor::new(batch.target_positions.as_slice(), device)?;
@@ -118,16 +120,25 @@ pub struct MlmObjective {
     model: TrainableModel,
     tokenizer: ProteinTokenizer,
     mask_rate: f64,
+    dtype: DType,
     device: Device,
 }
 
 impl MlmObjective {
-    /// A fresh model of `config` initialised from `seed`.
-    pub fn new(config: &EsmConfig, mask_rate: f64, seed: u64, device: &Device) -> Result<Self> {
+    /// A fresh model of `config` initialised from `seed`, trained with forward passes in
+    /// `dtype`.
+    pub fn new(
+        config: &EsmConfig,
+        mask_rate: f64,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
             model: TrainableModel::new(config, seed, device)?,
             tokenizer: ProteinTokenizer::esm(),
             mask_rate,
+            dtype,
             device: device.clone(),
         })
     }
@@ -153,7 +164,7 @@ impl Objective for MlmObjective {
         if global.masked == 0 {
             bail!("no masked positions in the batch");
         }
-        let (mean, n) = mlm_loss(&self.model.model, batch, &self.device)?;
+        let (mean, n) = mlm_loss(&self.model.network(self.dtype)?, batch, &self.device)?;
         Ok(((mean * (n as f64 / global.masked as f64))?, Vec::new()))
     }
 
@@ -219,8 +230,9 @@ pub fn run(
         args.intermediate.unwrap_or(4 * args.hidden),
     );
     config.validate().map_err(anyhow::Error::msg)?;
-    let mut objective =
-        MlmObjective::new(&config, args.common.mask_rate, args.common.seed, device)?;
+    let c = &args.common;
+    c.dtype.warn_if_slow(device, comm);
+    let mut objective = MlmObjective::new(&config, c.mask_rate, c.seed, c.dtype.dtype(), device)?;
     let valid = load_run_validation(&args.common)?;
     train_loop::train(state, &mut objective, valid.as_deref(), comm)?;
     Ok(())

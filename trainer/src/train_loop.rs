@@ -85,6 +85,42 @@ pub struct LoopArgs {
     /// Sequences per shuffle buffer.
     #[arg(long, default_value_t = 4096)]
     pub buffer: usize,
+    /// Precision of forward and backward passes: f32, or bf16 mixed precision (f32 master
+    /// weights, optimizer and losses). For GPUs; on CPU bf16 runs but is slower than f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[serde(default)]
+    pub dtype: Precision,
+}
+
+/// Compute precision of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// bf16 forward and backward passes over f32 master weights.
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype of forward passes.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Self::F32 => candle_core::DType::F32,
+            Self::Bf16 => candle_core::DType::BF16,
+        }
+    }
+
+    /// Warns when bf16 is asked for on a CPU, where it only costs time.
+    pub fn warn_if_slow(self, device: &candle_core::Device, comm: &dyn Communicator) {
+        if self == Self::Bf16 && device.is_cpu() && comm.is_root() {
+            eprintln!(
+                "warning: --dtype bf16 on the CPU is slower than f32 (no bf16 GEMM speed-up); \
+                 it is meant for GPUs"
+            );
+        }
+    }
 }
 
 /// Hyper-parameters of a run that contain the shared loop options.
@@ -428,6 +464,7 @@ pub fn save_run<A: RunArgs, O: Objective>(
         "max_tokens": args.max_tokens,
         "accumulate": args.accumulate,
         "ranks": state.ranks,
+        "dtype": args.dtype,
         "elapsed_s": state.elapsed_s,
     });
     if let (Some(obj), serde_json::Value::Object(extra)) =

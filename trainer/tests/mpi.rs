@@ -22,8 +22,11 @@ fn mpirun() -> Option<PathBuf> {
     })
 }
 
-/// `plm-train pretrain` on a tiny config, under `mpirun -np ranks` when `ranks > 1`.
+/// `plm-train pretrain` (the binary `bin`) on a tiny config, under `mpirun -np ranks` when
+/// `ranks > 1`.
+#[allow(clippy::too_many_arguments)]
 fn pretrain(
+    bin: &Path,
     mpirun: &Path,
     ranks: usize,
     train: &Path,
@@ -36,10 +39,10 @@ fn pretrain(
         let mut c = Command::new(mpirun);
         c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
             .arg(ranks.to_string())
-            .arg(BIN);
+            .arg(bin);
         c
     } else {
-        Command::new(BIN)
+        Command::new(bin)
     };
     cmd.arg("pretrain")
         .arg("--train")
@@ -95,18 +98,22 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
+    // A private copy: a concurrent build sharing the target directory (without the feature)
+    // cannot swap the binary during the test.
+    let bin = tmp.path().join("plm-train");
+    std::fs::copy(BIN, &bin).unwrap();
     let single = tmp.path().join("single");
-    pretrain(&mpirun, 1, &train, &single, 4, 2, false);
+    pretrain(&bin, &mpirun, 1, &train, &single, 4, 2, false);
     // Two ranks, stopped after 2 steps and resumed (still on two ranks) to 4.
     let parallel = tmp.path().join("parallel");
-    pretrain(&mpirun, 2, &train, &parallel, 2, 1, false);
-    pretrain(&mpirun, 2, &train, &parallel, 4, 1, true);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 2, 1, false);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 4, 1, true);
 
     let a = weights(&single);
     assert_close(&a, &weights(&parallel));
     // Training really moved the weights (the comparison is not vacuous).
     let init = tmp.path().join("init");
-    pretrain(&mpirun, 1, &train, &init, 1, 2, false);
+    pretrain(&bin, &mpirun, 1, &train, &init, 1, 2, false);
     let moved = weights(&init).iter().any(|(n, t)| {
         (t - &a[n])
             .unwrap()
@@ -135,9 +142,9 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
     // Accumulation on each rank too: 2 ranks × 2 micro-batches = 1 process × 4 (the sums are
     // grouped differently, so equal within rounding rather than bit for bit).
     let single = tmp.path().join("single4");
-    pretrain(&mpirun, 1, &train, &single, 3, 4, false);
+    pretrain(&bin, &mpirun, 1, &train, &single, 3, 4, false);
     let parallel = tmp.path().join("parallel2x2");
-    pretrain(&mpirun, 2, &train, &parallel, 3, 2, false);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 3, 2, false);
     assert_close(&weights(&single), &weights(&parallel));
 }
 

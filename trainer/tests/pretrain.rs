@@ -9,6 +9,7 @@ use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, Pooling, Prot
 use plm_train::comm::SingleProcess;
 use plm_train::model_init::TrainableModel;
 use plm_train::pretrain::{self, PretrainArgs};
+use plm_train::train_loop::Precision;
 
 mod common;
 use common::{synthetic_fasta, tiny_loop};
@@ -76,6 +77,66 @@ fn resumed_run_is_bit_identical_to_uninterrupted() {
     let manifest = engine.checkpoint().manifest.clone().unwrap();
     assert_eq!(manifest.training["steps"], 6);
     assert_eq!(manifest.fingerprint, engine.fingerprint());
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn bf16_mixed_precision_follows_f32_and_saves_f32_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = synthetic_fasta(tmp.path());
+    let f32_run = tmp.path().join("f32");
+    pretrain::run(
+        args(&train, None, &f32_run, 6),
+        false,
+        &Device::Cpu,
+        &SingleProcess,
+    )
+    .unwrap();
+    let bf16_run = tmp.path().join("bf16");
+    let mut a = args(&train, None, &bf16_run, 6);
+    a.common.dtype = Precision::Bf16;
+    pretrain::run(a, false, &Device::Cpu, &SingleProcess).unwrap();
+    let (x, y) = (losses(&f32_run), losses(&bf16_run));
+    assert_eq!(x.len(), 6);
+    for (step, (a, b)) in x.iter().zip(&y).enumerate() {
+        assert!(
+            (a - b).abs() < 0.05 * a,
+            "step {}: f32 {a} vs bf16 {b}",
+            step + 1
+        );
+    }
+    assert!(x != y, "bf16 gave exactly the f32 losses: was it used?");
+    let weights =
+        candle_core::safetensors::load(bf16_run.join("last/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert!(weights.values().all(|t| t.dtype() == DType::F32));
+    // Gradients reached the f32 master weights through the casts.
+    let config = plm_model::EsmConfig::esm2(32, 2, 4, 64);
+    let init = TrainableModel::new(&config, 7, &Device::Cpu)
+        .unwrap()
+        .tensors();
+    let moved = |name: &str| {
+        let d = (&weights[name] - &init[name]).unwrap().abs().unwrap();
+        d.max_all().unwrap().to_scalar::<f32>().unwrap()
+    };
+    for name in [
+        "esm.encoder.layer.0.attention.self.query.weight",
+        "esm.embeddings.word_embeddings.weight",
+        "lm_head.dense.weight",
+    ] {
+        assert!(moved(name) > 1e-3, "{name} did not train in bf16");
+    }
 }
 
 #[test]

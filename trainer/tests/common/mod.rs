@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plm_train::train_loop::LoopArgs;
+use plm_train::train_loop::{LoopArgs, Precision};
 
 /// Writes a synthetic FASTA of 120 motif-built sequences (learnable in a few steps).
 pub fn synthetic_fasta(dir: &Path) -> PathBuf {
@@ -48,5 +48,6 @@ pub fn tiny_loop(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -
         save_every: 3,
         valid_sequences: 64,
         buffer: 64,
+        dtype: Precision::F32,
     }
 }
