@@ -190,13 +190,38 @@ impl GraphEncoder {
     }
 }
 
-/// Dropout that is the identity outside training.
+thread_local! {
+    static DROPOUT_RNG: std::cell::RefCell<rand::rngs::StdRng> =
+        std::cell::RefCell::new(rand::SeedableRng::seed_from_u64(0));
+}
+
+/// Seeds the dropout masks drawn on this thread, so head training is reproducible.
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_RNG.with(|r| *r.borrow_mut() = rand::SeedableRng::seed_from_u64(seed));
+}
+
+/// Dropout that is the identity outside training; masks come from the seeded thread RNG
+/// (see [`seed_dropout`]).
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
+    if !(train && p > 0.0) {
+        return Ok(x.clone());
     }
+    let keep = 1.0 / (1.0 - p);
+    let n = x.elem_count();
+    let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..n)
+            .map(|_| {
+                if rand::Rng::random::<f32>(&mut *r) < p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect()
+    });
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }
 
 /// Mean of node states per graph: `[graphs, F]` from `[N, F]` and the batch offsets.

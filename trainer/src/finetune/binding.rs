@@ -221,7 +221,8 @@ pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
                 format!("binding/gpsite/{ligand}_test.txt"),
             )
         };
-        for p in taskdata::read_residue_labels(&args.data.join(&train_file))? {
+        let proteins = taskdata::read_residue_labels(&args.data.join(&train_file))?;
+        for p in taskdata::seeded_subset(&proteins, args.binding_proteins, args.seed) {
             train.add(&mut index, &p, c);
         }
         tests.push((

@@ -152,12 +152,26 @@ impl FeatureExtractor {
         order.sort_by_key(|&i| sequences[i].len());
         let mut out = vec![T::default(); sequences.len()];
         let bar = progress(sequences.len(), what);
+        // Without a terminal the bar is hidden: log every tenth instead, for background runs.
+        let log = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let started = std::time::Instant::now();
+        let mut next_report = sequences.len() / 10;
+        let mut done = 0;
         for chunk in order.chunks(32) {
             let seqs: Vec<&str> = chunk.iter().map(|&i| sequences[i].as_str()).collect();
             for (&i, v) in chunk.iter().zip(f(&seqs)?) {
                 out[i] = v;
             }
             bar.inc(chunk.len() as u64);
+            done += chunk.len();
+            if log && done >= next_report {
+                eprintln!(
+                    "{what}: {done}/{} proteins, {:.0} s",
+                    sequences.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                next_report += sequences.len() / 10 + 1;
+            }
         }
         bar.finish_and_clear();
         Ok(out)

@@ -75,6 +75,12 @@ pub struct FinetuneArgs {
     /// Human and fly pairs drawn for the cross-species test.
     #[arg(long, default_value_t = 1500)]
     pub cross_species_pairs: usize,
+    /// Guo yeast pairs drawn for the 5-fold cross-validation (11,188 in the file).
+    #[arg(long, default_value_t = usize::MAX)]
+    pub guo_pairs: usize,
+    /// Proteins drawn from each binding-site training file (all when larger than the file).
+    #[arg(long, default_value_t = usize::MAX)]
+    pub binding_proteins: usize,
     /// Most epochs of the function and interaction heads.
     #[arg(long, default_value_t = 40)]
     pub epochs: usize,

@@ -1,0 +1,266 @@
+//! End to end: `finetune` on a miniature copy of the shared-data layout with the tiny ESM-2
+//! fixture writes a directory whose heads load and answer through `plm_model::predict`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::DType;
+use plm_model::predict::{self, ContactSource};
+use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, TaskHeads};
+use plm_train::finetune::{run, FinetuneArgs};
+use rand::{Rng, SeedableRng};
+
+const AA: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
+
+fn random_sequence(rng: &mut rand::rngs::StdRng, len: usize) -> String {
+    (0..len)
+        .map(|_| AA[rng.random_range(0..AA.len())] as char)
+        .collect()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A miniature of `../shared/data` with the same file formats.
+fn mini_data(dir: &Path) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut ec = String::from("Entry\tEC number\tSequence\n");
+    let mut ec_test = ec.clone();
+    for i in 0..60 {
+        let label = ["1.1.1.1", "2.7.11.1", "3.4.21.4;3.4.21.5"][i % 3];
+        let line = format!(
+            "P{i}\t{label}\t{}\n",
+            random_sequence(&mut rng, 30 + i % 20)
+        );
+        if i < 48 {
+            ec += &line
+        } else {
+            ec_test += &line
+        }
+    }
+    write(&dir.join("function/ec/train.tsv"), &ec);
+    write(&dir.join("function/ec/test_new392.tsv"), &ec_test);
+    for o in ["mf", "bp", "cc"] {
+        let mut go = String::from("accession\tgo_terms\tsequence\n");
+        for i in 0..50 {
+            let terms = ["GO:0000003", "GO:0000004", "GO:0000003,GO:0000005"][i % 3];
+            go += &format!("G{o}{i}\t{terms}\t{}\n", random_sequence(&mut rng, 40));
+        }
+        write(&dir.join(format!("function/go/{o}_18000.tsv")), &go);
+    }
+    write(
+        &dir.join("function/go/go_graph.tsv"),
+        "GO:0000003\tGO:0000002\t1\tis_a\nGO:0000004\tGO:0000002\t1\tis_a\nGO:0000005\tGO:0000003\t1\tpart_of\n",
+    );
+    write(
+        &dir.join("function/go/go_names.tsv"),
+        "GO:0000002\tparent\nGO:0000003\tchild a\nGO:0000004\tchild b\nGO:0000005\tgrandchild\n",
+    );
+    let mut fasta = String::new();
+    let mut guo = String::new();
+    let ids: Vec<String> = (0..30).map(|i| format!("4932.Y{i}")).collect();
+    for id in &ids {
+        let s = random_sequence(&mut rng, 35);
+        fasta += &format!(">{id}\n{s}\n");
+        guo += &format!("{id}\t{s}\n");
+    }
+    let mut pairs = String::new();
+    for k in 0..120 {
+        let (a, b) = (&ids[k % 30], &ids[(k * 7 + 3) % 30]);
+        pairs += &format!("{a}\t{b}\t{}\n", if k % 4 == 0 { "1.0" } else { "0.0" });
+    }
+    for name in ["dscript_yeast", "mcaps_human", "mcaps_fly"] {
+        write(&dir.join(format!("ppi/{name}.fasta")), &fasta);
+        write(&dir.join(format!("ppi/{name}_pairs.tsv")), &pairs);
+    }
+    write(&dir.join("ppi/guo_yeast_sequences.tsv"), &guo);
+    write(
+        &dir.join("ppi/guo_yeast_pairs.tsv"),
+        &pairs.replace(".0\n", "\n"),
+    );
+    let three_line = |rng: &mut rand::rngs::StdRng, prefix: &str, n: usize| -> String {
+        let mut s = String::new();
+        for i in 0..n {
+            let seq = random_sequence(rng, 30 + i);
+            let labels: String = seq
+                .chars()
+                .map(|c| if "CHDE".contains(c) { '1' } else { '0' })
+                .collect();
+            s += &format!(">{prefix}{i}A\n{seq}\n{labels}\n");
+        }
+        s
+    };
+    for l in [
+        "DNA", "RNA", "PEP", "PRO", "ATP", "HEM", "ZN", "CA", "MG", "MN",
+    ] {
+        write(
+            &dir.join(format!("binding/gpsite/{l}_train.txt")),
+            &three_line(&mut rng, &format!("{l}tr"), 6),
+        );
+        write(
+            &dir.join(format!("binding/gpsite/{l}_test.txt")),
+            &three_line(&mut rng, &format!("{l}te"), 3),
+        );
+    }
+    for (set, n) in [("Train_335", 8), ("Test_60", 4)] {
+        let text = three_line(&mut rng, set, n);
+        write(&dir.join(format!("binding/graphppis/{set}.fa")), &text);
+        let mut contacts = String::from("chain\ti\tj\tdistance\n");
+        for (k, chunk) in text.lines().collect::<Vec<_>>().chunks(3).enumerate() {
+            let id = &chunk[0][1..];
+            let len = chunk[1].len();
+            for i in 0..len {
+                for j in i + 1..len {
+                    let d = if (i + j + k) % 9 == 0 { 6.0 } else { 12.0 };
+                    contacts += &format!("{id}\t{i}\t{j}\t{d}\n");
+                }
+            }
+        }
+        let file =
+            std::fs::File::create(dir.join(format!("binding/graphppis/{set}_contacts.tsv.gz")))
+                .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        gz.write_all(contacts.as_bytes()).unwrap();
+        gz.finish().unwrap();
+    }
+}
+
+fn tiny_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/esm_tiny")
+}
+
+#[test]
+fn finetune_writes_a_deployable_directory_with_every_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    mini_data(&data);
+    let mmseqs = std::process::Command::new("mmseqs")
+        .arg("version")
+        .output()
+        .is_ok();
+    let mut tasks = vec!["contacts", "ec", "ppi", "binding"];
+    if mmseqs {
+        tasks.push("go");
+    } else {
+        eprintln!("GO head skipped: mmseqs (Debian package mmseqs2) is not installed");
+    }
+    let out = tmp.path().join("out/tiny-heads");
+    let args = FinetuneArgs {
+        model: tiny_model(),
+        data: data.clone(),
+        out: out.clone(),
+        tasks: tasks.iter().map(|t| t.to_string()).collect(),
+        cache: Some(tmp.path().join("cache")),
+        layers: vec![-2, -1],
+        hidden: 16,
+        gnn_layers: 1,
+        contact_threshold: 0.3,
+        go_proteins: 50,
+        go_min_count: 2,
+        cross_species_pairs: 40,
+        guo_pairs: 100,
+        binding_proteins: 5,
+        epochs: 2,
+        binding_epochs: 1,
+        contact_epochs: 1,
+        ablations: true,
+        seed: 5,
+    };
+    run(args.clone()).unwrap();
+
+    let heads = TaskHeads::open(&out, &candle_core::Device::Cpu)
+        .unwrap()
+        .unwrap();
+    let mut expected = vec!["ec", "ppi", "binding"];
+    if mmseqs {
+        expected.extend(["go_mf", "go_bp", "go_cc"]);
+    }
+    for h in expected {
+        assert!(
+            heads.config.head_names().contains(&h.to_string()),
+            "missing {h}"
+        );
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(results["ec"]["mlp"]["f1"].is_number());
+    assert!(results["ppi"]["guo_yeast_5fold"]["accuracy_mean"].is_number());
+    assert!(results["binding"]["variants"]["LM + gated GNN"]["ZN"]["auroc"].is_number());
+    assert!(results["contacts"]["precision_at_l5_long_range_after"].is_number());
+
+    let engine = Engine::load(
+        &out,
+        DeviceSpec::Cpu,
+        DType::F32,
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(1 << 20)),
+    )
+    .unwrap();
+    let seq = "MKTAYIAKQRQISFVKSHFSRQ";
+    let f = predict::predict_function(&engine, Some(&heads), seq, "ec", 2, 0.0).unwrap();
+    assert_eq!(f.len(), 2);
+    assert!(f[0].score >= f[1].score);
+    let p = predict::predict_ppi(
+        &engine,
+        Some(&heads),
+        &[(seq, "MQIFVKTLTG"), ("MQIFVKTLTG", seq)],
+    )
+    .unwrap();
+    assert_eq!(p[0], p[1]);
+    let b = predict::predict_binding_sites(
+        &engine,
+        Some(&heads),
+        seq,
+        None,
+        0.0,
+        ContactSource::Predicted,
+    )
+    .unwrap();
+    assert_eq!(b.len(), seq.len() * 11);
+
+    // A second run reuses the cached features and gives the same heads (same seed).
+    let first = std::fs::read(out.join("heads.safetensors")).unwrap();
+    run(args).unwrap();
+    assert_eq!(first, std::fs::read(out.join("heads.safetensors")).unwrap());
+}
+
+#[test]
+fn unknown_tasks_and_missing_data_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = FinetuneArgs {
+        model: tiny_model(),
+        data: tmp.path().to_path_buf(),
+        out: tmp.path().join("out"),
+        tasks: vec!["ec".into()],
+        cache: None,
+        layers: vec![-1],
+        hidden: 8,
+        gnn_layers: 1,
+        contact_threshold: 0.5,
+        go_proteins: 10,
+        go_min_count: 1,
+        cross_species_pairs: 10,
+        guo_pairs: 10,
+        binding_proteins: 10,
+        epochs: 1,
+        binding_epochs: 1,
+        contact_epochs: 1,
+        ablations: false,
+        seed: 1,
+    };
+    let e = run(FinetuneArgs {
+        tasks: vec!["kegg".into()],
+        ..base.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown task 'kegg'"), "{e}");
+    let e = run(base).unwrap_err().to_string();
+    assert!(
+        e.contains("does not look like the shared data directory"),
+        "{e}"
+    );
+}
