@@ -20,6 +20,19 @@ fn error_of(sql: &str) -> String {
     scalar::<String>(&format!("SELECT pg_temp.error_of('{quoted}')"))
 }
 
+/// Copies the default model's language-model files (no manifest, no heads) into
+/// `TMP/plm-{tag}-test-PID/{name}`; returns (model directory root, model directory).
+fn bare_copy_of_default(tag: &str, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = crate::settings::model_dir().join("plm-default");
+    let dir = std::env::temp_dir().join(format!("plm-{tag}-test-{}", std::process::id()));
+    let model = dir.join(name);
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    (dir, model)
+}
+
 const UBIQUITIN: &str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
 
 #[pg_test]
@@ -160,13 +173,7 @@ fn settings_touching_files_are_superuser_only() {
 
 #[pg_test]
 fn changed_weights_under_the_same_name_are_refused() {
-    let src = crate::settings::model_dir().join("plm-default");
-    let dir = std::env::temp_dir().join(format!("plm-fingerprint-test-{}", std::process::id()));
-    let model = dir.join("fp-model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(src.join(f), model.join(f)).unwrap();
-    }
+    let (dir, model) = bare_copy_of_default("fingerprint", "fp-model");
     Spi::run(&format!("SET plm.model_dir = '{}'", dir.display())).unwrap();
     Spi::run("SELECT plm_embed('MKTAYIAKQR', model => 'fp-model')").unwrap();
     // Different weights under the same name: flip one bit of the last weight.
@@ -300,13 +307,7 @@ fn task_argument_errors_list_the_valid_values() {
 
 #[pg_test]
 fn a_model_without_heads_says_so() {
-    let src = crate::settings::model_dir().join("plm-default");
-    let dir = std::env::temp_dir().join(format!("plm-noheads-test-{}", std::process::id()));
-    let model = dir.join("bare");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(src.join(f), model.join(f)).unwrap();
-    }
+    let (dir, _model) = bare_copy_of_default("noheads", "bare");
     Spi::run(&format!("SET plm.model_dir = '{}'", dir.display())).unwrap();
     let e = error_of("SELECT * FROM plm_function('MKTAYIAKQR', model => 'bare')");
     assert!(e.starts_with("0A000: ") && e.contains("has no function (ec) head"), "{e}");

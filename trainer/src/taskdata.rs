@@ -65,14 +65,14 @@ pub fn read_tsv(path: &Path, header_lines: usize, min_columns: usize) -> Result<
     Ok(rows)
 }
 
-/// EC data (`Entry`, `EC number` `;`-separated, `Sequence`).
-pub fn read_ec(path: &Path) -> Result<Vec<LabeledProtein>> {
+/// Rows of `accession`, labels separated by `separator`, `sequence` (one header line).
+fn read_labeled(path: &Path, separator: char) -> Result<Vec<LabeledProtein>> {
     Ok(read_tsv(path, 1, 3)?
         .into_iter()
         .map(|r| LabeledProtein {
             id: r[0].clone(),
             labels: r[1]
-                .split(';')
+                .split(separator)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
@@ -81,20 +81,14 @@ pub fn read_ec(path: &Path) -> Result<Vec<LabeledProtein>> {
         .collect())
 }
 
+/// EC data (`Entry`, `EC number` `;`-separated, `Sequence`).
+pub fn read_ec(path: &Path) -> Result<Vec<LabeledProtein>> {
+    read_labeled(path, ';')
+}
+
 /// GO data (`accession`, `go_terms` comma-separated, `sequence`).
 pub fn read_go(path: &Path) -> Result<Vec<LabeledProtein>> {
-    Ok(read_tsv(path, 1, 3)?
-        .into_iter()
-        .map(|r| LabeledProtein {
-            id: r[0].clone(),
-            labels: r[1]
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            sequence: r[2].clone(),
-        })
-        .collect())
+    read_labeled(path, ',')
 }
 
 /// The Gene Ontology: `is_a`/`part_of` parents and term names.

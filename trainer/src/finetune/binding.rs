@@ -225,9 +225,10 @@ pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
         for p in taskdata::seeded_subset(&proteins, args.binding_proteins, args.seed) {
             train.add(&mut index, &p, c);
         }
+        let test_proteins = taskdata::read_residue_labels(&args.data.join(&test_file))?;
         tests.push((
             c,
-            taskdata::read_residue_labels(&args.data.join(&test_file))?,
+            taskdata::seeded_subset(&test_proteins, args.binding_proteins, args.seed),
         ));
     }
     let mut test = Dataset {

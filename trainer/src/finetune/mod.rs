@@ -78,7 +78,8 @@ pub struct FinetuneArgs {
     /// Guo yeast pairs drawn for the 5-fold cross-validation (11,188 in the file).
     #[arg(long, default_value_t = usize::MAX)]
     pub guo_pairs: usize,
-    /// Proteins drawn from each binding-site training file (all when larger than the file).
+    /// Proteins drawn from each binding-site training and test file (all when larger than the
+    /// file).
     #[arg(long, default_value_t = usize::MAX)]
     pub binding_proteins: usize,
     /// Most epochs of the function and interaction heads.
