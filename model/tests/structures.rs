@@ -6,15 +6,21 @@ use std::path::PathBuf;
 use plm_model::graph::{GraphOptions, ResidueGraph};
 use plm_model::structure::{map_to_sequence, parse_structure};
 
-const UBIQUITIN: &str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
+const UBIQUITIN: &str =
+    "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
 const CRAMBIN: &str = "TTCCPSIVARSNFNVCRLPGTPEALCATYTGCIIIPGATCPGDYAN";
 
 fn structure(name: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/structures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/structures")
+        .join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
         Err(_) => {
-            eprintln!("skipped: {} not found (the shared data directory is absent)", path.display());
+            eprintln!(
+                "skipped: {} not found (the shared data directory is absent)",
+                path.display()
+            );
             None
         }
     }
@@ -22,7 +28,9 @@ fn structure(name: &str) -> Option<String> {
 
 #[test]
 fn ubiquitin_pdb_matches_its_sequence_and_has_long_range_contacts() {
-    let Some(text) = structure("pdb1ubi.pdb") else { return };
+    let Some(text) = structure("pdb1ubi.pdb") else {
+        return;
+    };
     let trace = parse_structure(&text, None).unwrap();
     assert_eq!(trace.chain, "A");
     assert_eq!(trace.sequence(), UBIQUITIN);
@@ -31,7 +39,11 @@ fn ubiquitin_pdb_matches_its_sequence_and_has_long_range_contacts() {
     let options = GraphOptions::default();
     let graph = ResidueGraph::from_structure(UBIQUITIN.len(), &trace, &mapping, &options).unwrap();
     let chain_only = ResidueGraph::sequence_only(UBIQUITIN.len(), &options);
-    assert!(graph.num_edges() > chain_only.num_edges() + 50, "{} edges", graph.num_edges());
+    assert!(
+        graph.num_edges() > chain_only.num_edges() + 50,
+        "{} edges",
+        graph.num_edges()
+    );
     // The first and second β-strands pair: residues 1-7 and 10-17 (0-based 2 and 14 are in contact).
     assert!(graph.has_edge(2, 14) || graph.has_edge(3, 14) || graph.has_edge(2, 15));
     // With a His-tag in front, the mapping shifts and still validates.
@@ -42,21 +54,27 @@ fn ubiquitin_pdb_matches_its_sequence_and_has_long_range_contacts() {
 
 #[test]
 fn alternate_locations_give_one_residue_each() {
-    let Some(text) = structure("pdb1ejg.pdb") else { return };
+    let Some(text) = structure("pdb1ejg.pdb") else {
+        return;
+    };
     let trace = parse_structure(&text, None).unwrap();
     assert_eq!(trace.sequence(), CRAMBIN);
 }
 
 #[test]
 fn only_the_first_model_of_an_nmr_ensemble_is_read() {
-    let Some(text) = structure("pdb2k39_truncated.pdb") else { return };
+    let Some(text) = structure("pdb2k39_truncated.pdb") else {
+        return;
+    };
     let trace = parse_structure(&text, None).unwrap();
     assert_eq!(trace.residues.len(), 10);
 }
 
 #[test]
 fn mmcif_chains_can_be_chosen() {
-    let Some(text) = structure("mmcif_6yfy.cif") else { return };
+    let Some(text) = structure("mmcif_6yfy.cif") else {
+        return;
+    };
     let a = parse_structure(&text, None).unwrap();
     let b = parse_structure(&text, Some("B")).unwrap();
     assert_eq!(b.chain, "B");
@@ -67,7 +85,12 @@ fn mmcif_chains_can_be_chosen() {
 
 #[test]
 fn deepfri_chains_parse_and_align_to_themselves() {
-    for name in ["deepfri_1S3P-A.pdb", "deepfri_2J9H-A.pdb", "deepfri_2PE5-B.pdb", "deepfri_2W83-E.pdb"] {
+    for name in [
+        "deepfri_1S3P-A.pdb",
+        "deepfri_2J9H-A.pdb",
+        "deepfri_2PE5-B.pdb",
+        "deepfri_2W83-E.pdb",
+    ] {
         let Some(text) = structure(name) else { return };
         let trace = parse_structure(&text, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         let seq = trace.sequence();
