@@ -54,7 +54,7 @@ def main(path):
     if "binding" in r:
         b = r["binding"]
         variants = b["variants"]
-        ligands = list(next(iter(variants.values())).keys())
+        ligands = sorted({k for v in variants.values() for k in v})
         out += ["### Binding sites (per residue)", "", b["protocol"] + ".", "",
                 "AUROC / AUPR / MCC per ligand on the test files:", "",
                 "| ligand | " + " | ".join(variants.keys()) + " |", "|---|" + "---|" * len(variants)]

@@ -214,8 +214,21 @@ fn ubiquitin_pdb(n: usize) -> String {
     s + "END\n"
 }
 
+/// Whether the installed default model carries task head `head`.
+fn default_has_head(head: &str) -> bool {
+    scalar::<bool>(&format!(
+        "SELECT coalesce(bool_or('{head}' = ANY(heads)), false) FROM plm_models() WHERE name = 'plm-default'"
+    ))
+}
+
 #[pg_test]
 fn function_terms_are_ranked_scores() {
+    if !default_has_head("ec") || !default_has_head("go_mf") {
+        // The shipped model has no function heads yet: the call must say so.
+        let e = error_of(&format!("SELECT * FROM plm_function('{UBIQUITIN}', 'ec')"));
+        assert!(e.starts_with("0A000: ") && e.contains("has no function (ec) head"), "{e}");
+        return;
+    }
     let rows: i64 = scalar(&format!(
         "SELECT count(*) FROM plm_function('{UBIQUITIN}', 'ec', top_k => 3)"
     ));
@@ -230,15 +243,16 @@ fn function_terms_are_ranked_scores() {
            FROM plm_function('{UBIQUITIN}', 'go_bp', top_k => 5)"
     ));
     assert!(named);
-    let none: i64 = scalar(&format!(
-        "SELECT count(*) FROM plm_function('{UBIQUITIN}', 'ec', top_k => 5, min_score => 1.0)"
-    ));
-    assert!(none <= 5);
 }
 
 #[pg_test]
 fn interaction_is_symmetric_probability() {
     let a = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
+    if !default_has_head("ppi") {
+        let e = error_of(&format!("SELECT plm_ppi('{a}', '{UBIQUITIN}')"));
+        assert!(e.starts_with("0A000: ") && e.contains("interaction"), "{e}");
+        return;
+    }
     let same: bool = scalar(&format!(
         "SELECT plm_ppi('{a}', '{UBIQUITIN}') = plm_ppi('{UBIQUITIN}', '{a}')"
     ));
@@ -299,7 +313,7 @@ fn task_argument_errors_list_the_valid_values() {
     assert!(e.starts_with("22023: ") && e.contains("top_k"), "{e}");
     let e = error_of(&format!("SELECT * FROM plm_binding_sites('{UBIQUITIN}', threshold => 2)"));
     assert!(e.starts_with("22023: ") && e.contains("threshold"), "{e}");
-    let e = error_of("SELECT plm_ppi('MK1', 'MKT')");
+    let e = error_of("SELECT * FROM plm_binding_sites('MK1')");
     assert!(e.starts_with("22023: ") && e.contains("invalid residue '1'"), "{e}");
     let e = error_of(&format!("SELECT * FROM plm_binding_sites('{UBIQUITIN}', structure => 'not a structure')"));
     assert!(e.starts_with("22023: "), "{e}");
