@@ -5,7 +5,7 @@
 //! - [`GatedLayer`]: residual gated graph convolution (Bresson & Laurent): every message is
 //!   gated by `σ(A hᵢ + B hⱼ)`, so the layer learns which contacts matter.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -224,19 +224,12 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     x * mask
 }
 
-/// Mean of node states per graph: `[graphs, F]` from `[N, F]` and the batch offsets.
-pub fn mean_per_graph(h: &Tensor, offsets: &[usize]) -> Result<Tensor> {
-    let rows = offsets
-        .windows(2)
-        .map(|w| h.narrow(0, w[0], w[1] - w[0])?.mean_keepdim(0))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&rows, 0)?.to_dtype(DType::F32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::graph::{GraphOptions, ResidueGraph};
+    use crate::test_util::max_abs_diff;
+    use candle_core::DType;
     use candle_nn::VarMap;
 
     fn setup(kind: GnnKind) -> (VarMap, GraphEncoder, EdgeIndex, Tensor) {
@@ -290,23 +283,9 @@ mod tests {
             )
             .unwrap();
             let y2 = enc.forward(&bumped, &edges).unwrap();
-            let diff: f32 = (y.narrow(0, 0, 6).unwrap() - y2.narrow(0, 0, 6).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_abs_diff(&y.narrow(0, 0, 6).unwrap(), &y2.narrow(0, 0, 6).unwrap());
             assert_eq!(diff, 0.0);
-            let moved: f32 = (y.narrow(0, 6, 4).unwrap() - y2.narrow(0, 6, 4).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let moved = max_abs_diff(&y.narrow(0, 6, 4).unwrap(), &y2.narrow(0, 6, 4).unwrap());
             assert!(moved > 0.0);
         }
     }
@@ -320,14 +299,6 @@ mod tests {
         v[5][0] += 3.0;
         let x2 = Tensor::new(v, &Device::Cpu).unwrap();
         let y2 = enc.forward(&x2, &edges).unwrap();
-        let d: f32 = (y.get(0).unwrap() - y2.get(0).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(d > 0.0);
+        assert!(max_abs_diff(&y.get(0).unwrap(), &y2.get(0).unwrap()) > 0.0);
     }
 }

@@ -410,15 +410,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (3, 6), &Device::Cpu).unwrap();
         let before = heads.function["ec"].forward(&x, false).unwrap();
         let after = loaded.function["ec"].forward(&x, false).unwrap();
-        let d: f32 = (before - after)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(d, 0.0);
+        assert_eq!(crate::test_util::max_abs_diff(&before, &after), 0.0);
         // Missing weights next to a config is an error naming the file.
         std::fs::remove_file(dir.path().join(files::WEIGHTS)).unwrap();
         let err = TaskHeads::open(dir.path(), &Device::Cpu)

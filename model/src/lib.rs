@@ -22,6 +22,8 @@ pub mod heads;
 pub mod pooling;
 pub mod predict;
 pub mod structure;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod window;
 

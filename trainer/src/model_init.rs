@@ -5,13 +5,44 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use plm_model::{EsmConfig, EsmForMaskedLM};
+
+/// Re-initialises every variable of `varmap` from `seed`, in name order: matrices (rank ≥ 2)
+/// get `weights(shape, rng)`, biases (`bias`/`beta`) zeros, other vectors (norm scales) ones.
+pub fn seeded_init(
+    varmap: &VarMap,
+    seed: u64,
+    mut weights: impl FnMut(&Shape, &mut StdRng) -> Vec<f32>,
+) -> Result<()> {
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rng = StdRng::seed_from_u64(seed);
+    for (name, var) in vars {
+        let shape = var.shape().clone();
+        let device = var.device().clone();
+        let value = if var.rank() >= 2 {
+            Tensor::from_vec(weights(&shape, &mut rng), shape, &device)?
+        } else if name.ends_with("bias") || name.ends_with("beta") {
+            Tensor::zeros(shape, DType::F32, &device)?
+        } else {
+            Tensor::ones(shape, DType::F32, &device)?
+        };
+        var.set(&value.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
 
 /// A model whose weights live in a [`VarMap`].
 pub struct TrainableModel {
@@ -30,30 +61,12 @@ impl TrainableModel {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = EsmForMaskedLM::load(vb, config)?;
-        let mut rng = StdRng::seed_from_u64(seed);
         let normal = Normal::new(0.0f32, 0.02).context("normal distribution")?;
-        let mut names: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, var) in names {
-            let shape = var.shape().clone();
-            let value = if var.rank() >= 2 {
-                let data: Vec<f32> = (0..shape.elem_count())
-                    .map(|_| normal.sample(&mut rng))
-                    .collect();
-                Tensor::from_vec(data, shape, device)?
-            } else if name.ends_with("bias") || name.ends_with("beta") {
-                Tensor::zeros(shape, DType::F32, device)?
-            } else {
-                Tensor::ones(shape, DType::F32, device)?
-            };
-            var.set(&value)?;
-        }
+        seeded_init(&varmap, seed, |shape, rng| {
+            (0..shape.elem_count())
+                .map(|_| normal.sample(rng))
+                .collect()
+        })?;
         Ok(Self {
             varmap,
             model,

@@ -219,12 +219,28 @@ impl EsmForMaskedLM {
         } else {
             None
         };
+        let contacts = match (contact_acc, contact_head) {
+            (Some(acc), Some(head)) => Some(head.finish(acc)?),
+            _ => None,
+        };
+        self.assemble_output(options, hidden, final_hidden, contacts)
+    }
+
+    /// The outputs of a pass: the hidden states in the order asked (the final, normalised one
+    /// included when asked), logits from the final hidden state when asked, and `contacts`.
+    fn assemble_output(
+        &self,
+        options: &ForwardOptions,
+        mut hidden: Vec<(usize, Tensor)>,
+        final_hidden: Option<Tensor>,
+        contacts: Option<Tensor>,
+    ) -> Result<ForwardOutput> {
+        let num_layers = self.layers.len();
         if let Some(fh) = &final_hidden {
             if options.layers.contains(&num_layers) {
                 hidden.push((num_layers, fh.clone()));
             }
         }
-        // Return hidden states in the order asked.
         let mut ordered = Vec::with_capacity(options.layers.len());
         for l in &options.layers {
             if let Some((_, t)) = hidden.iter().find(|(k, _)| k == l) {
@@ -233,10 +249,6 @@ impl EsmForMaskedLM {
         }
         let logits = match (options.logits, &self.lm_head, &final_hidden) {
             (true, Some(head), Some(fh)) => Some(head.forward(fh)?),
-            _ => None,
-        };
-        let contacts = match (contact_acc, contact_head) {
-            (Some(acc), Some(head)) => Some(head.finish(acc)?),
             _ => None,
         };
         Ok(ForwardOutput {
@@ -372,26 +384,7 @@ impl EsmForMaskedLM {
         } else {
             None
         };
-        if let Some(fh) = &final_hidden {
-            if options.layers.contains(&num_layers) {
-                hidden.push((num_layers, fh.clone()));
-            }
-        }
-        let mut ordered = Vec::with_capacity(options.layers.len());
-        for l in &options.layers {
-            if let Some((_, t)) = hidden.iter().find(|(k, _)| k == l) {
-                ordered.push((*l, t.clone()));
-            }
-        }
-        let logits = match (options.logits, &self.lm_head, &final_hidden) {
-            (true, Some(head), Some(fh)) => Some(head.forward(fh)?),
-            _ => None,
-        };
-        Ok(ForwardOutput {
-            hidden: ordered,
-            logits,
-            contacts: None,
-        })
+        self.assemble_output(options, hidden, final_hidden, None)
     }
 
     /// Masked-language-model logits `(batch, tokens, vocab)` and the final hidden state.

@@ -66,14 +66,7 @@ mod tests {
             .unwrap();
         let tracked = norm.forward(x.as_tensor()).unwrap();
         let fused = norm.forward(&x.as_tensor().detach()).unwrap();
-        let diff: f32 = (&tracked - &fused)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::test_util::max_abs_diff(&tracked, &fused);
         assert!(diff < 1e-5, "{diff}");
         let loss = (tracked * Tensor::new(&[[1f32, -2.0, 3.0, 0.5]], &Device::Cpu).unwrap())
             .unwrap()

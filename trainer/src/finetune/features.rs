@@ -46,22 +46,6 @@ impl ResidueFeatures {
         let n = data.len() / self.dim.max(1);
         Ok(Tensor::from_vec(data, (n, self.dim), device)?)
     }
-
-    /// Mean over residues of protein `i`.
-    pub fn pooled(&self, i: usize) -> Vec<f32> {
-        let mut out = vec![0f32; self.dim];
-        for r in self.offsets[i]..self.offsets[i + 1] {
-            for (o, v) in out
-                .iter_mut()
-                .zip(&self.values[r * self.dim..(r + 1) * self.dim])
-            {
-                *o += v.to_f32();
-            }
-        }
-        let n = self.len(i).max(1) as f32;
-        out.iter_mut().for_each(|v| *v /= n);
-        out
-    }
 }
 
 /// Computes and caches features with a loaded model.
@@ -122,11 +106,6 @@ impl FeatureExtractor {
             layers,
             cache_dir,
         })
-    }
-
-    /// The loaded model.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     fn layer_args(&self) -> Vec<Option<i64>> {

@@ -96,6 +96,15 @@ fn predict(
     Ok(out)
 }
 
+/// Position of each label in the head's output.
+fn label_index(labels: &[String]) -> HashMap<&str, usize> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect()
+}
+
 fn normalise(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter().map(|x| x / n).collect()
@@ -174,11 +183,7 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let index: HashMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
+    let index = label_index(&labels);
     let all: Vec<&LabeledProtein> = train_set.iter().chain(&test_set).collect();
     let sequences: Vec<String> = all.iter().map(|p| p.sequence.clone()).collect();
     let x = fx.pooled("EC features", &sequences)?;
@@ -305,11 +310,7 @@ pub fn run_go(
         .filter(|(_, &c)| c >= args.go_min_count)
         .map(|(t, _)| t.to_string())
         .collect();
-    let index: HashMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
+    let index = label_index(&labels);
     let ancestors: Vec<Vec<u32>> = labels
         .iter()
         .map(|l| {

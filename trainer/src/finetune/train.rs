@@ -46,33 +46,17 @@ fn snapshot(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
         .collect()
 }
 
-/// Re-initialises every variable from `seed` (weights uniform in ±1/√fan-in, biases 0, norm
-/// scales 1), in name order, so head training does not depend on candle's unseeded RNG.
+/// Re-initialises the head variables from `seed` (weights uniform in ±1/√fan-in, biases 0,
+/// norm scales 1), so head training does not depend on candle's unseeded RNG.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     use rand::Rng;
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for name in names {
-        let var = &data[name];
-        let shape = var.shape().clone();
-        let n = shape.elem_count();
-        let values: Vec<f32> = if name.ends_with("bias") {
-            vec![0.0; n]
-        } else if name.contains("norm") {
-            vec![1.0; n]
-        } else {
-            let fan_in = shape.dims().last().copied().unwrap_or(1).max(1) as f32;
-            let bound = 1.0 / fan_in.sqrt();
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-        };
-        var.set(&Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?)?;
-    }
-    Ok(())
+    crate::model_init::seeded_init(varmap, seed, |shape, rng| {
+        let fan_in = shape.dims().last().copied().unwrap_or(1).max(1) as f32;
+        let bound = 1.0 / fan_in.sqrt();
+        (0..shape.elem_count())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect()
+    })
 }
 
 /// Trains the variables of `varmap`: `loss(batch)` returns the mean loss of a batch of item
