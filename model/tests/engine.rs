@@ -41,6 +41,31 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Bit-identical results whatever else shares the batch: what lets a shared worker merge
+/// requests of different sessions without changing any answer.
+#[test]
+fn results_do_not_depend_on_batch_neighbours() {
+    let engine = engine_with(
+        EngineOptions {
+            max_tokens_per_batch: 100_000,
+            ..Default::default()
+        },
+        0,
+    );
+    let long = SEQS[3];
+    for len in (1..=24).chain([40, 70, 93]) {
+        let s = &long[..len];
+        let alone = engine.embed(&[s], None, Pooling::Mean).unwrap();
+        let with_others = engine
+            .embed(&[SEQS[1], s, long, SEQS[0]], None, Pooling::Mean)
+            .unwrap();
+        assert_eq!(alone[0], with_others[1], "length {len}");
+        let alone = engine.embed_residues(&[s], &[None]).unwrap();
+        let with_others = engine.embed_residues(&[long, s], &[None]).unwrap();
+        assert_eq!(alone[0], with_others[1], "residues, length {len}");
+    }
+}
+
 #[test]
 fn batched_equals_one_by_one() {
     let batched = engine_with(

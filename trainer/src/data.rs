@@ -106,11 +106,23 @@ impl FastaReader {
         loop {
             let header = match self.pending_header.take() {
                 Some(h) => h,
-                None => loop {
+                None => 'header: loop {
                     match self.read_line()? {
                         None => return Ok(None),
                         Some(l) if l.trim().is_empty() => continue,
                         Some(l) if l.starts_with('>') => break l,
+                        Some(_) if self.skip_invalid => {
+                            // A record without its header: drop its lines up to the next header.
+                            self.record_no += 1;
+                            self.skipped += 1;
+                            loop {
+                                match self.read_line()? {
+                                    None => return Ok(None),
+                                    Some(l) if l.starts_with('>') => break 'header l,
+                                    Some(_) => {}
+                                }
+                            }
+                        }
                         Some(l) => {
                             return Err(DataError::BadRecord {
                                 path: self.path.clone(),
@@ -368,11 +380,17 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, r.skipped()), (2, 1));
-        let p = write(dir.path(), "c.fasta", "MKT\n");
+        let p = write(dir.path(), "c.fasta", "MKT\nAAA\n>p2\nGG\n");
         assert!(read_fasta(&p, 10, false)
             .unwrap_err()
             .to_string()
             .contains("header"));
+        // A leading record without its header (as in MCAPS' fly file) is skipped as one record.
+        let mut r = FastaReader::open(&p, true).unwrap();
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!((first.id.as_str(), first.sequence.as_str()), ("p2", "GG"));
+        assert!(r.next_record().unwrap().is_none());
+        assert_eq!(r.skipped(), 1);
         let missing = read_fasta(&dir.path().join("nope.fa"), 1, false)
             .unwrap_err()
             .to_string();

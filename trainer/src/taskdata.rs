@@ -179,9 +179,26 @@ pub fn read_sequences(path: &Path) -> Result<HashMap<String, String>> {
             .trim_end_matches(".gz")
             .ends_with(".fa");
     if is_fasta {
-        let records = crate::data::read_fasta(path, usize::MAX, false)
+        // Published task files contain the odd broken record (MCAPS' fly file starts
+        // without a header): skip those, say how many, and let pair readers report
+        // the pairs that lose a sequence.
+        let mut reader = crate::data::FastaReader::open(path, true)
             .with_context(|| format!("reading {}", path.display()))?;
-        Ok(records.into_iter().map(|r| (r.id, r.sequence)).collect())
+        let mut sequences = HashMap::new();
+        while let Some(r) = reader
+            .next_record()
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            sequences.insert(r.id, r.sequence);
+        }
+        if reader.skipped() > 0 {
+            eprintln!(
+                "warning: {}: skipped {} malformed record(s)",
+                path.display(),
+                reader.skipped()
+            );
+        }
+        Ok(sequences)
     } else {
         Ok(read_tsv(path, 0, 2)?
             .into_iter()

@@ -149,6 +149,9 @@ fn row_chunk(rows: usize) -> usize {
 /// GEMMs large enough that packing the weights is amortised.
 const FFN_ROWS: usize = 2048;
 
+/// Fewest rows of a projection GEMM (shorter ones are zero-padded; see [`linear`]).
+const MIN_GEMM_ROWS: usize = 16;
+
 /// Query rows per attention task.
 const QUERY_BLOCK: usize = 128;
 
@@ -168,6 +171,17 @@ fn linear(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, accumul
     let m = a.len() / k;
     debug_assert_eq!(out.len(), m * n);
     debug_assert_eq!(w.len(), n * k);
+    if m < MIN_GEMM_ROWS {
+        // `gemm` takes another route for very short products whose rounding differs: pad
+        // them, so that a row's result never depends on what else is in the batch.
+        let mut a_pad = vec![0f32; MIN_GEMM_ROWS * k];
+        a_pad[..a.len()].copy_from_slice(a);
+        let mut out_pad = vec![0f32; MIN_GEMM_ROWS * n];
+        out_pad[..out.len()].copy_from_slice(out);
+        linear(&mut out_pad, &a_pad, w, bias, k, accumulate);
+        out.copy_from_slice(&out_pad[..out.len()]);
+        return;
+    }
     let chunk = row_chunk(m) * n;
     out.par_chunks_mut(chunk).for_each(|o| {
         if accumulate {

@@ -97,8 +97,10 @@ fn indexed(
     let mut ids: Vec<String> = Vec::new();
     let mut position: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::new();
+    let mut dropped = 0usize;
     for (a, b, l) in pairs {
         let (Some(_), Some(_)) = (sequences.get(a), sequences.get(b)) else {
+            dropped += 1;
             continue;
         };
         let mut idx = |id: &String| -> usize {
@@ -112,6 +114,12 @@ fn indexed(
     }
     if out.is_empty() {
         bail!("no pair has both sequences");
+    }
+    if dropped > 0 {
+        eprintln!(
+            "warning: dropped {dropped} of {} pairs whose sequence is missing",
+            pairs.len()
+        );
     }
     let seqs = ids.iter().map(|id| sequences[id].clone()).collect();
     Ok((ids, seqs, out))
