@@ -23,7 +23,7 @@ impl CacheKey {
 }
 
 /// Counters of the cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CacheStats {
     /// Lookups that found an entry.
     pub hits: u64,

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use crate::error::{PlmError, Result};
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeviceSpec {
     /// The CPU.
     Cpu,

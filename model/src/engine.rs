@@ -19,7 +19,7 @@ use crate::tokenizer::{clean_sequence, ProteinTokenizer};
 use crate::window::{merge_windows, plan_windows};
 
 /// What to do with sequences longer than the model limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LongSequencePolicy {
     /// Refuse them with [`PlmError::SequenceTooLong`].
     Error,
@@ -71,7 +71,7 @@ impl Default for EngineOptions {
 }
 
 /// A row-major matrix of f32.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Matrix {
     /// Number of rows.
     pub rows: usize,

@@ -57,6 +57,25 @@ pub enum PlmError {
     /// An error from the tensor library.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The shared inference worker cannot be reached or ended while serving a request.
+    #[error("inference worker unavailable: {0}")]
+    WorkerUnavailable(String),
+    /// A request larger than the worker accepts.
+    #[error("request of {bytes} bytes exceeds the worker's limit of {limit} bytes")]
+    RequestTooLarge {
+        /// Encoded size of the request.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An error raised in the inference worker, with its class and message.
+    #[error("{message}")]
+    Remote {
+        /// What kind of error it was.
+        class: ErrorClass,
+        /// The worker's message.
+        message: String,
+    },
     /// An I/O error with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -70,7 +89,47 @@ pub enum PlmError {
 /// Result alias for the library.
 pub type Result<T> = std::result::Result<T, PlmError>;
 
+/// Kinds of error, for mapping to error codes (e.g. SQLSTATE) and across the worker channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ErrorClass {
+    /// Bad input: sequence, argument, structure.
+    InvalidInput,
+    /// The model lacks what was asked for (a task head).
+    Unsupported,
+    /// A file is missing.
+    MissingFile,
+    /// A file is unreadable or inconsistent.
+    Corrupt,
+    /// An I/O failure.
+    Io,
+    /// A request over a size limit.
+    TooLarge,
+    /// The inference worker is unavailable.
+    Unavailable,
+    /// A bug or a tensor-library failure.
+    Internal,
+}
+
 impl PlmError {
+    /// The kind of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PlmError::EmptySequence
+            | PlmError::InvalidResidue { .. }
+            | PlmError::SequenceTooLong { .. }
+            | PlmError::InvalidArgument(_)
+            | PlmError::InvalidStructure(_) => ErrorClass::InvalidInput,
+            PlmError::MissingHead { .. } => ErrorClass::Unsupported,
+            PlmError::MissingFile { .. } => ErrorClass::MissingFile,
+            PlmError::BadFile { .. } => ErrorClass::Corrupt,
+            PlmError::Io { .. } => ErrorClass::Io,
+            PlmError::RequestTooLarge { .. } => ErrorClass::TooLarge,
+            PlmError::WorkerUnavailable(_) => ErrorClass::Unavailable,
+            PlmError::Remote { class, .. } => *class,
+            PlmError::Candle(_) => ErrorClass::Internal,
+        }
+    }
+
     /// Convenience constructor for [`PlmError::BadFile`].
     pub fn bad_file(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
         PlmError::BadFile {

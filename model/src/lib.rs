@@ -6,7 +6,8 @@
 //! - [`engine`]: batched inference with length bucketing, pooling, windows and caching;
 //! - [`cache`]: the byte-bounded embedding cache;
 //! - [`structure`], [`graph`], [`gnn`]: structures, residue graphs and graph neural network layers;
-//! - [`heads`], [`predict`]: task heads (function, interaction, binding sites) and their predictions.
+//! - [`heads`], [`predict`]: task heads (function, interaction, binding sites) and their predictions;
+//! - [`registry`], [`serve`]: loaded models of a process, and the shared inference worker.
 
 pub mod batching;
 pub mod cache;
@@ -21,6 +22,8 @@ pub mod graph;
 pub mod heads;
 pub mod pooling;
 pub mod predict;
+pub mod registry;
+pub mod serve;
 pub mod structure;
 #[cfg(test)]
 mod test_util;
@@ -32,10 +35,11 @@ pub use checkpoint::{Checkpoint, Manifest};
 pub use config::EsmConfig;
 pub use device::DeviceSpec;
 pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix};
-pub use error::{PlmError, Result};
+pub use error::{ErrorClass, PlmError, Result};
 pub use esm::EsmForMaskedLM;
 pub use heads::{HeadsConfig, TaskHeads};
 pub use pooling::Pooling;
+pub use registry::{LoadedModel, ModelRegistry};
 pub use tokenizer::ProteinTokenizer;
 
 /// Version of this library.

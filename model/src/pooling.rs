@@ -5,7 +5,7 @@ use std::str::FromStr;
 use crate::error::PlmError;
 
 /// How to pool residues into one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
     /// Mean over residues (special tokens excluded).
     Mean,

@@ -11,7 +11,7 @@ use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
 use crate::structure::{map_to_sequence, parse_structure};
 
 /// One predicted function term.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionPrediction {
     /// EC number or GO identifier.
     pub term: String,
@@ -22,7 +22,7 @@ pub struct FunctionPrediction {
 }
 
 /// One predicted binding residue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BindingPrediction {
     /// 1-based residue position.
     pub position: usize,

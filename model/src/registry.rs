@@ -1,0 +1,152 @@
+//! Loaded models by directory, shared by the threads of one process.
+//!
+//! Engines stay loaded for the life of the registry. Before each use the weights file is
+//! checked (size and modification time); a changed file whose fingerprint differs from the
+//! loaded one is an error, and so is a changed heads file: one model name must always mean the
+//! same weights, because the SQL functions built on it are IMMUTABLE.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use candle_core::DType;
+
+use crate::checkpoint::{files, sha256_file};
+use crate::heads::files as head_files;
+use crate::TaskHeads;
+use crate::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, PlmError, Result};
+
+/// A loaded model: the engine and its task heads (`None` when the directory has none).
+#[derive(Clone)]
+pub struct LoadedModel {
+    /// The inference engine.
+    pub engine: Arc<Engine>,
+    /// The task heads.
+    pub heads: Option<Arc<TaskHeads>>,
+}
+
+type Stamp = (u64, Option<SystemTime>);
+
+struct Entry {
+    model: LoadedModel,
+    weights: PathBuf,
+    stamp: Stamp,
+    heads_stamp: Stamp,
+}
+
+/// Models loaded in this process, keyed by directory, all sharing one embedding cache.
+pub struct ModelRegistry {
+    models: Mutex<HashMap<PathBuf, Entry>>,
+    cache: Arc<EmbeddingCache>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path)
+        .map(|m| (m.len(), m.modified().ok()))
+        .unwrap_or((0, None))
+}
+
+impl ModelRegistry {
+    /// An empty registry whose engines share `cache`.
+    pub fn new(cache: Arc<EmbeddingCache>) -> Self {
+        Self {
+            models: Mutex::new(HashMap::new()),
+            cache,
+        }
+    }
+
+    /// The shared embedding cache.
+    pub fn cache(&self) -> &Arc<EmbeddingCache> {
+        &self.cache
+    }
+
+    /// The model in `dir` on `device` with `options`, loading it on first use.
+    ///
+    /// `name` is only used in messages.
+    pub fn get(
+        &self,
+        dir: &Path,
+        name: &str,
+        device: DeviceSpec,
+        options: EngineOptions,
+    ) -> Result<LoadedModel> {
+        {
+            let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = models.get_mut(dir) {
+                Self::check_unchanged(entry, dir, name)?;
+                if entry.model.engine.device_spec() == device {
+                    entry.model.engine.set_options(options);
+                    return Ok(entry.model.clone());
+                }
+            }
+        }
+        // Loading takes a while: done without holding the lock.
+        let checkpoint = Checkpoint::open(dir)?;
+        let engine = Arc::new(Engine::from_checkpoint(
+            checkpoint,
+            device,
+            DType::F32,
+            options,
+            self.cache.clone(),
+        )?);
+        let heads_stamp = stamp(&dir.join(head_files::WEIGHTS));
+        let heads = TaskHeads::open(dir, &candle_core::Device::Cpu)?.map(Arc::new);
+        let weights = dir.join(files::WEIGHTS);
+        let model = LoadedModel { engine, heads };
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models.insert(
+            dir.to_path_buf(),
+            Entry {
+                model: model.clone(),
+                stamp: stamp(&weights),
+                weights,
+                heads_stamp,
+            },
+        );
+        Ok(model)
+    }
+
+    fn check_unchanged(entry: &mut Entry, dir: &Path, name: &str) -> Result<()> {
+        let now = stamp(&entry.weights);
+        if now != entry.stamp {
+            let fingerprint = sha256_file(&entry.weights)?;
+            let loaded = entry.model.engine.fingerprint();
+            if fingerprint != loaded {
+                return Err(PlmError::bad_file(
+                    dir.join(files::WEIGHTS),
+                    format!(
+                        "the weights of model '{name}' changed on disk (loaded fingerprint {loaded}, now {fingerprint}); \
+                         results of IMMUTABLE functions would silently change: install new weights under a new model name"
+                    ),
+                ));
+            }
+            entry.stamp = now;
+        }
+        let heads_path = dir.join(head_files::WEIGHTS);
+        if stamp(&heads_path) != entry.heads_stamp {
+            return Err(PlmError::bad_file(
+                heads_path,
+                format!(
+                    "the task heads of model '{name}' changed on disk; results of IMMUTABLE functions would \
+                     silently change: install new heads under a new model name"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Directories of the loaded models, sorted.
+    pub fn loaded(&self) -> Vec<PathBuf> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirs: Vec<PathBuf> = models.keys().cloned().collect();
+        dirs.sort();
+        dirs
+    }
+
+    /// Whether the model in `dir` is loaded.
+    pub fn is_loaded(&self, dir: &Path) -> bool {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models.contains_key(dir)
+    }
+}

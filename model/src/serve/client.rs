@@ -1,0 +1,134 @@
+//! The backend's side: one connection to the worker, used for one request at a time.
+
+use std::io::{BufReader, BufWriter};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::{PlmError, Result};
+
+use super::protocol::{
+    encode, read_frame, write_frame, Frame, Hello, Output, Request, Response, Welcome,
+    MAX_HANDSHAKE_BYTES,
+};
+
+/// How often a waiting client gives its caller a chance to cancel.
+const POLL: Duration = Duration::from_millis(50);
+
+/// An open, greeted connection to the worker.
+#[derive(Debug)]
+pub struct WorkerClient {
+    stream: UnixStream,
+    worker_pid: u32,
+    max_request_bytes: usize,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> PlmError {
+    PlmError::WorkerUnavailable(what.to_string())
+}
+
+impl WorkerClient {
+    /// Connects to the worker's socket, retrying for up to `patience` while it is absent or
+    /// not yet listening (the worker is starting or restarting), then greets it.
+    /// `poll` runs between attempts and may abort (query cancel).
+    pub fn connect(socket: &Path, patience: Duration, poll: &mut dyn FnMut()) -> Result<Self> {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() < patience => {
+                    let _ = e;
+                    poll();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "cannot connect to {} within {} ms: {e} (is the worker running? see the server log)",
+                        socket.display(),
+                        patience.as_millis()
+                    )))
+                }
+            }
+        };
+        let hello = encode(&Hello::current())?;
+        write_frame(&mut BufWriter::new(&stream), &hello).map_err(unavailable)?;
+        let welcome: Welcome = match read_frame(&mut BufReader::new(&stream), MAX_HANDSHAKE_BYTES) {
+            Ok(Frame::Message(w)) => w,
+            Ok(_) => {
+                return Err(unavailable(
+                    "the worker closed the connection during the handshake",
+                ))
+            }
+            Err(e) => return Err(unavailable(format!("handshake failed: {e}"))),
+        };
+        match welcome {
+            Welcome::Accepted {
+                pid,
+                max_request_bytes,
+            } => Ok(Self {
+                stream,
+                worker_pid: pid,
+                max_request_bytes: max_request_bytes as usize,
+            }),
+            Welcome::Refused(why) => Err(unavailable(format!("the worker refused: {why}"))),
+        }
+    }
+
+    /// Process id of the worker this connection talks to.
+    pub fn worker_pid(&self) -> u32 {
+        self.worker_pid
+    }
+
+    /// Sends `request` and waits for the answer, calling `poll` about every 50 ms while
+    /// waiting. If `poll` unwinds (query cancel), the connection must be dropped: the worker
+    /// notices and discards the request.
+    pub fn call(&mut self, request: &Request, poll: &mut dyn FnMut()) -> Result<Output> {
+        let payload = encode(request)?;
+        if payload.len() > self.max_request_bytes {
+            return Err(PlmError::RequestTooLarge {
+                bytes: payload.len(),
+                limit: self.max_request_bytes,
+            });
+        }
+        write_frame(&mut BufWriter::new(&self.stream), &payload).map_err(|e| {
+            unavailable(format!(
+                "the worker went away before the request was sent ({e})"
+            ))
+        })?;
+        poll();
+        self.stream
+            .set_read_timeout(Some(POLL))
+            .map_err(unavailable)?;
+        // Read the length prefix with polling, then the body without.
+        let mut len = [0u8; 4];
+        let mut have = 0;
+        while have < 4 {
+            match std::io::Read::read(&mut self.stream, &mut len[have..]) {
+                Ok(0) => {
+                    return Err(unavailable(
+                        "the worker ended while serving this request (it restarts on its own; retry the query)",
+                    ))
+                }
+                Ok(n) => have += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    poll()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => poll(),
+                Err(e) => return Err(unavailable(format!("reading the answer: {e}"))),
+            }
+        }
+        self.stream.set_read_timeout(None).map_err(unavailable)?;
+        let size = u32::from_le_bytes(len) as usize;
+        let mut body = vec![0u8; size];
+        std::io::Read::read_exact(&mut self.stream, &mut body)
+            .map_err(|e| unavailable(format!("reading the answer: {e}")))?;
+        let response: Response = postcard::from_bytes(&body)
+            .map_err(|e| unavailable(format!("undecodable answer: {e}")))?;
+        response.map_err(PlmError::from)
+    }
+}

@@ -1,0 +1,95 @@
+//! Running one request on a [`ModelRegistry`]: the single code path behind both the
+//! in-backend engine and the shared worker, so that both give the same results.
+
+use crate::predict::{self, ContactSource};
+use crate::registry::ModelRegistry;
+use crate::Result;
+
+use super::protocol::{ModelRef, Output, RequestSettings, Task};
+
+/// Process-level knobs that do not change results.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecOptions {
+    /// Token budget of one engine batch.
+    pub max_tokens_per_batch: usize,
+    /// Compute threads of a newly loaded engine (0: all cores).
+    pub threads: usize,
+    /// Called between batches on the calling thread (query cancel in a backend).
+    pub interrupt_check: Option<fn()>,
+}
+
+/// Computes `task` with the model `model`, loading it into `registry` on first use.
+pub fn execute(
+    registry: &ModelRegistry,
+    model: &ModelRef,
+    settings: &RequestSettings,
+    task: &Task,
+    options: &ExecOptions,
+) -> Result<Output> {
+    let engine_options = settings.engine_options(
+        options.max_tokens_per_batch,
+        options.threads,
+        options.interrupt_check,
+    );
+    let loaded = registry.get(&model.dir, &model.name, model.device, engine_options)?;
+    let engine = &loaded.engine;
+    let heads = loaded.heads.as_deref();
+    Ok(match task {
+        Task::Embed {
+            sequences,
+            layer,
+            pooling,
+        } => {
+            let seqs: Vec<&str> = sequences.iter().map(String::as_str).collect();
+            Output::Vectors(engine.embed(&seqs, *layer, *pooling)?)
+        }
+        Task::EmbedResidues { sequences, layers } => {
+            let seqs: Vec<&str> = sequences.iter().map(String::as_str).collect();
+            Output::Matrices(engine.embed_residues(&seqs, layers)?)
+        }
+        Task::Contacts { sequence } => Output::Matrices(vec![engine.contacts(sequence)?]),
+        Task::Function {
+            sequence,
+            ontology,
+            top_k,
+            min_score,
+        } => Output::Functions(predict::predict_function(
+            engine,
+            heads,
+            sequence,
+            ontology,
+            *top_k as usize,
+            *min_score,
+        )?),
+        Task::Ppi { pairs } => {
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            Output::Scores(predict::predict_ppi(engine, heads, &pairs)?)
+        }
+        Task::BindingSites {
+            sequence,
+            ligand,
+            threshold,
+            structure,
+            chain,
+        } => {
+            let source = match structure {
+                Some(text) => ContactSource::Structure {
+                    text,
+                    chain: chain.as_deref(),
+                },
+                None => ContactSource::Predicted,
+            };
+            Output::Sites(predict::predict_binding_sites(
+                engine,
+                heads,
+                sequence,
+                ligand.as_deref(),
+                *threshold,
+                source,
+            )?)
+        }
+    })
+}

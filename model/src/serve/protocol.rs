@@ -1,0 +1,361 @@
+//! Messages between backends and the worker, and their framing.
+//!
+//! A frame is a little-endian `u32` byte length followed by a `postcard` payload. A connection
+//! opens with [`Hello`] → [`Welcome`] (or an error), then carries one [`Request`] → one
+//! [`Response`] at a time.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::predict::{BindingPrediction, FunctionPrediction};
+use crate::{
+    CacheStats, DeviceSpec, EngineOptions, ErrorClass, LongSequencePolicy, Matrix, PlmError,
+    Pooling, Result,
+};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First bytes of every [`Hello`].
+pub const MAGIC: [u8; 4] = *b"PLMW";
+
+/// Largest handshake frame either side accepts.
+pub const MAX_HANDSHAKE_BYTES: usize = 4096;
+
+/// The client's greeting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`MAGIC`].
+    pub magic: [u8; 4],
+    /// [`PROTOCOL_VERSION`] of the client.
+    pub protocol: u32,
+    /// Library version of the client.
+    pub library_version: String,
+}
+
+impl Hello {
+    /// This build's greeting.
+    pub fn current() -> Self {
+        Self {
+            magic: MAGIC,
+            protocol: PROTOCOL_VERSION,
+            library_version: crate::VERSION.to_string(),
+        }
+    }
+}
+
+/// The worker's answer to a compatible [`Hello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Accepted.
+    Accepted {
+        /// Worker process id.
+        pid: u32,
+        /// Largest request frame the worker accepts.
+        max_request_bytes: u64,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// Which model, where, on which device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Checkpoint directory.
+    pub dir: PathBuf,
+    /// Name shown in messages.
+    pub name: String,
+    /// Device to run on.
+    pub device: DeviceSpec,
+}
+
+/// The per-request settings that can change results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestSettings {
+    /// Policy for sequences over the limit.
+    pub long_sequences: LongSequencePolicy,
+    /// Residue limit.
+    pub max_residues: Option<u32>,
+    /// Residues shared by neighbouring windows.
+    pub window_overlap: u32,
+}
+
+impl RequestSettings {
+    /// Engine options with these settings, a batch budget and a thread count.
+    pub fn engine_options(
+        &self,
+        max_tokens_per_batch: usize,
+        threads: usize,
+        interrupt_check: Option<fn()>,
+    ) -> EngineOptions {
+        EngineOptions {
+            max_tokens_per_batch,
+            long_sequences: self.long_sequences,
+            max_residues: self.max_residues.map(|r| r as usize),
+            window_overlap: self.window_overlap as usize,
+            threads,
+            interrupt_check,
+        }
+    }
+}
+
+/// What to compute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Task {
+    /// Pooled embeddings.
+    Embed {
+        /// Sequences.
+        sequences: Vec<String>,
+        /// Layer (None: last; negative: from the end).
+        layer: Option<i64>,
+        /// Pooling.
+        pooling: Pooling,
+    },
+    /// Per-residue features of one or more layers side by side.
+    EmbedResidues {
+        /// Sequences.
+        sequences: Vec<String>,
+        /// Layers.
+        layers: Vec<Option<i64>>,
+    },
+    /// Contact probabilities.
+    Contacts {
+        /// Sequence.
+        sequence: String,
+    },
+    /// Function terms.
+    Function {
+        /// Sequence.
+        sequence: String,
+        /// Ontology.
+        ontology: String,
+        /// Most terms returned.
+        top_k: u32,
+        /// Lowest score returned.
+        min_score: f32,
+    },
+    /// Interaction probabilities of pairs.
+    Ppi {
+        /// Pairs of sequences.
+        pairs: Vec<(String, String)>,
+    },
+    /// Binding sites.
+    BindingSites {
+        /// Sequence.
+        sequence: String,
+        /// Ligand type (None: all).
+        ligand: Option<String>,
+        /// Lowest score returned.
+        threshold: f32,
+        /// PDB/mmCIF text (None: predicted contacts).
+        structure: Option<String>,
+        /// Chain of the structure.
+        chain: Option<String>,
+    },
+}
+
+impl Task {
+    /// Residues to compute, for batch budgets.
+    pub fn residues(&self) -> usize {
+        match self {
+            Task::Embed { sequences, .. } | Task::EmbedResidues { sequences, .. } => {
+                sequences.iter().map(String::len).sum()
+            }
+            Task::Contacts { sequence }
+            | Task::Function { sequence, .. }
+            | Task::BindingSites { sequence, .. } => sequence.len(),
+            Task::Ppi { pairs } => pairs.iter().map(|(a, b)| a.len() + b.len()).sum(),
+        }
+    }
+}
+
+/// A request to the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Model work.
+    Compute {
+        /// The model.
+        model: ModelRef,
+        /// Result-affecting settings.
+        settings: RequestSettings,
+        /// The work.
+        task: Task,
+    },
+    /// Counters.
+    Stats,
+    /// Empty the shared cache.
+    ClearCache,
+}
+
+/// Counters of the worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Worker process id.
+    pub pid: u32,
+    /// Seconds since the worker started.
+    pub uptime_s: f64,
+    /// Compute requests received.
+    pub requests: u64,
+    /// Model executions (merged requests count once).
+    pub batches: u64,
+    /// Sequences computed.
+    pub sequences: u64,
+    /// Requests dropped because their client went away.
+    pub cancelled: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Total time requests waited in the queue, microseconds.
+    pub queue_wait_us: u64,
+    /// Longest queue wait, microseconds.
+    pub max_queue_wait_us: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Counters of the shared embedding cache.
+    pub cache: CacheStats,
+    /// Loaded model directories.
+    pub models: Vec<PathBuf>,
+    /// Resident memory of the worker process, bytes.
+    pub resident_bytes: u64,
+}
+
+/// An error raised in the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Its kind.
+    pub class: ErrorClass,
+    /// Its message.
+    pub message: String,
+}
+
+impl From<&PlmError> for RemoteError {
+    fn from(e: &PlmError) -> Self {
+        Self {
+            class: e.class(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<RemoteError> for PlmError {
+    fn from(e: RemoteError) -> Self {
+        PlmError::Remote {
+            class: e.class,
+            message: e.message,
+        }
+    }
+}
+
+/// The worker's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    /// Pooled embeddings.
+    Vectors(Vec<Vec<f32>>),
+    /// Matrices (per-residue features, contacts).
+    Matrices(Vec<Matrix>),
+    /// Function terms.
+    Functions(Vec<FunctionPrediction>),
+    /// Probabilities.
+    Scores(Vec<f32>),
+    /// Binding residues.
+    Sites(Vec<BindingPrediction>),
+    /// Counters.
+    Stats(Box<WorkerStats>),
+    /// Entries dropped from the cache.
+    Cleared(u64),
+}
+
+/// A response: the output or the error.
+pub type Response = std::result::Result<Output, RemoteError>;
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(message)
+        .map_err(|e| PlmError::WorkerUnavailable(format!("cannot encode a message: {e}")))
+}
+
+/// Writes one encoded frame.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(payload)?;
+    w.flush()
+}
+
+/// What reading a frame gave.
+#[derive(Debug)]
+pub enum Frame<T> {
+    /// A message.
+    Message(T),
+    /// The peer closed the connection between frames.
+    Closed,
+    /// A frame over `max_bytes` (its body was not read).
+    TooLarge(usize),
+}
+
+/// Reads one frame of at most `max_bytes` and decodes it.
+pub fn read_frame<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max_bytes: usize,
+) -> std::io::Result<Frame<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Frame::Closed),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max_bytes {
+        return Ok(Frame::TooLarge(len));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    postcard::from_bytes(&payload)
+        .map(Frame::Message)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let request = Request::Compute {
+            model: ModelRef {
+                dir: "/m/plm-default".into(),
+                name: "plm-default".into(),
+                device: DeviceSpec::Cpu,
+            },
+            settings: RequestSettings {
+                long_sequences: LongSequencePolicy::Window,
+                max_residues: Some(1022),
+                window_overlap: 256,
+            },
+            task: Task::Embed {
+                sequences: vec!["MKT".into(), "GG".into()],
+                layer: Some(-2),
+                pooling: Pooling::Max,
+            },
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &encode(&request).unwrap()).unwrap();
+        let back: Request = match read_frame(&mut buf.as_slice(), 1 << 20).unwrap() {
+            Frame::Message(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(format!("{back:?}"), format!("{request:?}"));
+        assert!(matches!(
+            read_frame::<Request>(&mut buf.as_slice(), 8).unwrap(),
+            Frame::TooLarge(n) if n == buf.len() - 4
+        ));
+        assert!(matches!(
+            read_frame::<Request>(&mut [].as_slice(), 8).unwrap(),
+            Frame::Closed
+        ));
+        let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
+        assert!(read_frame::<Request>(&mut garbage.as_slice(), 8).is_err());
+    }
+}
