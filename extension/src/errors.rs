@@ -1,21 +1,19 @@
 //! Mapping library errors to PostgreSQL errors with SQLSTATE codes.
 
 use pgrx::{ereport, PgLogLevel, PgSqlErrorCode};
-use plm_model::PlmError;
+use plm_model::{ErrorClass, PlmError};
 
 /// Raises `err` as an SQL `ERROR` with a fitting SQLSTATE. Never returns.
 pub fn raise(err: PlmError) -> ! {
-    let code = match &err {
-        PlmError::EmptySequence
-        | PlmError::InvalidResidue { .. }
-        | PlmError::SequenceTooLong { .. }
-        | PlmError::InvalidArgument(_)
-        | PlmError::InvalidStructure(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        PlmError::MissingHead { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        PlmError::MissingFile { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
-        PlmError::BadFile { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        PlmError::Io { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
-        PlmError::Candle(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    let code = match err.class() {
+        ErrorClass::InvalidInput => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        ErrorClass::Unsupported => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        ErrorClass::MissingFile => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+        ErrorClass::Corrupt => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        ErrorClass::Io => PgSqlErrorCode::ERRCODE_IO_ERROR,
+        ErrorClass::TooLarge => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        ErrorClass::Unavailable => PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+        ErrorClass::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     };
     ereport!(PgLogLevel::ERROR, code, format!("pg_plm: {err}"));
     unreachable!("ereport(ERROR) does not return")

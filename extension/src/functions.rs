@@ -7,11 +7,26 @@
 //! still gives NULL.
 
 use pgrx::prelude::*;
-use plm_model::Pooling;
+use plm_model::serve::{Output, Task};
+use plm_model::{Matrix, Pooling};
 
 use crate::array2d::RealMatrix;
 use crate::errors::OrRaise;
-use crate::registry::engine;
+use crate::inference::{run, unexpected};
+
+fn vectors(model: Option<&str>, task: Task) -> Vec<Vec<f32>> {
+    match run(model, task) {
+        Output::Vectors(v) => v,
+        other => unexpected(&other),
+    }
+}
+
+fn matrices(model: Option<&str>, task: Task) -> Vec<Matrix> {
+    match run(model, task) {
+        Output::Matrices(m) => m,
+        other => unexpected(&other),
+    }
+}
 
 fn pooling(p: Option<&str>) -> Pooling {
     p.unwrap_or("mean").parse::<Pooling>().or_raise()
@@ -26,12 +41,12 @@ fn plm_embed(
     pooling: default!(Option<&str>, "'mean'"),
 ) -> Option<Vec<f32>> {
     let sequence = sequence?;
-    let pooling = self::pooling(pooling);
-    let engine = engine(model);
-    let mut out = engine
-        .embed(&[sequence], layer.map(i64::from), pooling)
-        .or_raise();
-    out.pop()
+    let task = Task::Embed {
+        sequences: vec![sequence.to_string()],
+        layer: layer.map(i64::from),
+        pooling: self::pooling(pooling),
+    };
+    vectors(model, task).pop()
 }
 
 /// Pooled embeddings of many sequences in length-bucketed batches; one row per array element,
@@ -47,13 +62,16 @@ fn plm_embed_batch(
         return TableIterator::new(Vec::new());
     };
     let pooling = self::pooling(pooling);
-    let present: Vec<&str> = sequences.iter().flatten().map(String::as_str).collect();
+    let present: Vec<String> = sequences.iter().flatten().cloned().collect();
     let mut embedded = if present.is_empty() {
         Vec::new()
     } else {
-        engine(model)
-            .embed(&present, layer.map(i64::from), pooling)
-            .or_raise()
+        let task = Task::Embed {
+            sequences: present,
+            layer: layer.map(i64::from),
+            pooling,
+        };
+        vectors(model, task)
     }
     .into_iter();
     let rows: Vec<(i32, Option<Vec<f32>>)> = sequences
@@ -74,15 +92,15 @@ fn plm_embed_residues(
     layers: default!(Option<Vec<Option<i32>>>, "NULL"),
 ) -> Option<RealMatrix> {
     let sequence = sequence?;
-    let engine = engine(model);
     let chosen: Vec<Option<i64>> = match layers {
         Some(ls) if !ls.is_empty() => ls.into_iter().map(|l| l.map(i64::from)).collect(),
         _ => vec![layer.map(i64::from)],
     };
-    let m = engine
-        .embed_residues(&[sequence], &chosen)
-        .or_raise()
-        .pop()?;
+    let task = Task::EmbedResidues {
+        sequences: vec![sequence.to_string()],
+        layers: chosen,
+    };
+    let m = matrices(model, task).pop()?;
     Some(RealMatrix {
         rows: m.rows,
         cols: m.cols,
@@ -101,7 +119,12 @@ fn plm_contacts(
         return TableIterator::new(Vec::new());
     };
     let threshold = min_probability.unwrap_or(0.5);
-    let m = engine(model).contacts(sequence).or_raise();
+    let task = Task::Contacts {
+        sequence: sequence.to_string(),
+    };
+    let Some(m) = matrices(model, task).pop() else {
+        return TableIterator::new(Vec::new());
+    };
     let mut rows = Vec::new();
     for i in 0..m.rows {
         for j in (i + 1)..m.cols {

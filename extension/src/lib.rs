@@ -1,25 +1,29 @@
 //! `pg_plm`: protein language models in PostgreSQL.
 //!
-//! This crate only translates between SQL and the `plm-model` library: settings, the
-//! per-backend model registry, error mapping, and the SQL functions.
+//! This crate only translates between SQL and the `plm-model` library: settings, model names,
+//! error mapping, the shared inference worker's process plumbing, and the SQL functions.
 
 use pgrx::prelude::*;
 
 mod array2d;
 mod errors;
 mod functions;
+mod inference;
 mod operators;
 mod registry;
 mod settings;
 mod tasks;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Registers the settings. Nothing heavy happens here: models load on first use, in the
-/// backend that needs them (never in the postmaster, whose state is inherited by `fork()`).
+/// Registers the settings, and the shared inference worker when preloaded. Nothing heavy
+/// happens here: models load on first use in the worker (or in the backend that needs them),
+/// never in the postmaster, whose state is inherited by `fork()`.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    worker::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,10 +1,25 @@
 //! Functions for operators: installed models, cache counters, version.
 
 use pgrx::prelude::*;
-use plm_model::Checkpoint;
+use plm_model::serve::{Output, Request, WorkerStats};
+use plm_model::{CacheStats, Checkpoint};
 
-use crate::registry::{available_models, cache, is_loaded};
-use crate::settings;
+use crate::errors::raise;
+use crate::inference::unexpected;
+use crate::registry::{available_models, cache, local_registry};
+use crate::{settings, worker};
+
+/// The worker's counters, when this backend uses the worker.
+fn worker_stats() -> Option<WorkerStats> {
+    if !worker::active() {
+        return None;
+    }
+    match worker::call(&Request::Stats) {
+        Ok(Output::Stats(s)) => Some(*s),
+        Ok(other) => unexpected(&other),
+        Err(e) => raise(e),
+    }
+}
 
 /// The models in `plm.model_dir`, with their fingerprints; unreadable ones show the error.
 #[pg_extern]
@@ -25,11 +40,15 @@ fn plm_models() -> TableIterator<
     ),
 > {
     let dir = settings::model_dir();
+    let in_worker = worker_stats().map(|s| s.models);
     let rows: Vec<_> = available_models()
         .into_iter()
         .map(|name| {
             let path = dir.join(&name);
-            let loaded = is_loaded(&name);
+            let loaded = match &in_worker {
+                Some(models) => models.contains(&path),
+                None => local_registry().is_loaded(&path),
+            };
             match Checkpoint::open(&path) {
                 Ok(ckpt) => {
                     let m = ckpt.describe();
@@ -64,7 +83,7 @@ fn plm_models() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Counters of this backend's embedding cache.
+/// Counters of the embedding cache: the worker's shared one, or this backend's own.
 #[pg_extern]
 fn plm_cache_stats() -> TableIterator<
     'static,
@@ -78,7 +97,10 @@ fn plm_cache_stats() -> TableIterator<
         name!(capacity_bytes, i64),
     ),
 > {
-    let s = cache().stats();
+    let s: CacheStats = match worker_stats() {
+        Some(w) => w.cache,
+        None => cache().stats(),
+    };
     TableIterator::once((
         s.hits as i64,
         s.misses as i64,
@@ -90,13 +112,71 @@ fn plm_cache_stats() -> TableIterator<
     ))
 }
 
-/// Empties this backend's embedding cache; returns the number of entries dropped.
+/// Empties the embedding cache (the worker's, or this backend's); returns the entries dropped.
 #[pg_extern]
 fn plm_cache_clear() -> i64 {
+    if worker::active() {
+        return match worker::call(&Request::ClearCache) {
+            Ok(Output::Cleared(n)) => n as i64,
+            Ok(other) => unexpected(&other),
+            Err(e) => raise(e),
+        };
+    }
     let c = cache();
     let n = c.stats().entries as i64;
     c.clear();
     n
+}
+
+/// Counters of the shared inference worker; no row when this backend does not use one
+/// (library not in `shared_preload_libraries`, or `plm.use_worker` off).
+#[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out here
+fn plm_worker_stats() -> TableIterator<
+    'static,
+    (
+        name!(pid, i32),
+        name!(uptime_s, f64),
+        name!(requests, i64),
+        name!(batches, i64),
+        name!(mean_batch_size, f64),
+        name!(sequences, i64),
+        name!(mean_queue_wait_ms, f64),
+        name!(max_queue_wait_ms, f64),
+        name!(errors, i64),
+        name!(cancelled, i64),
+        name!(connections, i64),
+        name!(cache_hits, i64),
+        name!(cache_misses, i64),
+        name!(cache_entries, i64),
+        name!(cache_bytes, i64),
+        name!(models, Vec<String>),
+        name!(resident_bytes, i64),
+    ),
+> {
+    let Some(s) = worker_stats() else {
+        return TableIterator::new(Vec::new());
+    };
+    let per = |total: u64, n: u64| if n == 0 { 0.0 } else { total as f64 / n as f64 };
+    TableIterator::once((
+        s.pid as i32,
+        s.uptime_s,
+        s.requests as i64,
+        s.batches as i64,
+        per(s.requests, s.batches),
+        s.sequences as i64,
+        per(s.queue_wait_us, s.requests) / 1000.0,
+        s.max_queue_wait_us as f64 / 1000.0,
+        s.errors as i64,
+        s.cancelled as i64,
+        s.connections as i64,
+        s.cache.hits as i64,
+        s.cache.misses as i64,
+        s.cache.entries as i64,
+        s.cache.bytes as i64,
+        s.models.iter().map(|m| m.display().to_string()).collect(),
+        s.resident_bytes as i64,
+    ))
 }
 
 /// Version of the extension and the model library.

@@ -23,8 +23,78 @@ pub static MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(1022);
 pub static LONG_SEQUENCE_POLICY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"error"));
 
+/// Route inference through the shared worker when it runs (superuser only).
+pub static USE_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// What a backend does when the worker is unavailable: `error` or `local` (superuser only).
+pub static WORKER_FALLBACK: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"error"));
+/// How long a backend waits for a starting worker to accept its connection, ms.
+pub static WORKER_CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// Longest wait of the worker for more requests to fill a batch, ms (reload).
+pub static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// Residue budget of one worker batch (reload).
+pub static WORKER_MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+/// Largest request the worker accepts, MB (reload).
+pub static WORKER_MAX_REQUEST_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+
 /// Registers every setting; called from `_PG_init`.
 pub fn register() {
+    GucRegistry::define_bool_guc(
+        c"plm.use_worker",
+        c"Send inference to the shared worker when pg_plm is in shared_preload_libraries.",
+        c"Off: this backend loads and runs models itself (one copy per backend).",
+        &USE_WORKER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"plm.worker_fallback",
+        c"When the shared worker is unavailable: error, or local (run in this backend).",
+        c"A request in flight when the worker ends gets an error unless this is local.",
+        &WORKER_FALLBACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"plm.worker_connect_timeout_ms",
+        c"How long a backend waits for a (re)starting worker, in milliseconds.",
+        c"The worker restarts about a second after it ends.",
+        &WORKER_CONNECT_TIMEOUT_MS,
+        0,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"plm.worker_batch_wait_ms",
+        c"Longest wait of the shared worker for concurrent requests to fill a batch.",
+        c"0 runs each request as soon as the worker is free.",
+        &WORKER_BATCH_WAIT_MS,
+        0,
+        1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"plm.worker_max_batch_tokens",
+        c"Residue budget of one batch of the shared worker.",
+        c"Requests join a batch until this many residues are gathered.",
+        &WORKER_MAX_BATCH_TOKENS,
+        64,
+        1 << 24,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"plm.worker_max_request_mb",
+        c"Largest request the shared worker accepts, in megabytes.",
+        c"Larger requests are refused with an error.",
+        &WORKER_MAX_REQUEST_MB,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::UNIT_MB,
+    );
     GucRegistry::define_string_guc(
         c"plm.model_dir",
         c"Directory of model checkpoints (one sub-directory per model).",

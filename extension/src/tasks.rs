@@ -2,10 +2,10 @@
 //! heads stored in a model directory. Same markings and error rules as the embedding functions.
 
 use pgrx::prelude::*;
-use plm_model::predict::{self, ContactSource};
+use plm_model::serve::{Output, Task};
 
 use crate::errors::OrRaise;
-use crate::registry::model_and_heads;
+use crate::inference::{run, unexpected};
 
 fn non_negative(value: i32, what: &str) -> usize {
     usize::try_from(value)
@@ -42,20 +42,17 @@ fn plm_function(
     };
     let top_k = non_negative(top_k.unwrap_or(5), "top_k");
     let min_score = threshold(min_score, 0.0);
-    let (engine, heads) = model_and_heads(model);
-    let rows = predict::predict_function(
-        &engine,
-        heads.as_deref(),
-        sequence,
-        ontology.unwrap_or("ec"),
-        top_k,
+    let task = Task::Function {
+        sequence: sequence.to_string(),
+        ontology: ontology.unwrap_or("ec").to_string(),
+        top_k: u32::try_from(top_k).unwrap_or(u32::MAX),
         min_score,
-    )
-    .or_raise()
-    .into_iter()
-    .map(|p| (p.term, p.name, p.score))
-    .collect::<Vec<_>>();
-    TableIterator::new(rows)
+    };
+    let rows = match run(model, task) {
+        Output::Functions(f) => f,
+        other => unexpected(&other),
+    };
+    TableIterator::new(rows.into_iter().map(|p| (p.term, p.name, p.score)))
 }
 
 /// Probability that two proteins interact; symmetric in its two arguments.
@@ -66,10 +63,13 @@ fn plm_ppi(
     model: default!(Option<&str>, "NULL"),
 ) -> Option<f32> {
     let (a, b) = (sequence_a?, sequence_b?);
-    let (engine, heads) = model_and_heads(model);
-    predict::predict_ppi(&engine, heads.as_deref(), &[(a, b)])
-        .or_raise()
-        .pop()
+    let task = Task::Ppi {
+        pairs: vec![(a.to_string(), b.to_string())],
+    };
+    match run(model, task) {
+        Output::Scores(mut s) => s.pop(),
+        other => unexpected(&other),
+    }
 }
 
 /// Per-residue binding-site scores at or above `threshold` for one ligand type (NULL: all),
@@ -96,22 +96,19 @@ fn plm_binding_sites(
         return TableIterator::new(Vec::new());
     };
     let threshold = self::threshold(threshold, 0.5);
-    let source = match structure {
-        Some(text) => ContactSource::Structure { text, chain },
-        None => ContactSource::Predicted,
-    };
-    let (engine, heads) = model_and_heads(model);
-    let rows = predict::predict_binding_sites(
-        &engine,
-        heads.as_deref(),
-        sequence,
-        ligand,
+    let task = Task::BindingSites {
+        sequence: sequence.to_string(),
+        ligand: ligand.map(str::to_string),
         threshold,
-        source,
+        structure: structure.map(str::to_string),
+        chain: chain.map(str::to_string),
+    };
+    let rows = match run(model, task) {
+        Output::Sites(s) => s,
+        other => unexpected(&other),
+    };
+    TableIterator::new(
+        rows.into_iter()
+            .map(|p| (p.position as i32, p.residue.to_string(), p.ligand, p.score)),
     )
-    .or_raise()
-    .into_iter()
-    .map(|p| (p.position as i32, p.residue.to_string(), p.ligand, p.score))
-    .collect::<Vec<_>>();
-    TableIterator::new(rows)
 }

@@ -74,6 +74,21 @@ impl WorkerClient {
         }
     }
 
+    /// Whether the worker is still at the other end (an idle connection of a worker that
+    /// has since restarted reads as closed).
+    pub fn is_alive(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        // Nothing may arrive between answers: readable means closed (or out of step).
+        let alive = matches!(
+            std::io::Read::read(&mut &self.stream, &mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        alive && self.stream.set_nonblocking(false).is_ok()
+    }
+
     /// Process id of the worker this connection talks to.
     pub fn worker_pid(&self) -> u32 {
         self.worker_pid

@@ -117,7 +117,7 @@ fn resident_bytes() -> u64 {
 pub struct Server {
     shared: Arc<Shared>,
     socket: PathBuf,
-    threads: Vec<JoinHandle<()>>,
+    acceptor: JoinHandle<()>,
 }
 
 /// A cheap handle to change settings or read counters of a running [`Server`].
@@ -176,10 +176,10 @@ impl Server {
                 .spawn(f)
                 .map_err(io)
         };
-        let executor = {
+        {
             let shared = shared.clone();
-            spawn("plm-executor", Box::new(move || executor_loop(&shared)))?
-        };
+            spawn("plm-executor", Box::new(move || executor_loop(&shared)))?;
+        }
         let acceptor = {
             let shared = shared.clone();
             spawn(
@@ -190,7 +190,7 @@ impl Server {
         Ok(Self {
             shared,
             socket: socket.to_path_buf(),
-            threads: vec![executor, acceptor],
+            acceptor,
         })
     }
 
@@ -201,15 +201,14 @@ impl Server {
         }
     }
 
-    /// Stops accepting and executing, and removes the socket file.
-    pub fn shutdown(mut self) {
+    /// Stops accepting connections and starting batches, and removes the socket file. A batch
+    /// already running is not waited for (the worker process exits right after this).
+    pub fn shutdown(self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.ready.notify_all();
         // Wake the acceptor blocked in accept().
         let _ = UnixStream::connect(&self.socket);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        let _ = self.acceptor.join();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -451,16 +450,54 @@ fn exec_options(shared: &Shared) -> ExecOptions {
     ExecOptions {
         max_tokens_per_batch: config.max_batch_tokens.max(64),
         threads: config.threads,
-        interrupt_check: None,
+        interrupt_check: Some(abandon_if_cancelled),
     }
 }
 
-fn run_one(shared: &Shared, model: &ModelRef, settings: &RequestSettings, task: &Task) -> Response {
+/// Unwinding payload that stops a batch whose clients have all gone.
+struct Abandoned;
+
+thread_local! {
+    /// Cancel flags of the requests the executor is computing.
+    static RUNNING: std::cell::RefCell<Vec<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The engine's between-batches check on the executor thread: stops work nobody waits for.
+fn abandon_if_cancelled() {
+    let abandoned = RUNNING.with(|r| {
+        let r = r.borrow();
+        !r.is_empty() && r.iter().all(|c| c.load(Ordering::SeqCst))
+    });
+    if abandoned {
+        // resume_unwind: no panic message, caught in `run_one`.
+        std::panic::resume_unwind(Box::new(Abandoned));
+    }
+}
+
+fn run_one(
+    shared: &Shared,
+    jobs: &[&Job],
+    model: &ModelRef,
+    settings: &RequestSettings,
+    task: &Task,
+) -> Response {
     let options = exec_options(shared);
+    RUNNING.with(|r| *r.borrow_mut() = jobs.iter().map(|j| j.cancelled.clone()).collect());
     let result = catch_unwind(AssertUnwindSafe(|| {
         execute(&shared.registry, model, settings, task, &options)
-    }))
-    .unwrap_or_else(|panic| {
+    }));
+    RUNNING.with(|r| r.borrow_mut().clear());
+    let result = result.unwrap_or_else(|panic| {
+        if panic.is::<Abandoned>() {
+            shared
+                .counters
+                .cancelled
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            return Err(PlmError::WorkerUnavailable(
+                "request abandoned by its client".into(),
+            ));
+        }
         let what = panic
             .downcast_ref::<String>()
             .cloned()
@@ -493,7 +530,7 @@ fn record(shared: &Shared, jobs: &[Job]) {
 }
 
 fn reply(shared: &Shared, job: Job, response: Response) {
-    if response.is_err() {
+    if response.is_err() && !job.cancelled.load(Ordering::SeqCst) {
         shared.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
     // The client may have gone: nothing to do then.
@@ -508,7 +545,7 @@ fn run_batch(shared: &Shared, mut jobs: Vec<Job>) {
     record(shared, &jobs);
     if jobs.len() == 1 {
         let job = jobs.remove(0);
-        let response = run_one(shared, &job.model, &job.settings, &job.task);
+        let response = run_one(shared, &[&job], &job.model, &job.settings, &job.task);
         return reply(shared, job, response);
     }
     // Merge the sequences of all jobs into one task, run it, and hand each job its share.
@@ -543,7 +580,8 @@ fn run_batch(shared: &Shared, mut jobs: Vec<Job>) {
         _ => unreachable!("only embedding tasks are merged"),
     };
     let first = &jobs[0];
-    match run_one(shared, &first.model, &first.settings, &merged) {
+    let all_jobs: Vec<&Job> = jobs.iter().collect();
+    match run_one(shared, &all_jobs, &first.model, &first.settings, &merged) {
         Ok(output) => {
             let mut parts = split(output, &counts).into_iter();
             for job in jobs {
@@ -554,7 +592,10 @@ fn run_batch(shared: &Shared, mut jobs: Vec<Job>) {
         // One bad sequence must not fail its neighbours: run each job on its own.
         Err(_) => {
             for job in jobs {
-                let response = run_one(shared, &job.model, &job.settings, &job.task);
+                if job.cancelled.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let response = run_one(shared, &[&job], &job.model, &job.settings, &job.task);
                 reply(shared, job, response);
             }
         }
