@@ -33,6 +33,11 @@ unix_socket_directories = '$PGHOST'
 max_parallel_workers_per_gather = 2
 CONF
   fi
+  # One shared inference worker for all sessions (a restart applies a change).
+  if ! grep -q "^shared_preload_libraries = 'pg_plm'" "$PGDATA/postgresql.conf" 2>/dev/null; then
+    echo "shared_preload_libraries = 'pg_plm'" | as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+  fi
   if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PLM_PGHOME/server.log" -w -t 60 start >/dev/null
   fi

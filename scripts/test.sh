@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: library and trainer unit tests, ESM-2 parity against PyTorch transformers,
 # the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, and
-# the examples in sql/examples/, against a real PostgreSQL 15 with pgvector.
+# the shared-worker tests and the examples in sql/examples/, against a real PostgreSQL 15 with
+# pgvector. In-server tests run without preloading (in-backend inference); the local server
+# preloads pg_plm, so the SQL suites and examples go through the shared worker.
 # Idempotent and non-interactive; reuses what scripts/setup.sh installed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +56,10 @@ if ! "$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
   exit 1
 fi
 passed=$((passed + $(echo $suites | wc -w)))
+
+step "shared inference worker (tests/worker/run.sh)"
+tests/worker/run.sh
+passed=$((passed + 1))
 
 step "sql/examples"
 for example in sql/examples/*.sql; do

@@ -299,7 +299,7 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
             Request::Stats => Ok(Output::Stats(Box::new(shared.stats()))),
             Request::ClearCache => {
                 let cache = shared.registry.cache();
-                let n = cache.stats().entries as u64;
+                let n = cache.stats().entries;
                 cache.clear();
                 Ok(Output::Cleared(n))
             }
