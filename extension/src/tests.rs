@@ -342,3 +342,17 @@ fn task_functions_are_immutable_parallel_safe() {
         assert!(ok, "{f}");
     }
 }
+
+#[pg_test]
+fn without_preloading_there_is_no_worker_and_inference_runs_in_the_backend() {
+    // The test server does not preload pg_plm: no worker, no statistics row, and the
+    // functions still answer (in-backend engine).
+    assert_eq!(scalar::<i64>("SELECT count(*) FROM plm_worker_stats()"), 0);
+    assert_eq!(
+        scalar::<i32>("SELECT array_length(plm_embed('MKTAYIAKQR'), 1)"),
+        scalar::<i32>("SELECT embedding_dim FROM plm_models() WHERE name = 'plm-default'")
+    );
+    assert!(scalar::<bool>(
+        "SELECT loaded FROM plm_models() WHERE name = 'plm-default'"
+    ));
+}
