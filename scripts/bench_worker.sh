@@ -6,16 +6,19 @@
 #   3. server memory (PSS of all server processes) with 16 open connections that have each
 #      made one call.
 # Every call embeds a distinct random 128-residue sequence (no cache hits).
-# Usage: scripts/bench_worker.sh [seconds per throughput run, default 15]
+# Usage: scripts/bench_worker.sh [seconds per throughput run, default 15] [model, default: the default]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 eval "$("$ROOT/scripts/pg-local.sh" env)"
 SECONDS_PER_RUN="${1:-15}"
+MODEL="${2:-}"
+MODEL_ARG=""
+[ -n "$MODEL" ] && MODEL_ARG=", model => '$MODEL'"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-cat >"$WORK/embed.sql" <<'SQL'
-\set r random(1, 1000000000)
-SELECT plm_embed(translate(md5(:r::text) || md5((:r + 1)::text) || md5((:r + 2)::text) || md5((:r + 3)::text), '0123456789abcdef', 'ACDEFGHIKLMNPQRS'));
+cat >"$WORK/embed.sql" <<SQL
+\\set r random(1, 1000000000)
+SELECT plm_embed(translate(md5(:r::text) || md5((:r + 1)::text) || md5((:r + 2)::text) || md5((:r + 3)::text), '0123456789abcdef', 'ACDEFGHIKLMNPQRS')$MODEL_ARG);
 SQL
 psql -X -q -c "SELECT plm_cache_clear()" >/dev/null
 [ "$(psql -X -A -t -c "SHOW shared_preload_libraries")" = pg_plm ] || { echo "pg_plm is not preloaded" >&2; exit 1; }
@@ -48,7 +51,7 @@ for mode in on off; do
   # 3. memory with 16 connections that each made one call
   base="$(pss_total)"
   for i in $(seq 1 16); do
-    psql -X -q -c "SELECT plm_embed('MKTAYIAKQRQISFVKSHFSRQ$i') IS NOT NULL" -c "SELECT pg_sleep(6)" >/dev/null &
+    psql -X -q -c "SELECT plm_embed('MKTAYIAKQRQISFVKSHFSRQ' || repeat('W', $i)$MODEL_ARG) IS NOT NULL" -c "SELECT pg_sleep(6)" >/dev/null &
   done
   sleep 4
   with16="$(pss_total)"

@@ -34,6 +34,9 @@ cargo test -p plm-model -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 
 step "extension in-server tests (cargo pgrx test)"
+# pgrx test and install rewrite pg_plm.so in place: a running server that preloads it (and so
+# maps it) must be stopped first.
+scripts/pg-local.sh stop
 scripts/install-models.sh
 PGRX_TEST_HOME=/var/lib/postgresql/pg_plm-pgrx-test
 mkdir -p "$PGRX_TEST_HOME" && chown postgres:postgres "$PGRX_TEST_HOME"

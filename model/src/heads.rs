@@ -16,6 +16,7 @@ use crate::checkpoint::{read_json, write_json};
 use crate::error::{PlmError, Result};
 use crate::gnn::{dropout, EdgeIndex, GnnConfig, GraphEncoder};
 use crate::graph::GraphOptions;
+use crate::neighbours::{NeighbourHead, NeighbourHeadConfig};
 
 /// File names of the heads inside a checkpoint directory.
 pub mod files {
@@ -188,6 +189,10 @@ pub struct HeadsConfig {
     /// Binding-site head.
     #[serde(default)]
     pub binding: Option<BindingHeadConfig>,
+    /// Nearest-neighbour function heads by ontology, used where they measured better than
+    /// the MLP (an ontology has one or the other).
+    #[serde(default)]
+    pub neighbours: BTreeMap<String, NeighbourHeadConfig>,
     /// Evaluation results and training provenance.
     #[serde(default)]
     pub metrics: serde_json::Value,
@@ -196,7 +201,13 @@ pub struct HeadsConfig {
 impl HeadsConfig {
     /// Names of the heads present, as recorded in the manifest.
     pub fn head_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.function.keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .function
+            .keys()
+            .chain(self.neighbours.keys())
+            .cloned()
+            .collect();
+        names.sort();
         if self.ppi.is_some() {
             names.push("ppi".into());
         }
@@ -218,6 +229,8 @@ pub struct TaskHeads {
     pub ppi: Option<PpiHead>,
     /// Binding-site head.
     pub binding: Option<BindingHead>,
+    /// Nearest-neighbour function heads by ontology.
+    pub neighbours: BTreeMap<String, NeighbourHead>,
 }
 
 impl TaskHeads {
@@ -244,11 +257,22 @@ impl TaskHeads {
             .as_ref()
             .map(|c| BindingHead::load(vb.pp("binding"), c))
             .transpose()?;
+        let neighbours = config
+            .neighbours
+            .iter()
+            .map(|(name, c)| {
+                Ok((
+                    name.clone(),
+                    NeighbourHead::load(vb.pp(format!("neighbours.{name}")), c)?,
+                ))
+            })
+            .collect::<CandleResult<_>>()?;
         Ok(Self {
             config: config.clone(),
             function,
             ppi,
             binding,
+            neighbours,
         })
     }
 
@@ -358,6 +382,17 @@ mod tests {
                 graph: GraphOptions::default(),
                 dropout: 0.0,
             }),
+            neighbours: BTreeMap::from([(
+                "go_cc".to_string(),
+                NeighbourHeadConfig {
+                    input_dim: 6,
+                    k: 2,
+                    labels: vec!["GO:1".into(), "GO:2".into()],
+                    names: vec!["one".into(), "two".into()],
+                    ancestors: vec![],
+                    entry_labels: vec![vec![0], vec![1], vec![0, 1]],
+                },
+            )]),
             metrics: serde_json::Value::Null,
         }
     }
@@ -397,16 +432,31 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let tensors = map
+        let mut tensors: std::collections::HashMap<String, Tensor> = map
             .data()
             .lock()
             .unwrap()
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
+        // The neighbour bank is stored as f16 and read back as f32.
+        let bank: Vec<f32> = (0..18).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        tensors.insert(
+            "neighbours.go_cc.bank".into(),
+            Tensor::from_vec(bank.clone(), (3, 6), &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap(),
+        );
         TaskHeads::save(dir.path(), &cfg, &tensors).unwrap();
         let loaded = TaskHeads::open(dir.path(), &Device::Cpu).unwrap().unwrap();
-        assert_eq!(loaded.config.head_names(), vec!["ec", "ppi", "binding"]);
+        assert_eq!(
+            loaded.config.head_names(),
+            vec!["ec", "go_cc", "ppi", "binding"]
+        );
+        // A query equal to entry 1 (label 1) scores label 1 at similarity 1.
+        let s = loaded.neighbours["go_cc"].scores(&bank[6..12]);
+        assert!((s[1] - 1.0).abs() < 1e-6, "{s:?}");
         let x = Tensor::randn(0f32, 1.0, (3, 6), &Device::Cpu).unwrap();
         let before = heads.function["ec"].forward(&x, false).unwrap();
         let after = loaded.function["ec"].forward(&x, false).unwrap();

@@ -20,6 +20,7 @@ pub mod esm;
 pub mod gnn;
 pub mod graph;
 pub mod heads;
+pub mod neighbours;
 pub mod pooling;
 pub mod predict;
 pub mod registry;

@@ -152,15 +152,26 @@ pub fn predict_function(
     min_score: f32,
 ) -> Result<Vec<FunctionPrediction>> {
     let ontology = check_ontology(ontology)?;
-    let heads = heads_or_err(engine, heads, &format!("function ({ontology})"))?;
-    let (head, config) = heads
-        .function_head(&ontology)
-        .ok_or_else(|| missing_head(engine, &format!("function ({ontology})")))?;
-    let features = pooled_features(engine, heads, &[sequence])?;
-    let x = rows_tensor(&features, &Device::Cpu)?;
-    let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
-    let mut scores = sigmoid(&logits);
-    propagate_up(&mut scores, &config.ancestors);
+    let what = format!("function ({ontology})");
+    let heads = heads_or_err(engine, heads, &what)?;
+    let features = || pooled_features(engine, heads, &[sequence]);
+    // One head per ontology: the MLP, or the neighbour bank where that measured better.
+    let (scores, labels, names, ancestors) =
+        if let Some((head, config)) = heads.function_head(&ontology) {
+            let x = rows_tensor(&features()?, &Device::Cpu)?;
+            let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
+            (sigmoid(&logits), &config.labels, &config.names, &config.ancestors)
+        } else if let (Some(head), Some(config)) = (
+            heads.neighbours.get(&ontology),
+            heads.config.neighbours.get(&ontology),
+        ) {
+            let x = features()?;
+            (head.scores(&x[0]), &config.labels, &config.names, &config.ancestors)
+        } else {
+            return Err(missing_head(engine, &what));
+        };
+    let mut scores = scores;
+    propagate_up(&mut scores, ancestors);
     let mut order: Vec<usize> = (0..scores.len())
         .filter(|&i| scores[i] >= min_score)
         .collect();
@@ -169,8 +180,8 @@ pub fn predict_function(
     Ok(order
         .into_iter()
         .map(|i| FunctionPrediction {
-            term: config.labels[i].clone(),
-            name: config.names.get(i).cloned().unwrap_or_default(),
+            term: labels[i].clone(),
+            name: names.get(i).cloned().unwrap_or_default(),
             score: scores[i],
         })
         .collect())

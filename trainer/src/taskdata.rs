@@ -91,6 +91,9 @@ pub fn read_go(path: &Path) -> Result<Vec<LabeledProtein>> {
     read_labeled(path, ',')
 }
 
+/// The roots of the three GO namespaces.
+pub const GO_ROOTS: [&str; 3] = ["GO:0008150", "GO:0003674", "GO:0005575"];
+
 /// The Gene Ontology: `is_a`/`part_of` parents and term names.
 #[derive(Debug, Clone, Default)]
 pub struct GoGraph {
@@ -99,11 +102,33 @@ pub struct GoGraph {
 }
 
 impl GoGraph {
-    /// Reads `go_graph.tsv` (child, parent, 1, relation) and `go_names.tsv` (id, name).
+    /// Reads `go_graph.tsv` (one edge per row: two term columns, then weight and relation)
+    /// and `go_names.tsv` (id, name).
+    ///
+    /// Which term column is the parent is decided from the data: the three namespace roots
+    /// (`biological_process`, `molecular_function`, `cellular_component`) have no parents, so
+    /// the column they appear in is the parent column. (The shared data's README documents
+    /// (child, parent), but its file is (parent, child): e.g. `GO:0048308 organelle
+    /// inheritance` → `GO:0000001 mitochondrion inheritance`. Trusting the README propagated
+    /// annotations *down* to every descendant.)
     pub fn read(graph: &Path, names: &Path) -> Result<Self> {
+        let rows = read_tsv(graph, 0, 2)?;
+        let roots_in = |column: usize| {
+            rows.iter()
+                .filter(|r| GO_ROOTS.contains(&r[column].as_str()))
+                .count()
+        };
+        let (child, parent) = if roots_in(0) > roots_in(1) {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
         let mut parents: HashMap<String, Vec<String>> = HashMap::new();
-        for r in read_tsv(graph, 0, 2)? {
-            parents.entry(r[0].clone()).or_default().push(r[1].clone());
+        for r in rows {
+            parents
+                .entry(r[child].clone())
+                .or_default()
+                .push(r[parent].clone());
         }
         let names = read_tsv(names, 0, 2)?
             .into_iter()
@@ -380,6 +405,25 @@ mod tests {
         let g = GoGraph::from_edges(&[("c", "b"), ("b", "a"), ("c", "d")]);
         let p = g.propagate(&["c".to_string()]);
         assert_eq!(p.into_iter().collect::<Vec<_>>(), vec!["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn go_graph_orientation_comes_from_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = dir.path().join("names.tsv");
+        std::fs::write(&names, "GO:0008150\tbiological_process\n").unwrap();
+        // (parent, child) rows, as in the shared data, and (child, parent) rows.
+        for (rows, label) in [
+            ("GO:0008150\tGO:1\t1\tis_a\nGO:1\tGO:2\t1\tis_a\n", "parent first"),
+            ("GO:1\tGO:0008150\t1\tis_a\nGO:2\tGO:1\t1\tis_a\n", "child first"),
+        ] {
+            let graph = dir.path().join("graph.tsv");
+            std::fs::write(&graph, rows).unwrap();
+            let g = GoGraph::read(&graph, &names).unwrap();
+            let up: Vec<String> = g.with_ancestors("GO:2").into_iter().collect();
+            assert_eq!(up, vec!["GO:0008150", "GO:1", "GO:2"], "{label}");
+            assert_eq!(g.with_ancestors("GO:0008150").len(), 1, "{label}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use plm_model::heads::{propagate_up, sigmoid, FunctionHead, FunctionHeadConfig};
+use plm_model::neighbours::{self, NeighbourHeadConfig};
 use serde_json::json;
 
 use super::features::{composition, FeatureExtractor};
@@ -105,13 +106,18 @@ fn label_index(labels: &[String]) -> HashMap<&str, usize> {
         .collect()
 }
 
-fn normalise(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter().map(|x| x / n).collect()
+/// A bank row as deployed: unit length, stored as f16.
+fn bank_row(v: &[f32]) -> Vec<f32> {
+    let mut row: Vec<f32> = v
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_f32())
+        .collect();
+    neighbours::normalise(&mut row);
+    row
 }
 
-/// Nearest-neighbour label transfer: each label scores the highest cosine similarity among the
-/// `k` nearest training proteins that carry it.
+/// Nearest-neighbour label transfer over a bank of the `train` proteins (as deployed: f16,
+/// unit rows), scored as in [`neighbours::label_scores`].
 fn knn_scores(
     x: &[Vec<f32>],
     y: &[Vec<usize>],
@@ -120,26 +126,72 @@ fn knn_scores(
     n_labels: usize,
     k: usize,
 ) -> Vec<Vec<f32>> {
-    let bank: Vec<Vec<f32>> = train.iter().map(|&i| normalise(&x[i])).collect();
+    let dim = x[0].len();
+    let bank: Vec<f32> = train.iter().flat_map(|&i| bank_row(&x[i])).collect();
+    let entry_labels = entry_labels(y, train);
     query
         .iter()
         .map(|&q| {
-            let v = normalise(&x[q]);
-            let mut sims: Vec<(f32, usize)> = bank
-                .iter()
-                .enumerate()
-                .map(|(b, e)| (e.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>(), train[b]))
-                .collect();
-            sims.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut s = vec![0f32; n_labels];
-            for &(sim, i) in sims.iter().take(k) {
-                for &l in &y[i] {
-                    s[l] = s[l].max(sim.max(0.0));
-                }
-            }
-            s
+            let mut v = x[q].clone();
+            neighbours::normalise(&mut v);
+            neighbours::label_scores(&bank, dim, &entry_labels, &v, n_labels, k)
         })
         .collect()
+}
+
+fn entry_labels(y: &[Vec<usize>], entries: &[usize]) -> Vec<Vec<u32>> {
+    entries
+        .iter()
+        .map(|&i| y[i].iter().map(|&l| l as u32).collect())
+        .collect()
+}
+
+/// The deployable neighbour head over `entries`: its configuration and f16 bank tensor.
+fn neighbour_head(
+    config: &FunctionHeadConfig,
+    x: &[Vec<f32>],
+    y: &[Vec<usize>],
+    entries: &[usize],
+    k: usize,
+) -> Result<(NeighbourHeadConfig, Tensor)> {
+    let dim = config.input_dim;
+    let flat: Vec<half::f16> = entries
+        .iter()
+        .flat_map(|&i| x[i].iter().map(|&v| half::f16::from_f32(v)))
+        .collect();
+    let bank = Tensor::from_vec(flat, (entries.len(), dim), &Device::Cpu)?;
+    let head = NeighbourHeadConfig {
+        input_dim: dim,
+        k,
+        labels: config.labels.clone(),
+        names: config.names.clone(),
+        ancestors: config.ancestors.clone(),
+        entry_labels: entry_labels(y, entries),
+    };
+    Ok((head, bank))
+}
+
+/// The head to deploy for an ontology, chosen by the validation metric (ties: the MLP).
+fn choose(
+    name: &str,
+    mlp: (FunctionHeadConfig, VarMap),
+    neighbours: (NeighbourHeadConfig, Tensor),
+    val_mlp: f64,
+    val_knn: f64,
+    mut metrics: serde_json::Value,
+) -> TaskOutput {
+    let chosen = if val_knn > val_mlp { "nearest_neighbour" } else { "mlp" };
+    metrics["deployed"] = json!({
+        "head": chosen,
+        "validation": {"mlp": val_mlp, "nearest_neighbour": val_knn},
+        "rule": "the head with the better validation metric is deployed",
+    });
+    println!("{name}: deploying the {chosen} head (validation: MLP {val_mlp:.3}, nearest neighbour {val_knn:.3})");
+    if chosen == "mlp" {
+        TaskOutput::function(name, mlp.0, mlp.1, metrics)
+    } else {
+        TaskOutput::neighbours(name, neighbours.0, neighbours.1, metrics)
+    }
 }
 
 /// Predicted label sets: labels at or above `threshold`, and at least the best one.
@@ -221,9 +273,21 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         &label_sets(&predict(&fitted.head, &x, &test, &[])?, &labels, threshold),
     );
 
+    let val_f1_mlp = weighted_prf(
+        &truth(&val),
+        &label_sets(&val_mlp, &labels, threshold),
+    )
+    .2;
     let knn_val = knn_scores(&x, &y, &train, &val, labels.len(), 1);
     let knn_threshold = best_threshold(&knn_val, &truth(&val), &labels);
-    let knn_test = knn_scores(&x, &y, &train, &test, labels.len(), 1);
+    let val_f1_knn = weighted_prf(
+        &truth(&val),
+        &label_sets(&knn_val, &labels, knn_threshold),
+    )
+    .2;
+    // Deployed bank: the whole training file (validation proteins included), as tested here.
+    let bank_entries: Vec<usize> = (0..n_train).collect();
+    let knn_test = knn_scores(&x, &y, &bank_entries, &test, labels.len(), 1);
     let (kp, kr, kf) = weighted_prf(
         &truth(&test),
         &label_sets(&knn_test, &labels, knn_threshold),
@@ -259,10 +323,18 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         "labels": labels.len(),
         "threshold": threshold,
         "mlp": {"precision": p, "recall": r, "f1": f},
-        "nearest_neighbour": {"precision": kp, "recall": kr, "f1": kf, "threshold": knn_threshold},
+        "nearest_neighbour": {"precision": kp, "recall": kr, "f1": kf, "threshold": knn_threshold, "k": 1},
         "composition_mlp": {"precision": cp, "recall": cr, "f1": cf},
     });
-    Ok(TaskOutput::function("ec", config, fitted.varmap, metrics))
+    let bank = neighbour_head(&config, &x, &y, &bank_entries, 1)?;
+    Ok(choose(
+        "ec",
+        (config, fitted.varmap),
+        bank,
+        val_f1_mlp,
+        val_f1_knn,
+        metrics,
+    ))
 }
 
 /// Trains and evaluates the GO head of one ontology (`mf`, `bp` or `cc`).
@@ -372,6 +444,13 @@ pub fn run_go(
         &test_truth,
         &knn_scores(&x, &y, &train_all, &test, labels.len(), 10),
     );
+    // Validation (not test) decides which head is deployed.
+    let val_truth: Vec<HashSet<usize>> = val.iter().map(|&i| truth_of(i, &mut extra)).collect();
+    let (val_mlp, _) = fmax(&val_truth, &predict(&fitted.head, &x, &val, &ancestors)?);
+    let (val_knn, _) = fmax(
+        &val_truth,
+        &knn_scores(&x, &y, &train, &val, labels.len(), 10),
+    );
     let comp: Vec<Vec<f32>> = sequences.iter().map(|s| composition(s)).collect();
     let comp_fit = fit(
         &format!("GO {ontology} composition"),
@@ -406,10 +485,13 @@ pub fn run_go(
         "composition_mlp": {"fmax": f_comp},
         "naive_frequency": {"fmax": f_naive},
     });
-    Ok(TaskOutput::function(
+    let bank = neighbour_head(&config, &x, &y, &train_all, 10)?;
+    Ok(choose(
         &format!("go_{ontology}"),
-        config,
-        fitted.varmap,
+        (config, fitted.varmap),
+        bank,
+        val_mlp,
+        val_knn,
         metrics,
     ))
 }

@@ -21,6 +21,7 @@ use plm_model::checkpoint::{files, read_json, write_json};
 use plm_model::heads::{
     BindingHeadConfig, FunctionHeadConfig, HeadsConfig, PpiHeadConfig, TaskHeads,
 };
+use plm_model::neighbours::NeighbourHeadConfig;
 use plm_model::Manifest;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -129,6 +130,7 @@ pub struct TaskOutput {
     function: Option<FunctionHeadConfig>,
     ppi: Option<PpiHeadConfig>,
     binding: Option<BindingHeadConfig>,
+    neighbours: Option<(NeighbourHeadConfig, Tensor)>,
 }
 
 impl TaskOutput {
@@ -145,6 +147,23 @@ impl TaskOutput {
             function: Some(config),
             ppi: None,
             binding: None,
+            neighbours: None,
+        }
+    }
+    fn neighbours(
+        name: &str,
+        config: NeighbourHeadConfig,
+        bank: Tensor,
+        metrics: serde_json::Value,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            varmap: VarMap::new(),
+            metrics,
+            function: None,
+            ppi: None,
+            binding: None,
+            neighbours: Some((config, bank)),
         }
     }
     fn ppi(config: PpiHeadConfig, varmap: VarMap, metrics: serde_json::Value) -> Self {
@@ -155,6 +174,7 @@ impl TaskOutput {
             function: None,
             ppi: Some(config),
             binding: None,
+            neighbours: None,
         }
     }
     fn binding(config: BindingHeadConfig, varmap: VarMap, metrics: serde_json::Value) -> Self {
@@ -165,6 +185,7 @@ impl TaskOutput {
             function: None,
             ppi: None,
             binding: Some(config),
+            neighbours: None,
         }
     }
     fn prefix(&self) -> String {
@@ -286,6 +307,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         }
         if o.binding.is_some() {
             config.binding = o.binding;
+        }
+        if let Some((c, bank)) = o.neighbours {
+            tensors.insert(format!("neighbours.{}.bank", o.name), bank);
+            config.neighbours.insert(o.name.clone(), c);
         }
     }
     config.metrics = serde_json::json!({ "results": metrics, "finetune": &args });
