@@ -40,7 +40,11 @@ fn plm_models() -> TableIterator<
     ),
 > {
     let dir = settings::model_dir();
-    let in_worker = worker_stats().map(|s| s.models);
+    // Listing models must work while the worker restarts: then nothing counts as loaded.
+    let in_worker = worker::active().then(|| match worker::call(&Request::Stats) {
+        Ok(Output::Stats(s)) => s.models,
+        _ => Vec::new(),
+    });
     let rows: Vec<_> = available_models()
         .into_iter()
         .map(|name| {

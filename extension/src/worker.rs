@@ -79,11 +79,13 @@ pub extern "C-unwind" fn plm_worker_main(_arg: pg_sys::Datum) {
                 &model.dir,
                 &model.name,
                 model.device,
-                registry::request_settings().engine_options(
-                    server_config().max_batch_tokens,
-                    server_config().threads,
-                    None,
-                ),
+                // Per-request settings replace these on every call; no session settings are
+                // read here (a bad value must not stop the worker).
+                plm_model::EngineOptions {
+                    max_tokens_per_batch: server_config().max_batch_tokens,
+                    threads: server_config().threads,
+                    ..Default::default()
+                },
             );
             match loaded {
                 Ok(m) => pgrx::log!(

@@ -160,13 +160,23 @@ pub fn predict_function(
         if let Some((head, config)) = heads.function_head(&ontology) {
             let x = rows_tensor(&features()?, &Device::Cpu)?;
             let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
-            (sigmoid(&logits), &config.labels, &config.names, &config.ancestors)
+            (
+                sigmoid(&logits),
+                &config.labels,
+                &config.names,
+                &config.ancestors,
+            )
         } else if let (Some(head), Some(config)) = (
             heads.neighbours.get(&ontology),
             heads.config.neighbours.get(&ontology),
         ) {
             let x = features()?;
-            (head.scores(&x[0]), &config.labels, &config.names, &config.ancestors)
+            (
+                head.scores(&x[0]),
+                &config.labels,
+                &config.names,
+                &config.ancestors,
+            )
         } else {
             return Err(missing_head(engine, &what));
         };

@@ -414,8 +414,14 @@ mod tests {
         std::fs::write(&names, "GO:0008150\tbiological_process\n").unwrap();
         // (parent, child) rows, as in the shared data, and (child, parent) rows.
         for (rows, label) in [
-            ("GO:0008150\tGO:1\t1\tis_a\nGO:1\tGO:2\t1\tis_a\n", "parent first"),
-            ("GO:1\tGO:0008150\t1\tis_a\nGO:2\tGO:1\t1\tis_a\n", "child first"),
+            (
+                "GO:0008150\tGO:1\t1\tis_a\nGO:1\tGO:2\t1\tis_a\n",
+                "parent first",
+            ),
+            (
+                "GO:1\tGO:0008150\t1\tis_a\nGO:2\tGO:1\t1\tis_a\n",
+                "child first",
+            ),
         ] {
             let graph = dir.path().join("graph.tsv");
             std::fs::write(&graph, rows).unwrap();

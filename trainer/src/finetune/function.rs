@@ -108,10 +108,7 @@ fn label_index(labels: &[String]) -> HashMap<&str, usize> {
 
 /// A bank row as deployed: unit length, stored as f16.
 fn bank_row(v: &[f32]) -> Vec<f32> {
-    let mut row: Vec<f32> = v
-        .iter()
-        .map(|&x| half::f16::from_f32(x).to_f32())
-        .collect();
+    let mut row: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     neighbours::normalise(&mut row);
     row
 }
@@ -180,7 +177,11 @@ fn choose(
     val_knn: f64,
     mut metrics: serde_json::Value,
 ) -> TaskOutput {
-    let chosen = if val_knn > val_mlp { "nearest_neighbour" } else { "mlp" };
+    let chosen = if val_knn > val_mlp {
+        "nearest_neighbour"
+    } else {
+        "mlp"
+    };
     metrics["deployed"] = json!({
         "head": chosen,
         "validation": {"mlp": val_mlp, "nearest_neighbour": val_knn},
@@ -273,18 +274,10 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         &label_sets(&predict(&fitted.head, &x, &test, &[])?, &labels, threshold),
     );
 
-    let val_f1_mlp = weighted_prf(
-        &truth(&val),
-        &label_sets(&val_mlp, &labels, threshold),
-    )
-    .2;
+    let val_f1_mlp = weighted_prf(&truth(&val), &label_sets(&val_mlp, &labels, threshold)).2;
     let knn_val = knn_scores(&x, &y, &train, &val, labels.len(), 1);
     let knn_threshold = best_threshold(&knn_val, &truth(&val), &labels);
-    let val_f1_knn = weighted_prf(
-        &truth(&val),
-        &label_sets(&knn_val, &labels, knn_threshold),
-    )
-    .2;
+    let val_f1_knn = weighted_prf(&truth(&val), &label_sets(&knn_val, &labels, knn_threshold)).2;
     // Deployed bank: the whole training file (validation proteins included), as tested here.
     let bank_entries: Vec<usize> = (0..n_train).collect();
     let knn_test = knn_scores(&x, &y, &bank_entries, &test, labels.len(), 1);
