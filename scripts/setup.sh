@@ -15,6 +15,8 @@ PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
 profile_flag=""
 [ "${PLM_RELEASE:-0}" = "1" ] && profile_flag="--release"
 echo "[setup] building and installing the extension ${profile_flag:-(dev profile, optimised dependencies)}"
+# Installing rewrites pg_plm.so in place: stop a local server that preloads (maps) it first.
+scripts/pg-local.sh stop
 (cd extension && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG")
 scripts/install-models.sh
 scripts/pg-local.sh start

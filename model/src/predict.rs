@@ -182,8 +182,9 @@ pub fn predict_function(
         };
     let mut scores = scores;
     propagate_up(&mut scores, ancestors);
+    // A term without support (score 0: no neighbour carries it) is never listed.
     let mut order: Vec<usize> = (0..scores.len())
-        .filter(|&i| scores[i] >= min_score)
+        .filter(|&i| scores[i] >= min_score && scores[i] > 0.0)
         .collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     order.truncate(top_k);
