@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Module, Result as CandleResult, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{read_json, write_json};
+use crate::checkpoint::read_json;
 use crate::error::{PlmError, Result};
 use crate::gnn::{dropout, EdgeIndex, GnnConfig, GraphEncoder};
 use crate::graph::GraphOptions;
@@ -309,7 +309,11 @@ impl TaskHeads {
         let weights = dir.join(files::WEIGHTS);
         candle_core::safetensors::save(tensors, &weights)
             .map_err(|e| PlmError::bad_file(&weights, e))?;
-        write_json(&dir.join(files::CONFIG), config)
+        // Compact: label lists and neighbour banks make the pretty form several times larger,
+        // and the model directory has a size budget.
+        let path = dir.join(files::CONFIG);
+        let text = serde_json::to_string(config).map_err(|e| PlmError::bad_file(&path, e))?;
+        std::fs::write(&path, text + "\n").map_err(|e| PlmError::Io { path, source: e })
     }
 
     /// The function head of an ontology, with its configuration.

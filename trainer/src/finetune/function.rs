@@ -278,8 +278,9 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
     let knn_val = knn_scores(&x, &y, &train, &val, labels.len(), 1);
     let knn_threshold = best_threshold(&knn_val, &truth(&val), &labels);
     let val_f1_knn = weighted_prf(&truth(&val), &label_sets(&knn_val, &labels, knn_threshold)).2;
-    // Deployed bank: the whole training file (validation proteins included), as tested here.
-    let bank_entries: Vec<usize> = (0..n_train).collect();
+    // Deployed bank: the training split, as validated (the threshold and the choice of head
+    // were made with it) and as tested here.
+    let bank_entries: Vec<usize> = train.clone();
     let knn_test = knn_scores(&x, &y, &bank_entries, &test, labels.len(), 1);
     let (kp, kr, kf) = weighted_prf(
         &truth(&test),
