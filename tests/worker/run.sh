@@ -75,7 +75,7 @@ ok "4 concurrent sessions: 48 answers identical to in-backend ones ($(( $4 - $2 
 # 3. Kill the worker (SIGTERM: it is not a backend, pg_terminate_backend cannot signal it)
 #    while a request is in flight: a clear error, then it comes back.
 q -c "SELECT plm_cache_clear()" >/dev/null # long requests must not come from the cache
-( q -c "SELECT count(*) FROM plm_embed(long_batch(60))" >/tmp/plm_worker_kill.out 2>&1 || true ) &
+( q -c "SELECT count(*) FROM plm_embed(long_batch(150))" >/tmp/plm_worker_kill.out 2>&1 || true ) &
 sleep 2
 kill -TERM "$(worker_pid)"
 wait
@@ -88,11 +88,14 @@ pid1="$(worker_pid)"
 ok "next query answered by the restarted worker (pid $pid0 -> $pid1)"
 
 # 4. With plm.worker_fallback = local, the in-flight request is computed in the backend.
-( q -c "SET plm.worker_fallback = local" -c "SELECT count(*) FROM plm_embed(long_batch(12))" >/tmp/plm_worker_fallback.out 2>&1 || true ) &
+q -c "SELECT plm_cache_clear()" >/dev/null
+( q -c "SET client_min_messages = notice" -c "SET plm.worker_fallback = local" \
+    -c "SELECT count(*) FROM plm_embed(long_batch(40))" >/tmp/plm_worker_fallback.out 2>&1 || true ) &
 sleep 1
 kill -TERM "$(worker_pid)"
 wait
-grep -qx "12" /tmp/plm_worker_fallback.out || fail "fallback: $(cat /tmp/plm_worker_fallback.out)"
+grep -qx "40" /tmp/plm_worker_fallback.out && grep -q "computing in this backend" /tmp/plm_worker_fallback.out \
+  || fail "fallback: $(cat /tmp/plm_worker_fallback.out)"
 ok "in-flight request computed in the backend after the kill (plm.worker_fallback = local)"
 
 # 5. Cancel a long request: the session gets the timeout, the worker abandons the work.
