@@ -11,13 +11,14 @@ use crate::{settings, worker};
 
 /// The worker's counters, when this backend uses the worker.
 fn worker_stats() -> Option<WorkerStats> {
-    if !worker::active() {
-        return None;
-    }
-    match worker::call(&Request::Stats) {
-        Ok(Output::Stats(s)) => Some(*s),
-        Ok(other) => unexpected(&other),
-        Err(e) => raise(e),
+    worker::active().then(|| fetch_worker_stats().unwrap_or_else(|e| raise(e)))
+}
+
+/// Asks the worker for its counters.
+fn fetch_worker_stats() -> Result<WorkerStats, plm_model::PlmError> {
+    match worker::call(&Request::Stats)? {
+        Output::Stats(s) => Ok(*s),
+        other => unexpected(&other),
     }
 }
 
@@ -41,10 +42,8 @@ fn plm_models() -> TableIterator<
 > {
     let dir = settings::model_dir();
     // Listing models must work while the worker restarts: then nothing counts as loaded.
-    let in_worker = worker::active().then(|| match worker::call(&Request::Stats) {
-        Ok(Output::Stats(s)) => s.models,
-        _ => Vec::new(),
-    });
+    let in_worker =
+        worker::active().then(|| fetch_worker_stats().map(|s| s.models).unwrap_or_default());
     let rows: Vec<_> = available_models()
         .into_iter()
         .map(|name| {

@@ -94,10 +94,7 @@ pub fn default_model_ref() -> Option<ModelRef> {
         }
     })?;
     let dir = settings::model_dir().join(&name);
-    let device = settings::string(&settings::DEVICE)
-        .unwrap_or_else(|| "cpu".into())
-        .parse::<DeviceSpec>()
-        .ok()?;
+    let device = configured_device().ok()?;
     (valid_name(&name) && dir.is_dir()).then_some(ModelRef { dir, name, device })
 }
 
@@ -139,11 +136,11 @@ pub fn check_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
-fn device() -> DeviceSpec {
+/// `plm.device`, parsed.
+fn configured_device() -> Result<DeviceSpec, plm_model::PlmError> {
     settings::string(&settings::DEVICE)
         .unwrap_or_else(|| "cpu".into())
         .parse::<DeviceSpec>()
-        .or_raise()
 }
 
 /// The model `model` resolves to (as in [`resolve_name`]): its directory and device.
@@ -159,7 +156,7 @@ pub fn model_ref(model: Option<&str>) -> ModelRef {
     ModelRef {
         dir,
         name,
-        device: device(),
+        device: configured_device().or_raise(),
     }
 }
 

@@ -63,7 +63,8 @@ fn server_config() -> ServerConfig {
 pub extern "C-unwind" fn plm_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let registry = ModelRegistry::new(cache());
-    let server = match Server::start(Path::new(SOCKET), registry, server_config()) {
+    let config = server_config();
+    let server = match Server::start(Path::new(SOCKET), registry, config) {
         Ok(s) => s,
         Err(e) => {
             // Exits with status 1: the postmaster restarts the worker after its restart time.
@@ -82,8 +83,8 @@ pub extern "C-unwind" fn plm_worker_main(_arg: pg_sys::Datum) {
                 // Per-request settings replace these on every call; no session settings are
                 // read here (a bad value must not stop the worker).
                 plm_model::EngineOptions {
-                    max_tokens_per_batch: server_config().max_batch_tokens,
-                    threads: server_config().threads,
+                    max_tokens_per_batch: config.max_batch_tokens,
+                    threads: config.threads,
                     ..Default::default()
                 },
             );

@@ -13,13 +13,8 @@ use rand_distr::{Distribution, Normal};
 
 use plm_model::{EsmConfig, EsmForMaskedLM};
 
-/// Re-initialises every variable of `varmap` from `seed`, in name order: matrices (rank ≥ 2)
-/// get `weights(shape, rng)`, biases (`bias`/`beta`) zeros, other vectors (norm scales) ones.
-pub fn seeded_init(
-    varmap: &VarMap,
-    seed: u64,
-    mut weights: impl FnMut(&Shape, &mut StdRng) -> Vec<f32>,
-) -> Result<()> {
+/// The variables of `varmap` with their names, in name order.
+pub fn vars_by_name(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let mut vars: Vec<(String, Var)> = varmap
         .data()
         .lock()
@@ -28,8 +23,18 @@ pub fn seeded_init(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
+/// Re-initialises every variable of `varmap` from `seed`, in name order: matrices (rank ≥ 2)
+/// get `weights(shape, rng)`, biases (`bias`/`beta`) zeros, other vectors (norm scales) ones.
+pub fn seeded_init(
+    varmap: &VarMap,
+    seed: u64,
+    mut weights: impl FnMut(&Shape, &mut StdRng) -> Vec<f32>,
+) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    for (name, var) in vars {
+    for (name, var) in vars_by_name(varmap)? {
         let shape = var.shape().clone();
         let device = var.device().clone();
         let value = if var.rank() >= 2 {

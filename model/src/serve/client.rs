@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crate::{PlmError, Result};
 
 use super::protocol::{
-    encode, read_frame, write_frame, Frame, Hello, Output, Request, Response, Welcome,
-    MAX_HANDSHAKE_BYTES,
+    encode, peer_closed, read_frame, read_payload, send, write_frame, Frame, Hello, Output,
+    Request, Response, Welcome, MAX_HANDSHAKE_BYTES,
 };
 
 /// How often a waiting client gives its caller a chance to cancel.
@@ -36,8 +36,7 @@ impl WorkerClient {
         let stream = loop {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() < patience => {
-                    let _ = e;
+                Err(_) if start.elapsed() < patience => {
                     poll();
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -50,8 +49,7 @@ impl WorkerClient {
                 }
             }
         };
-        let hello = encode(&Hello::current())?;
-        write_frame(&mut BufWriter::new(&stream), &hello).map_err(unavailable)?;
+        send(&mut BufWriter::new(&stream), &Hello::current()).map_err(unavailable)?;
         let welcome: Welcome = match read_frame(&mut BufReader::new(&stream), MAX_HANDSHAKE_BYTES) {
             Ok(Frame::Message(w)) => w,
             Ok(_) => {
@@ -77,16 +75,7 @@ impl WorkerClient {
     /// Whether the worker is still at the other end (an idle connection of a worker that
     /// has since restarted reads as closed).
     pub fn is_alive(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        // Nothing may arrive between answers: readable means closed (or out of step).
-        let alive = matches!(
-            std::io::Read::read(&mut &self.stream, &mut byte),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
-        alive && self.stream.set_nonblocking(false).is_ok()
+        !peer_closed(&self.stream)
     }
 
     /// Process id of the worker this connection talks to.
@@ -139,11 +128,10 @@ impl WorkerClient {
         }
         self.stream.set_read_timeout(None).map_err(unavailable)?;
         let size = u32::from_le_bytes(len) as usize;
-        let mut body = vec![0u8; size];
-        std::io::Read::read_exact(&mut self.stream, &mut body)
-            .map_err(|e| unavailable(format!("reading the answer: {e}")))?;
-        let response: Response = postcard::from_bytes(&body)
-            .map_err(|e| unavailable(format!("undecodable answer: {e}")))?;
-        response.map_err(PlmError::from)
+        match read_payload::<Response>(&mut self.stream, size, usize::MAX) {
+            Ok(Frame::Message(response)) => response.map_err(PlmError::from),
+            Ok(_) => Err(unavailable("the worker closed the connection mid-answer")),
+            Err(e) => Err(unavailable(format!("reading the answer: {e}"))),
+        }
     }
 }

@@ -157,6 +157,16 @@ pub enum Task {
 }
 
 impl Task {
+    /// The sequences of an embedding task (the tasks the worker merges), else `None`.
+    pub fn embedding_sequences(&self) -> Option<&[String]> {
+        match self {
+            Task::Embed { sequences, .. } | Task::EmbedResidues { sequences, .. } => {
+                Some(sequences)
+            }
+            _ => None,
+        }
+    }
+
     /// Residues to compute, for batch budgets.
     pub fn residues(&self) -> usize {
         match self {
@@ -275,6 +285,12 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>> {
         .map_err(|e| PlmError::WorkerUnavailable(format!("cannot encode a message: {e}")))
 }
 
+/// Encodes `message` and writes it as one frame.
+pub fn send<T: Serialize>(w: &mut impl Write, message: &T) -> std::io::Result<()> {
+    let payload = encode(message).map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_frame(w, &payload)
+}
+
 /// Writes one encoded frame.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(payload.len())
@@ -306,7 +322,15 @@ pub fn read_frame<T: DeserializeOwned>(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Frame::Closed),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(len) as usize;
+    read_payload(r, u32::from_le_bytes(len) as usize, max_bytes)
+}
+
+/// Reads and decodes the `len`-byte payload of a frame whose length prefix was already read.
+pub fn read_payload<T: DeserializeOwned>(
+    r: &mut impl Read,
+    len: usize,
+    max_bytes: usize,
+) -> std::io::Result<Frame<T>> {
     if len > max_bytes {
         return Ok(Frame::TooLarge(len));
     }
@@ -315,6 +339,21 @@ pub fn read_frame<T: DeserializeOwned>(
     postcard::from_bytes(&payload)
         .map(Frame::Message)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Whether the peer of an idle connection has closed it. Neither side sends anything while
+/// the other owes it an answer, so anything readable means the end of the stream (or a peer
+/// out of step, which ends the connection as well).
+pub fn peer_closed(stream: &std::os::unix::net::UnixStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match std::io::Read::read(&mut &*stream, &mut byte) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).is_err() || closed
 }
 
 #[cfg(test)]

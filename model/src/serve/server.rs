@@ -18,7 +18,7 @@ use crate::{PlmError, Result};
 
 use super::execute::{execute, ExecOptions};
 use super::protocol::{
-    encode, read_frame, write_frame, Frame, Hello, ModelRef, Output, RemoteError, Request,
+    peer_closed, read_frame, send, Frame, Hello, ModelRef, Output, RemoteError, Request,
     RequestSettings, Response, Task, Welcome, WorkerStats, MAGIC, MAX_HANDSHAKE_BYTES,
     PROTOCOL_VERSION,
 };
@@ -231,27 +231,6 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-fn send(stream: &UnixStream, response: &Response) -> std::io::Result<()> {
-    let payload = encode(response).map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_frame(&mut BufWriter::new(stream), &payload)
-}
-
-/// Whether the peer has closed its end (checked while its request is being computed).
-fn peer_closed(stream: &UnixStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    // A client sends nothing while it waits for an answer: anything readable is either the
-    // end of the stream or a protocol violation, and both end the connection.
-    let mut byte = [0u8; 1];
-    let closed = match std::io::Read::read(&mut &*stream, &mut byte) {
-        Ok(_) => true,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    let _ = stream.set_nonblocking(false);
-    closed
-}
-
 fn handshake(stream: &UnixStream, shared: &Shared) -> std::io::Result<bool> {
     let hello: Hello = match read_frame(&mut BufReader::new(stream), MAX_HANDSHAKE_BYTES)? {
         Frame::Message(h) => h,
@@ -272,10 +251,8 @@ fn handshake(stream: &UnixStream, shared: &Shared) -> std::io::Result<bool> {
             max_request_bytes: shared.config().max_request_bytes as u64,
         }
     };
-    let accepted = matches!(welcome, Welcome::Accepted { .. });
-    let payload = encode(&welcome).map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_frame(&mut BufWriter::new(stream), &payload)?;
-    Ok(accepted)
+    send(&mut BufWriter::new(stream), &welcome)?;
+    Ok(matches!(welcome, Welcome::Accepted { .. }))
 }
 
 fn serve_client(stream: UnixStream, shared: &Shared) {
@@ -290,7 +267,8 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
             Ok(Frame::TooLarge(bytes)) => {
                 // The body is not read: answer, then drop the connection.
                 let e = PlmError::RequestTooLarge { bytes, limit };
-                let _ = send(&stream, &Err(RemoteError::from(&e)));
+                let refusal: Response = Err(RemoteError::from(&e));
+                let _ = send(&mut BufWriter::new(&stream), &refusal);
                 return;
             }
             Ok(Frame::Closed) | Err(_) => return,
@@ -312,7 +290,7 @@ fn serve_client(stream: UnixStream, shared: &Shared) {
                 None => return,
             },
         };
-        if send(&stream, &response).is_err() {
+        if send(&mut BufWriter::new(&stream), &response).is_err() {
             return;
         }
     }
@@ -396,7 +374,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
         if shared.shutdown.load(Ordering::SeqCst) {
             return None;
         }
-        queue.retain(|j| !j.cancelled.load(Ordering::SeqCst) || count_cancelled(shared));
+        queue.retain(|j| live(shared, j));
         if !queue.is_empty() {
             break;
         }
@@ -440,9 +418,14 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     }
 }
 
-fn count_cancelled(shared: &Shared) -> bool {
-    shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-    false
+/// Whether a job still has a client waiting; a cancelled one is counted (and dropped by the
+/// caller's `retain`).
+fn live(shared: &Shared, job: &Job) -> bool {
+    let cancelled = job.cancelled.load(Ordering::SeqCst);
+    if cancelled {
+        shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+    !cancelled
 }
 
 fn exec_options(shared: &Shared) -> ExecOptions {
@@ -518,11 +501,9 @@ fn record(shared: &Shared, jobs: &[Job]) {
         let waited = job.enqueued.elapsed().as_micros() as u64;
         c.queue_wait_us.fetch_add(waited, Ordering::Relaxed);
         c.max_queue_wait_us.fetch_max(waited, Ordering::Relaxed);
-        let sequences = match &job.task {
-            Task::Embed { sequences, .. } | Task::EmbedResidues { sequences, .. } => {
-                sequences.len()
-            }
-            Task::Ppi { pairs } => 2 * pairs.len(),
+        let sequences = match (&job.task, job.task.embedding_sequences()) {
+            (_, Some(sequences)) => sequences.len(),
+            (Task::Ppi { pairs }, None) => 2 * pairs.len(),
             _ => 1,
         };
         c.sequences.fetch_add(sequences as u64, Ordering::Relaxed);
@@ -538,7 +519,7 @@ fn reply(shared: &Shared, job: Job, response: Response) {
 }
 
 fn run_batch(shared: &Shared, mut jobs: Vec<Job>) {
-    jobs.retain(|j| !j.cancelled.load(Ordering::SeqCst) || count_cancelled(shared));
+    jobs.retain(|j| live(shared, j));
     if jobs.is_empty() {
         return;
     }
@@ -549,24 +530,12 @@ fn run_batch(shared: &Shared, mut jobs: Vec<Job>) {
         return reply(shared, job, response);
     }
     // Merge the sequences of all jobs into one task, run it, and hand each job its share.
-    let counts: Vec<usize> = jobs
+    let parts: Vec<&[String]> = jobs
         .iter()
-        .map(|j| match &j.task {
-            Task::Embed { sequences, .. } | Task::EmbedResidues { sequences, .. } => {
-                sequences.len()
-            }
-            _ => 0,
-        })
+        .map(|j| j.task.embedding_sequences().unwrap_or_default())
         .collect();
-    let all: Vec<String> = jobs
-        .iter()
-        .flat_map(|j| match &j.task {
-            Task::Embed { sequences, .. } | Task::EmbedResidues { sequences, .. } => {
-                sequences.clone()
-            }
-            _ => Vec::new(),
-        })
-        .collect();
+    let counts: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let all: Vec<String> = parts.concat();
     let merged = match &jobs[0].task {
         Task::Embed { layer, pooling, .. } => Task::Embed {
             sequences: all,

@@ -280,8 +280,7 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
     let val_f1_knn = weighted_prf(&truth(&val), &label_sets(&knn_val, &labels, knn_threshold)).2;
     // Deployed bank: the training split, as validated (the threshold and the choice of head
     // were made with it) and as tested here.
-    let bank_entries: Vec<usize> = train.clone();
-    let knn_test = knn_scores(&x, &y, &bank_entries, &test, labels.len(), 1);
+    let knn_test = knn_scores(&x, &y, &train, &test, labels.len(), 1);
     let (kp, kr, kf) = weighted_prf(
         &truth(&test),
         &label_sets(&knn_test, &labels, knn_threshold),
@@ -320,7 +319,7 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         "nearest_neighbour": {"precision": kp, "recall": kr, "f1": kf, "threshold": knn_threshold, "k": 1},
         "composition_mlp": {"precision": cp, "recall": cr, "f1": cf},
     });
-    let bank = neighbour_head(&config, &x, &y, &bank_entries, 1)?;
+    let bank = neighbour_head(&config, &x, &y, &train, 1)?;
     Ok(choose(
         "ec",
         (config, fitted.varmap),

@@ -289,13 +289,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
     for o in outputs {
         let prefix = o.prefix();
-        for (k, v) in o
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
-            .iter()
-        {
+        for (k, v) in crate::model_init::vars_by_name(&o.varmap)? {
             tensors.insert(format!("{prefix}{k}"), v.as_tensor().detach());
         }
         metrics.insert(o.name.clone(), o.metrics);

@@ -69,13 +69,7 @@ pub fn train_head(
     mut loss: impl FnMut(&[usize]) -> Result<Tensor>,
     mut validate: impl FnMut() -> Result<f64>,
 ) -> Result<TrainReport> {
-    let vars: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("var map lock poisoned"))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let vars = crate::model_init::vars_by_name(varmap)?;
     let mut optimizer = AdamW::new(
         vars.iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW {
