@@ -35,6 +35,19 @@ pub const LIGANDS: [&str; 11] = [
     "DNA", "RNA", "PEP", "PRO", "ATP", "HEM", "ZN", "CA", "MG", "MN", "PPI",
 ];
 
+/// The terms a function head scores (stored flat in the head's `heads.json` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TermVocabulary {
+    /// Term identifiers (EC numbers or GO ids), one per output.
+    pub labels: Vec<String>,
+    /// Human-readable term names, parallel to `labels` (may be empty strings).
+    pub names: Vec<String>,
+    /// For GO: indices of each label's ancestors within `labels`, so that a term never scores
+    /// below any of its descendants (the true-path rule).
+    #[serde(default)]
+    pub ancestors: Vec<Vec<u32>>,
+}
+
 /// A multi-label function head: an MLP over the pooled multi-scale embedding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionHeadConfig {
@@ -44,14 +57,9 @@ pub struct FunctionHeadConfig {
     pub hidden: usize,
     /// Dropout during training.
     pub dropout: f32,
-    /// Term identifiers (EC numbers or GO ids), one per output.
-    pub labels: Vec<String>,
-    /// Human-readable term names, parallel to `labels` (may be empty strings).
-    pub names: Vec<String>,
-    /// For GO: indices of each label's ancestors within `labels`, so that a term never scores
-    /// below any of its descendants (the true-path rule).
-    #[serde(default)]
-    pub ancestors: Vec<Vec<u32>>,
+    /// The terms scored, one per output.
+    #[serde(flatten)]
+    pub terms: TermVocabulary,
 }
 
 /// MLP function head.
@@ -67,7 +75,7 @@ impl FunctionHead {
     pub fn load(vb: VarBuilder, config: &FunctionHeadConfig) -> CandleResult<Self> {
         Ok(Self {
             hidden: linear(config.input_dim, config.hidden, vb.pp("hidden"))?,
-            output: linear(config.hidden, config.labels.len(), vb.pp("output"))?,
+            output: linear(config.hidden, config.terms.labels.len(), vb.pp("output"))?,
             dropout: config.dropout,
         })
     }
@@ -361,9 +369,11 @@ mod tests {
                 input_dim: 6,
                 hidden: 5,
                 dropout: 0.1,
-                labels: vec!["1.1.1.1".into(), "2.7.11.1".into()],
-                names: vec![String::new(), String::new()],
-                ancestors: vec![],
+                terms: TermVocabulary {
+                    labels: vec!["1.1.1.1".into(), "2.7.11.1".into()],
+                    names: vec![String::new(), String::new()],
+                    ancestors: vec![],
+                },
             },
         );
         HeadsConfig {
@@ -391,9 +401,11 @@ mod tests {
                 NeighbourHeadConfig {
                     input_dim: 6,
                     k: 2,
-                    labels: vec!["GO:1".into(), "GO:2".into()],
-                    names: vec!["one".into(), "two".into()],
-                    ancestors: vec![],
+                    terms: TermVocabulary {
+                        labels: vec!["GO:1".into(), "GO:2".into()],
+                        names: vec!["one".into(), "two".into()],
+                        ancestors: vec![],
+                    },
                     entry_labels: vec![vec![0], vec![1], vec![0, 1]],
                 },
             )]),

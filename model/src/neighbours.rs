@@ -6,6 +6,8 @@ use candle_core::Result as CandleResult;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::heads::TermVocabulary;
+
 /// `heads.json` entry of a neighbour head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeighbourHeadConfig {
@@ -13,13 +15,9 @@ pub struct NeighbourHeadConfig {
     pub input_dim: usize,
     /// Neighbours consulted.
     pub k: usize,
-    /// Term identifiers.
-    pub labels: Vec<String>,
-    /// Term names, parallel to `labels`.
-    pub names: Vec<String>,
-    /// For GO: indices of each label's ancestors (true-path rule).
-    #[serde(default)]
-    pub ancestors: Vec<Vec<u32>>,
+    /// The terms scored.
+    #[serde(flatten)]
+    pub terms: TermVocabulary,
     /// Label indices of each bank entry (rows of the `bank` tensor).
     pub entry_labels: Vec<Vec<u32>>,
 }
@@ -88,7 +86,7 @@ impl NeighbourHead {
             dim: config.input_dim,
             k: config.k.max(1),
             entry_labels: config.entry_labels.clone(),
-            n_labels: config.labels.len(),
+            n_labels: config.terms.labels.len(),
         };
         for row in head.bank.chunks_exact_mut(head.dim.max(1)) {
             normalise(row);

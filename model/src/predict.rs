@@ -156,32 +156,21 @@ pub fn predict_function(
     let heads = heads_or_err(engine, heads, &what)?;
     let features = || pooled_features(engine, heads, &[sequence]);
     // One head per ontology: the MLP, or the neighbour bank where that measured better.
-    let (scores, labels, names, ancestors) =
-        if let Some((head, config)) = heads.function_head(&ontology) {
-            let x = rows_tensor(&features()?, &Device::Cpu)?;
-            let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
-            (
-                sigmoid(&logits),
-                &config.labels,
-                &config.names,
-                &config.ancestors,
-            )
-        } else if let (Some(head), Some(config)) = (
-            heads.neighbours.get(&ontology),
-            heads.config.neighbours.get(&ontology),
-        ) {
-            let x = features()?;
-            (
-                head.scores(&x[0]),
-                &config.labels,
-                &config.names,
-                &config.ancestors,
-            )
-        } else {
-            return Err(missing_head(engine, &what));
-        };
+    let (scores, terms) = if let Some((head, config)) = heads.function_head(&ontology) {
+        let x = rows_tensor(&features()?, &Device::Cpu)?;
+        let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
+        (sigmoid(&logits), &config.terms)
+    } else if let (Some(head), Some(config)) = (
+        heads.neighbours.get(&ontology),
+        heads.config.neighbours.get(&ontology),
+    ) {
+        let x = features()?;
+        (head.scores(&x[0]), &config.terms)
+    } else {
+        return Err(missing_head(engine, &what));
+    };
     let mut scores = scores;
-    propagate_up(&mut scores, ancestors);
+    propagate_up(&mut scores, &terms.ancestors);
     // A term without support (score 0: no neighbour carries it) is never listed.
     let mut order: Vec<usize> = (0..scores.len())
         .filter(|&i| scores[i] >= min_score && scores[i] > 0.0)
@@ -191,8 +180,8 @@ pub fn predict_function(
     Ok(order
         .into_iter()
         .map(|i| FunctionPrediction {
-            term: labels[i].clone(),
-            name: names.get(i).cloned().unwrap_or_default(),
+            term: terms.labels[i].clone(),
+            name: terms.names.get(i).cloned().unwrap_or_default(),
             score: scores[i],
         })
         .collect())

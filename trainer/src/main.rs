@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use plm_model::{Checkpoint, DeviceSpec};
 use plm_train::{comm, distill, plot, pretrain};
@@ -87,15 +88,27 @@ enum Command {
     },
 }
 
+/// Whether the subcommand's `--steps` was typed on the command line (not its default).
+fn steps_given(matches: &clap::ArgMatches) -> bool {
+    matches
+        .subcommand()
+        .and_then(|(_, m)| m.value_source("steps"))
+        .is_some_and(|source| source == ValueSource::CommandLine)
+}
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let given = steps_given(&matches);
+    let cli = Cli::from_arg_matches(&matches)?;
     let device = cli.device.parse::<DeviceSpec>()?.open()?;
     match cli.command {
-        Command::Pretrain { args, resume } => {
+        Command::Pretrain { mut args, resume } => {
+            args.common.steps_given = given;
             let comm = comm::from_environment()?;
             pretrain::run(args, resume, &device, comm.as_ref())
         }
-        Command::Distill { args, resume } => {
+        Command::Distill { mut args, resume } => {
+            args.common.steps_given = given;
             let comm = comm::from_environment()?;
             distill::run(args, resume, &device, comm.as_ref())
         }

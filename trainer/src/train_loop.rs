@@ -46,9 +46,14 @@ pub struct LoopArgs {
     /// Model name written into the manifest.
     #[arg(long, default_value = "plm-esm")]
     pub name: String,
-    /// Optimizer steps.
+    /// Optimizer steps. With `--resume`, a larger value given on the command line extends the
+    /// run (the cosine schedule is stretched to the new total); left out, the stored one is kept.
     #[arg(long, default_value_t = 10_000)]
     pub steps: usize,
+    /// Whether `--steps` was typed (not defaulted): only then may `--resume` extend a run.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub steps_given: bool,
     /// Peak learning rate.
     #[arg(long, default_value_t = 4e-4)]
     pub lr: f64,
@@ -221,7 +226,8 @@ pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
     )
 }
 
-/// Opens a run: the stored arguments and state when resuming (only the step budget may grow),
+/// Opens a run: the stored arguments and state when resuming (only the step budget may grow,
+/// and only when `--steps` was given),
 /// otherwise a fresh state from `args`.
 pub fn open_run<A: RunArgs>(
     args: A,
@@ -233,8 +239,10 @@ pub fn open_run<A: RunArgs>(
     let last = out.join(LAST);
     if resume && last.join(STATE).is_file() {
         let mut state: TrainerState<A> = read_json(&last.join(STATE))?;
-        let steps = args.common().steps.max(state.args.common().steps);
-        state.args.common_mut().steps = steps;
+        if args.common().steps_given {
+            let steps = args.common().steps.max(state.args.common().steps);
+            state.args.common_mut().steps = steps;
+        }
         if comm.is_root() {
             eprintln!("resuming {} at step {}", out.display(), state.step);
         }

@@ -25,6 +25,38 @@ fn args(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -> Pretrai
 }
 
 #[test]
+fn resume_without_steps_keeps_the_stored_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = synthetic_fasta(tmp.path());
+    let run = tmp.path().join("run");
+    pretrain::run(
+        args(&train, None, &run, 3),
+        false,
+        &Device::Cpu,
+        &SingleProcess,
+    )
+    .unwrap();
+    let before = std::fs::read(run.join("last/model.safetensors")).unwrap();
+    // `--resume` with the default `--steps` (not typed): the run is already complete.
+    let mut defaulted = args(&train, None, &run, 10_000);
+    defaulted.common.steps_given = false;
+    pretrain::run(defaulted, true, &Device::Cpu, &SingleProcess).unwrap();
+    let after = std::fs::read(run.join("last/model.safetensors")).unwrap();
+    assert!(before == after, "a resume without --steps trained further");
+    // A typed larger budget extends it.
+    pretrain::run(
+        args(&train, None, &run, 5),
+        true,
+        &Device::Cpu,
+        &SingleProcess,
+    )
+    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("last/trainer.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 5);
+}
+
+#[test]
 fn resumed_run_is_bit_identical_to_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());

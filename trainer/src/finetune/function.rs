@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use plm_model::heads::{propagate_up, sigmoid, FunctionHead, FunctionHeadConfig};
+use plm_model::heads::{propagate_up, sigmoid, FunctionHead, FunctionHeadConfig, TermVocabulary};
 use plm_model::neighbours::{self, NeighbourHeadConfig};
 use serde_json::json;
 
@@ -41,7 +41,7 @@ fn fit(
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
         config,
     )?;
-    let n_labels = config.labels.len();
+    let n_labels = config.terms.labels.len();
     let targets = |idx: &[usize]| -> Result<Tensor> {
         let mut t = vec![0f32; idx.len() * n_labels];
         for (r, &i) in idx.iter().enumerate() {
@@ -160,9 +160,7 @@ fn neighbour_head(
     let head = NeighbourHeadConfig {
         input_dim: dim,
         k,
-        labels: config.labels.clone(),
-        names: config.names.clone(),
-        ancestors: config.ancestors.clone(),
+        terms: config.terms.clone(),
         entry_labels: entry_labels(y, entries),
     };
     Ok((head, bank))
@@ -261,9 +259,11 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         input_dim: x[0].len(),
         hidden: args.hidden,
         dropout: 0.2,
-        labels: labels.clone(),
-        names: vec![String::new(); labels.len()],
-        ancestors: vec![],
+        terms: TermVocabulary {
+            labels: labels.clone(),
+            names: vec![String::new(); labels.len()],
+            ancestors: vec![],
+        },
     };
     let training = args.head_training();
     let fitted = fit("EC head", &x, &y, &val, &train, &config, &training)?;
@@ -418,9 +418,11 @@ pub fn run_go(
         input_dim: x[0].len(),
         hidden: args.hidden,
         dropout: 0.2,
-        names: labels.iter().map(|l| graph.name(l)).collect(),
-        labels: labels.clone(),
-        ancestors: ancestors.clone(),
+        terms: TermVocabulary {
+            names: labels.iter().map(|l| graph.name(l)).collect(),
+            labels: labels.clone(),
+            ancestors: ancestors.clone(),
+        },
     };
     let training = args.head_training();
     let fitted = fit(

@@ -36,6 +36,7 @@ pub fn tiny_loop(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -
         out: out.to_path_buf(),
         name: "tiny-test".into(),
         steps,
+        steps_given: true,
         lr: 3e-3,
         warmup: 5,
         max_tokens: 2048,
