@@ -7,11 +7,12 @@ Usage: scripts/compare_results.py TEACHER/results.json STUDENT/results.json [TEA
 import json
 import sys
 
+from results_table import deployed
+
 
 def deployed_key(m):
     """results.json key of the head deployed for an ontology."""
-    head = m.get("deployed", {}).get("head", "mlp")
-    if head == "mlp":
+    if deployed(m) == "mlp":
         return "mlp"
     return next(k for k in m if k.startswith("nearest_neighbour"))
 

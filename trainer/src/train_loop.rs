@@ -227,8 +227,7 @@ pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
 }
 
 /// Opens a run: the stored arguments and state when resuming (only the step budget may grow,
-/// and only when `--steps` was given),
-/// otherwise a fresh state from `args`.
+/// and only when `--steps` was given), otherwise a fresh state from `args`.
 pub fn open_run<A: RunArgs>(
     args: A,
     resume: bool,

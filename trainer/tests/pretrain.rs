@@ -24,33 +24,26 @@ fn args(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -> Pretrai
     }
 }
 
+/// One pretraining run (or resumption) in this process, on the CPU.
+fn run_on_cpu(args: PretrainArgs, resume: bool) {
+    pretrain::run(args, resume, &Device::Cpu, &SingleProcess).unwrap();
+}
+
 #[test]
 fn resume_without_steps_keeps_the_stored_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
     let run = tmp.path().join("run");
-    pretrain::run(
-        args(&train, None, &run, 3),
-        false,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
+    run_on_cpu(args(&train, None, &run, 3), false);
     let before = std::fs::read(run.join("last/model.safetensors")).unwrap();
     // `--resume` with the default `--steps` (not typed): the run is already complete.
     let mut defaulted = args(&train, None, &run, 10_000);
     defaulted.common.steps_given = false;
-    pretrain::run(defaulted, true, &Device::Cpu, &SingleProcess).unwrap();
+    run_on_cpu(defaulted, true);
     let after = std::fs::read(run.join("last/model.safetensors")).unwrap();
     assert!(before == after, "a resume without --steps trained further");
     // A typed larger budget extends it.
-    pretrain::run(
-        args(&train, None, &run, 5),
-        true,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
+    run_on_cpu(args(&train, None, &run, 5), true);
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("last/trainer.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 5);
@@ -61,28 +54,10 @@ fn resumed_run_is_bit_identical_to_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
     let full = tmp.path().join("full");
-    pretrain::run(
-        args(&train, None, &full, 6),
-        false,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
+    run_on_cpu(args(&train, None, &full, 6), false);
     let split = tmp.path().join("split");
-    pretrain::run(
-        args(&train, None, &split, 3),
-        false,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
-    pretrain::run(
-        args(&train, None, &split, 6),
-        true,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
+    run_on_cpu(args(&train, None, &split, 3), false);
+    run_on_cpu(args(&train, None, &split, 6), true);
     let a = std::fs::read(full.join("last/model.safetensors")).unwrap();
     let b = std::fs::read(split.join("last/model.safetensors")).unwrap();
     assert!(a == b, "resumed weights differ from the uninterrupted run");
@@ -128,17 +103,11 @@ fn bf16_mixed_precision_follows_f32_and_saves_f32_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
     let f32_run = tmp.path().join("f32");
-    pretrain::run(
-        args(&train, None, &f32_run, 6),
-        false,
-        &Device::Cpu,
-        &SingleProcess,
-    )
-    .unwrap();
+    run_on_cpu(args(&train, None, &f32_run, 6), false);
     let bf16_run = tmp.path().join("bf16");
     let mut a = args(&train, None, &bf16_run, 6);
     a.common.dtype = Precision::Bf16;
-    pretrain::run(a, false, &Device::Cpu, &SingleProcess).unwrap();
+    run_on_cpu(a, false);
     let (x, y) = (losses(&f32_run), losses(&bf16_run));
     assert_eq!(x.len(), 6);
     for (step, (a, b)) in x.iter().zip(&y).enumerate() {
@@ -195,7 +164,7 @@ fn loss_falls_on_real_sequences() {
     let fresh = TrainableModel::new(&config, c.seed, &Device::Cpu).unwrap();
     let before =
         pretrain::perplexity(&fresh.model, &tok, &seqs, 2048, c.seed, &Device::Cpu).unwrap();
-    pretrain::run(a, false, &Device::Cpu, &SingleProcess).unwrap();
+    run_on_cpu(a, false);
     let trained = TrainableModel::from_checkpoint(&out.join("last"), &Device::Cpu).unwrap();
     let after = pretrain::perplexity(&trained.model, &tok, &seqs, 2048, 7, &Device::Cpu).unwrap();
     eprintln!("validation perplexity: {before:.2} -> {after:.2}");
