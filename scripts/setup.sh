@@ -18,6 +18,7 @@ echo "[setup] building and installing the extension ${profile_flag:-(dev profile
 # Installing rewrites pg_plm.so in place: stop a local server that preloads (maps) it first.
 scripts/pg-local.sh stop
 (cd extension && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG")
+scripts/install-server.sh
 scripts/install-models.sh
 scripts/pg-local.sh start
 echo "[setup] first query:"

@@ -29,14 +29,15 @@ else
   echo "Python reference stack unavailable: the 8M parity test will report SKIPPED"
 fi
 
-step "model and trainer tests"
-cargo test -p plm-model -p plm-train --features plm-train/mpi
+step "model, server and trainer tests"
+cargo test -p plm-model -p plm-serve -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 
 step "extension in-server tests (cargo pgrx test)"
 # pgrx test and install rewrite pg_plm.so in place: a running server that preloads it (and so
 # maps it) must be stopped first.
 scripts/pg-local.sh stop
+scripts/install-server.sh
 scripts/install-models.sh
 PGRX_TEST_HOME=/var/lib/postgresql/pg_plm-pgrx-test
 mkdir -p "$PGRX_TEST_HOME" && chown postgres:postgres "$PGRX_TEST_HOME"

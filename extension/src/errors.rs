@@ -40,3 +40,19 @@ pub fn undefined_object(message: String) -> ! {
     );
     unreachable!("ereport(ERROR) does not return")
 }
+
+/// The `model` argument of a form that names its model (IMMUTABLE): NULL is an error, since
+/// only the forms without a `model` argument may use `plm.default_model`.
+pub fn explicit_model(model: Option<&str>) -> &str {
+    match model {
+        Some(m) => m,
+        None => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "pg_plm: model must not be NULL",
+                "Omit the model argument to use plm.default_model."
+            );
+        }
+    }
+}

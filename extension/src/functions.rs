@@ -1,18 +1,19 @@
 //! Prediction functions: embeddings and contacts.
 //!
-//! They are IMMUTABLE and PARALLEL SAFE with a high COST: a model name resolves to a checkpoint
-//! whose weights fingerprint is fixed (see `registry`), so the same arguments always give the
-//! same result. They are not declared STRICT only because their optional arguments default to
-//! NULL (STRICT would turn every call that relies on a default into NULL); a NULL sequence
-//! still gives NULL.
+//! Every function has two forms (see `model_name`): without `model`, STABLE (it reads
+//! `plm.default_model`), and with `model` right after the sequence, IMMUTABLE (a model name
+//! resolves to a checkpoint whose weights fingerprint is fixed, see `registry`). Both are
+//! PARALLEL SAFE with a high COST. They are not STRICT only because their optional arguments
+//! default to NULL; a NULL sequence still gives NULL.
 
 use pgrx::prelude::*;
-use plm_model::serve::{Output, Task};
 use plm_model::{Matrix, Pooling};
+use plm_serve::{Output, Task};
 
 use crate::array2d::RealMatrix;
 use crate::errors::OrRaise;
 use crate::inference::{run, unexpected};
+use crate::model_name::{given, ModelName};
 
 fn vectors(model: Option<&str>, task: Task) -> Vec<Vec<f32>> {
     match run(model, task) {
@@ -32,15 +33,12 @@ fn pooling(p: Option<&str>) -> Pooling {
     p.unwrap_or("mean").parse::<Pooling>().or_raise()
 }
 
-/// Pooled embedding of a protein sequence from `layer` (NULL: the last; negative: from the end).
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_embed(
-    sequence: Option<&str>,
-    model: default!(Option<&str>, "NULL"),
-    layer: default!(Option<i32>, "NULL"),
-    pooling: default!(Option<&str>, "'mean'"),
+fn embed_one(
+    model: Option<&str>,
+    sequence: &str,
+    layer: Option<i32>,
+    pooling: Option<&str>,
 ) -> Option<Vec<f32>> {
-    let sequence = sequence?;
     let task = Task::Embed {
         sequences: vec![sequence.to_string()],
         layer: layer.map(i64::from),
@@ -49,15 +47,38 @@ fn plm_embed(
     vectors(model, task).pop()
 }
 
-/// Pooled embeddings of many sequences in length-bucketed batches; one row per array element,
-/// `ordinality` 1-based, NULL elements give NULL embeddings.
-#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_embed")]
-fn plm_embed_batch(
-    sequences: Option<Vec<Option<String>>>,
-    model: default!(Option<&str>, "NULL"),
+/// Pooled embedding of a protein sequence with the default model, from `layer` (NULL: the
+/// last; negative: from the end).
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_embed(
+    sequence: Option<&str>,
     layer: default!(Option<i32>, "NULL"),
     pooling: default!(Option<&str>, "'mean'"),
-) -> TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))> {
+) -> Option<Vec<f32>> {
+    embed_one(None, sequence?, layer, pooling)
+}
+
+/// Pooled embedding of a protein sequence with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_embed")]
+fn plm_embed_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    layer: default!(Option<i32>, "NULL"),
+    pooling: default!(Option<&str>, "'mean'"),
+) -> Option<Vec<f32>> {
+    let sequence = sequence?;
+    embed_one(Some(&given(model)), sequence, layer, pooling)
+}
+
+type EmbeddingRows =
+    TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))>;
+
+fn embed_many(
+    model: Option<&str>,
+    sequences: Option<Vec<Option<String>>>,
+    layer: Option<i32>,
+    pooling: Option<&str>,
+) -> EmbeddingRows {
     let Some(sequences) = sequences else {
         return TableIterator::new(Vec::new());
     };
@@ -82,16 +103,37 @@ fn plm_embed_batch(
     TableIterator::new(rows)
 }
 
-/// Per-residue features, a 2-D `real[]` (residues × hidden). With `layers`, the hidden states of
-/// those layers side by side (residues × hidden·len(layers)): multi-scale features.
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_embed_residues(
-    sequence: Option<&str>,
-    model: default!(Option<&str>, "NULL"),
+/// Pooled embeddings of many sequences with the default model, in length-bucketed batches;
+/// one row per array element, `ordinality` 1-based, NULL elements give NULL embeddings.
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_embed")]
+fn plm_embed_batch(
+    sequences: Option<Vec<Option<String>>>,
     layer: default!(Option<i32>, "NULL"),
-    layers: default!(Option<Vec<Option<i32>>>, "NULL"),
+    pooling: default!(Option<&str>, "'mean'"),
+) -> EmbeddingRows {
+    embed_many(None, sequences, layer, pooling)
+}
+
+/// Pooled embeddings of many sequences with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_embed")]
+fn plm_embed_batch_with_model(
+    sequences: Option<Vec<Option<String>>>,
+    model: Option<ModelName>,
+    layer: default!(Option<i32>, "NULL"),
+    pooling: default!(Option<&str>, "'mean'"),
+) -> EmbeddingRows {
+    if sequences.is_none() {
+        return TableIterator::new(Vec::new());
+    }
+    embed_many(Some(&given(model)), sequences, layer, pooling)
+}
+
+fn residues(
+    model: Option<&str>,
+    sequence: &str,
+    layer: Option<i32>,
+    layers: Option<Vec<Option<i32>>>,
 ) -> Option<RealMatrix> {
-    let sequence = sequence?;
     let chosen: Vec<Option<i64>> = match layers {
         Some(ls) if !ls.is_empty() => ls.into_iter().map(|l| l.map(i64::from)).collect(),
         _ => vec![layer.map(i64::from)],
@@ -108,17 +150,40 @@ fn plm_embed_residues(
     })
 }
 
-/// Predicted residue contacts with probability ≥ `min_probability`: 1-based positions, i < j.
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_contacts(
+/// Per-residue features with the default model, a 2-D `real[]` (residues × hidden). With
+/// `layers`, the hidden states of those layers side by side (residues × hidden·len(layers)).
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_embed_residues(
     sequence: Option<&str>,
-    min_probability: default!(Option<f32>, "0.5"),
-    model: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))> {
+    layer: default!(Option<i32>, "NULL"),
+    layers: default!(Option<Vec<Option<i32>>>, "NULL"),
+) -> Option<RealMatrix> {
+    residues(None, sequence?, layer, layers)
+}
+
+/// Per-residue features with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_embed_residues")]
+fn plm_embed_residues_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    layer: default!(Option<i32>, "NULL"),
+    layers: default!(Option<Vec<Option<i32>>>, "NULL"),
+) -> Option<RealMatrix> {
+    let sequence = sequence?;
+    residues(Some(&given(model)), sequence, layer, layers)
+}
+
+type ContactRows = TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))>;
+
+fn contacts(
+    model: Option<&str>,
+    sequence: Option<&str>,
+    min_probability: Option<f32>,
+) -> ContactRows {
     let Some(sequence) = sequence else {
         return TableIterator::new(Vec::new());
     };
-    let threshold = min_probability.unwrap_or(0.5);
+    let threshold = crate::tasks::threshold(min_probability, 0.5);
     let task = Task::Contacts {
         sequence: sequence.to_string(),
     };
@@ -135,4 +200,27 @@ fn plm_contacts(
         }
     }
     TableIterator::new(rows)
+}
+
+/// Predicted residue contacts with the default model, probability ≥ `min_probability`:
+/// 1-based positions, i < j.
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_contacts(
+    sequence: Option<&str>,
+    min_probability: default!(Option<f32>, "0.5"),
+) -> ContactRows {
+    contacts(None, sequence, min_probability)
+}
+
+/// Predicted residue contacts with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_contacts")]
+fn plm_contacts_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    min_probability: default!(Option<f32>, "0.5"),
+) -> ContactRows {
+    if sequence.is_none() {
+        return TableIterator::new(Vec::new());
+    }
+    contacts(Some(&given(model)), sequence, min_probability)
 }

@@ -1,11 +1,12 @@
-//! Where a request is computed: by the shared worker when it runs, else in this backend.
-//! Both use the same `plm_model::serve::execute`, so the answer is the same either way.
+//! Where a request is computed: by the isolated inference server (the default), or in this
+//! backend when a superuser turned `plm.use_worker` off or `plm.worker_fallback` allows it.
+//! Both use the same `plm_serve::execute`, so the answer is the same either way.
 
-use plm_model::serve::{execute, Output, Request, Task};
+use plm_serve::{execute, ModelRef, Output, Request, RequestSettings, Task};
 
 use crate::errors::{raise, OrRaise};
 use crate::registry::{cache, exec_options, local_registry, model_ref, request_settings};
-use crate::worker;
+use crate::server as worker;
 
 /// Computes `task` with `model` (NULL: the default model).
 pub fn run(model: Option<&str>, task: Task) -> Output {
@@ -39,21 +40,17 @@ pub fn run(model: Option<&str>, task: Task) -> Output {
     local(&model, &settings, &task)
 }
 
-fn local(
-    model: &plm_model::serve::ModelRef,
-    settings: &plm_model::serve::RequestSettings,
-    task: &Task,
-) -> Output {
+fn local(model: &ModelRef, settings: &RequestSettings, task: &Task) -> Output {
     cache(); // applies a changed plm.cache_size_mb
     execute(local_registry(), model, settings, task, &exec_options()).or_raise()
 }
 
 /// An answer of an unexpected kind (a bug): an internal error.
 pub fn unexpected(output: &Output) -> ! {
-    raise(plm_model::PlmError::Remote {
-        class: plm_model::ErrorClass::Internal,
-        message: format!("unexpected answer from the engine: {}", kind(output)),
-    })
+    raise(plm_model::PlmError::Internal(format!(
+        "unexpected answer from the engine: {}",
+        kind(output)
+    )))
 }
 
 fn kind(output: &Output) -> &'static str {

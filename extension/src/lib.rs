@@ -1,7 +1,11 @@
 //! `pg_plm`: protein language models in PostgreSQL.
 //!
-//! This crate only translates between SQL and the `plm-model` library: settings, model names,
-//! error mapping, the shared inference worker's process plumbing, and the SQL functions.
+//! This crate only translates between SQL and the `plm-model`/`plm-serve` libraries: settings,
+//! model names, error mapping, the supervisor of the isolated inference server, and the SQL
+//! functions.
+
+// The pgrx glue: FFI with PostgreSQL throughout (the libraries deny unsafe code).
+#![allow(unsafe_code)]
 
 use pgrx::prelude::*;
 
@@ -9,21 +13,22 @@ mod array2d;
 mod errors;
 mod functions;
 mod inference;
+mod model_name;
 mod operators;
 mod registry;
+mod server;
 mod settings;
 mod tasks;
-mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Registers the settings, and the shared inference worker when preloaded. Nothing heavy
-/// happens here: models load on first use in the worker (or in the backend that needs them),
-/// never in the postmaster, whose state is inherited by `fork()`.
+/// Registers the settings, and the inference server's supervisor when preloaded. Nothing
+/// heavy happens here: models load in the separate inference server process, never in the
+/// postmaster or a backend (unless a superuser asks for in-backend inference).
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
-    worker::register();
+    server::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

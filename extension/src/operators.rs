@@ -1,20 +1,21 @@
 //! Functions for operators: installed models, cache counters, version.
 
 use pgrx::prelude::*;
-use plm_model::serve::{Output, Request, WorkerStats};
 use plm_model::{CacheStats, Checkpoint};
+use plm_serve::{Output, Request, WorkerStats};
 
 use crate::errors::raise;
 use crate::inference::unexpected;
 use crate::registry::{available_models, cache, local_registry};
-use crate::{settings, worker};
+use crate::server as worker;
+use crate::settings;
 
-/// The worker's counters, when this backend uses the worker.
+/// The server's counters, when this backend uses the server.
 fn worker_stats() -> Option<WorkerStats> {
     worker::active().then(|| fetch_worker_stats().unwrap_or_else(|e| raise(e)))
 }
 
-/// Asks the worker for its counters.
+/// Asks the server for its counters.
 fn fetch_worker_stats() -> Result<WorkerStats, plm_model::PlmError> {
     match worker::call(&Request::Stats)? {
         Output::Stats(s) => Ok(*s),
@@ -131,55 +132,97 @@ fn plm_cache_clear() -> i64 {
     n
 }
 
-/// Counters of the shared inference worker; no row when this backend does not use one
-/// (library not in `shared_preload_libraries`, or `plm.use_worker` off).
+/// The inference server: its supervisor's state (`running`, `restarting`, `stopped`), the
+/// restarts and how the last server process ended, and the server's counters (NULL while it
+/// is not reachable). No row before a supervisor ever ran in this data directory.
 #[pg_extern]
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out here
 fn plm_worker_stats() -> TableIterator<
     'static,
     (
-        name!(pid, i32),
-        name!(uptime_s, f64),
-        name!(requests, i64),
-        name!(batches, i64),
-        name!(mean_batch_size, f64),
-        name!(sequences, i64),
-        name!(mean_queue_wait_ms, f64),
-        name!(max_queue_wait_ms, f64),
-        name!(errors, i64),
-        name!(cancelled, i64),
-        name!(connections, i64),
-        name!(cache_hits, i64),
-        name!(cache_misses, i64),
-        name!(cache_entries, i64),
-        name!(cache_bytes, i64),
-        name!(models, Vec<String>),
-        name!(resident_bytes, i64),
+        name!(state, String),
+        name!(supervisor_pid, i32),
+        name!(restarts, i64),
+        name!(last_exit, Option<String>),
+        name!(pid, Option<i32>),
+        name!(uptime_s, Option<f64>),
+        name!(requests, Option<i64>),
+        name!(batches, Option<i64>),
+        name!(mean_batch_size, Option<f64>),
+        name!(sequences, Option<i64>),
+        name!(mean_queue_wait_ms, Option<f64>),
+        name!(max_queue_wait_ms, Option<f64>),
+        name!(errors, Option<i64>),
+        name!(refused, Option<i64>),
+        name!(cancelled, Option<i64>),
+        name!(connections, Option<i64>),
+        name!(cache_hits, Option<i64>),
+        name!(cache_misses, Option<i64>),
+        name!(cache_entries, Option<i64>),
+        name!(cache_bytes, Option<i64>),
+        name!(models, Option<Vec<String>>),
+        name!(resident_bytes, Option<i64>),
     ),
 > {
-    let Some(s) = worker_stats() else {
+    let server = worker::active()
+        .then(|| fetch_worker_stats().ok())
+        .flatten();
+    let Some(supervisor) = worker::supervisor_state() else {
         return TableIterator::new(Vec::new());
     };
     let per = |total: u64, n: u64| if n == 0 { 0.0 } else { total as f64 / n as f64 };
-    TableIterator::once((
-        s.pid as i32,
-        s.uptime_s,
-        s.requests as i64,
-        s.batches as i64,
-        per(s.requests, s.batches),
-        s.sequences as i64,
-        per(s.queue_wait_us, s.requests) / 1000.0,
-        s.max_queue_wait_us as f64 / 1000.0,
-        s.errors as i64,
-        s.cancelled as i64,
-        s.connections as i64,
-        s.cache.hits as i64,
-        s.cache.misses as i64,
-        s.cache.entries as i64,
-        s.cache.bytes as i64,
-        s.models.iter().map(|m| m.display().to_string()).collect(),
-        s.resident_bytes as i64,
-    ))
+    let n = |v: u64| Some(v as i64);
+    let row = match server {
+        Some(s) => (
+            supervisor.state,
+            supervisor.supervisor_pid as i32,
+            supervisor.restarts as i64,
+            supervisor.last_exit,
+            Some(s.pid as i32),
+            Some(s.uptime_s),
+            n(s.requests),
+            n(s.batches),
+            Some(per(s.requests, s.batches)),
+            n(s.sequences),
+            Some(per(s.queue_wait_us, s.requests) / 1000.0),
+            Some(s.max_queue_wait_us as f64 / 1000.0),
+            n(s.errors),
+            n(s.refused),
+            n(s.cancelled),
+            n(s.connections),
+            n(s.cache.hits),
+            n(s.cache.misses),
+            n(s.cache.entries),
+            n(s.cache.bytes),
+            Some(s.models.iter().map(|m| m.display().to_string()).collect()),
+            n(s.resident_bytes),
+        ),
+        None => (
+            supervisor.state,
+            supervisor.supervisor_pid as i32,
+            supervisor.restarts as i64,
+            supervisor.last_exit,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    };
+    TableIterator::once(row)
 }
 
 /// Version of the extension and the model library.

@@ -1,14 +1,14 @@
 //! Model names and this backend's own models.
 //!
 //! A model name is a sub-directory of `plm.model_dir`; it resolves to a [`ModelRef`] that is
-//! computed either by the shared worker or by this backend's [`ModelRegistry`] (which refuses
-//! weights or heads that changed on disk under a loaded name).
+//! computed either by the inference server or (for debugging) by this backend's
+//! [`ModelRegistry`] (which refuses weights or heads that changed on disk under a loaded name).
 
 use std::sync::{Arc, OnceLock};
 
 use plm_model::checkpoint::files;
-use plm_model::serve::{ExecOptions, ModelRef, RequestSettings};
-use plm_model::{DeviceSpec, EmbeddingCache, LongSequencePolicy, ModelRegistry};
+use plm_model::{DeviceSpec, EmbeddingCache};
+use plm_serve::{ExecOptions, ModelRef, ModelRegistry, RequestSettings};
 
 use crate::errors::{undefined_object, OrRaise};
 use crate::settings;
@@ -109,16 +109,11 @@ fn unknown_model(name: &str) -> ! {
     undefined_object(format!("unknown model '{name}' (available: {available})"))
 }
 
-/// The settings of this session that can change results.
+/// The settings of this session that decide whether a request is accepted.
 pub fn request_settings() -> RequestSettings {
-    let policy = settings::string(&settings::LONG_SEQUENCE_POLICY)
-        .unwrap_or_else(|| "error".into())
-        .parse::<LongSequencePolicy>()
-        .or_raise();
     RequestSettings {
-        long_sequences: policy,
-        max_residues: Some(settings::MAX_LENGTH.get().max(1) as u32),
-        window_overlap: 256,
+        long_sequences: settings::LONG_SEQUENCE_POLICY.get().into(),
+        max_length: settings::MAX_LENGTH.get().max(1) as u32,
     }
 }
 
@@ -127,6 +122,7 @@ pub fn exec_options() -> ExecOptions {
     ExecOptions {
         max_tokens_per_batch: settings::MAX_TOKENS_PER_BATCH.get().max(64) as usize,
         threads: settings::THREADS.get().max(0) as usize,
+        max_request_bytes: (settings::max_request_mb() << 20) as usize,
         interrupt_check: Some(check_interrupts),
     }
 }

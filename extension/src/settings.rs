@@ -1,64 +1,104 @@
-//! `plm.*` settings (GUCs).
+//! `plm.*` settings (GUCs): typed (enums for policies and modes, a checked device name), the
+//! `plm` prefix reserved so that a misspelled name is an error, and bad values refused at
+//! `SET` rather than at the next query.
+//!
+//! Settings a session may change (`plm.max_length`, `plm.long_sequence_policy`,
+//! `plm.max_tokens_per_batch`, `plm.worker_connect_timeout_ms`) only decide whether a call is
+//! accepted, never what it returns. Everything that touches files, devices, processes or
+//! resource limits is superuser-only or set in the server's configuration.
 
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use plm_model::{DeviceSpec, LongSequencePolicy};
+
+/// What to do with sequences over the model's own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum LongSequences {
+    /// Refuse them.
+    #[name = c"error"]
+    Error,
+    /// Overlapping windows of the model's length, averaged per residue.
+    #[name = c"window"]
+    Window,
+}
+
+impl From<LongSequences> for LongSequencePolicy {
+    fn from(p: LongSequences) -> Self {
+        match p {
+            LongSequences::Error => LongSequencePolicy::Error,
+            LongSequences::Window => LongSequencePolicy::Window,
+        }
+    }
+}
+
+/// What a backend does when the inference server is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum Fallback {
+    /// Raise `08006`.
+    #[name = c"error"]
+    Error,
+    /// Compute in this backend (no crash isolation for that request).
+    #[name = c"local"]
+    Local,
+}
 
 /// Directory holding one sub-directory per model (superuser only).
 pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-/// Model used when a function's `model` argument is NULL (superuser only).
+/// Model used by the forms without a `model` argument (superuser only).
 pub static DEFAULT_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-/// `cpu`, `cuda`, `cuda:N` (superuser only).
+/// `cpu`, `cuda`, `cuda:N` (superuser only; checked at `SET`).
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 /// Embedding cache budget in MB (superuser only).
 pub static CACHE_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(256);
-/// Token budget of one batch.
+/// Token budget of one batch of in-backend inference.
 pub static MAX_TOKENS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(8192);
-/// Compute threads of a backend (0: all cores; superuser only).
+/// Compute threads (0: all cores; superuser only).
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-/// Residue limit (clamped to the model's own, 1022 for ESM-2).
-pub static MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(1022);
-/// `error` or `window`.
-pub static LONG_SEQUENCE_POLICY: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"error"));
+/// Longest sequence accepted, in residues, under either policy.
+pub static MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+/// What to do with sequences over the model's own limit.
+pub static LONG_SEQUENCE_POLICY: GucSetting<LongSequences> =
+    GucSetting::<LongSequences>::new(LongSequences::Error);
+/// Most memory one request may need, MB (0: an eighth of the machine's memory).
+pub static MAX_REQUEST_MB: GucSetting<i32> = GucSetting::<i32>::new(0);
 
-/// Route inference through the shared worker when it runs (superuser only).
+/// Send inference to the isolated inference server (superuser only; off is for debugging).
 pub static USE_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
-/// What a backend does when the worker is unavailable: `error` or `local` (superuser only).
-pub static WORKER_FALLBACK: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"error"));
-/// How long a backend waits for a starting worker to accept its connection, ms.
+/// What a backend does when the server is unavailable (superuser only).
+pub static WORKER_FALLBACK: GucSetting<Fallback> = GucSetting::<Fallback>::new(Fallback::Error);
+/// How long a backend waits for a (re)starting server, ms.
 pub static WORKER_CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-/// Longest wait of the worker for more requests to fill a batch, ms (reload).
+/// Longest wait of the server for more requests to fill a batch, ms (reload).
 pub static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
-/// Residue budget of one worker batch (reload).
+/// Residue budget of one server batch (reload).
 pub static WORKER_MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
-/// Largest request the worker accepts, MB (reload).
-pub static WORKER_MAX_REQUEST_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+/// The server executable (reload; empty: `plm-serve` beside the `postgres` executable).
+pub static SERVER_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Registers every setting; called from `_PG_init`.
 pub fn register() {
     GucRegistry::define_bool_guc(
         c"plm.use_worker",
-        c"Send inference to the shared worker when pg_plm is in shared_preload_libraries.",
-        c"Off: this backend loads and runs models itself (one copy per backend).",
+        c"Send inference to the isolated inference server (plm-serve).",
+        c"Off computes in this backend, without crash isolation: for debugging only.",
         &USE_WORKER,
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
+    GucRegistry::define_enum_guc(
         c"plm.worker_fallback",
-        c"When the shared worker is unavailable: error, or local (run in this backend).",
-        c"A request in flight when the worker ends gets an error unless this is local.",
+        c"When the inference server is unavailable: error, or local (compute in this backend).",
+        c"A request in flight when the server ends gets an error unless this is local.",
         &WORKER_FALLBACK,
         GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"plm.worker_connect_timeout_ms",
-        c"How long a backend waits for a (re)starting worker, in milliseconds.",
-        c"The worker restarts about a second after it ends.",
+        c"How long a backend waits for a (re)starting inference server, in milliseconds.",
+        c"The server restarts within a second of ending, plus the time to load the default model.",
         &WORKER_CONNECT_TIMEOUT_MS,
         0,
         600_000,
@@ -67,8 +107,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"plm.worker_batch_wait_ms",
-        c"Longest wait of the shared worker for concurrent requests to fill a batch.",
-        c"0 runs each request as soon as the worker is free.",
+        c"Longest wait of the inference server for concurrent requests to fill a batch.",
+        c"0 runs each request as soon as the server is free.",
         &WORKER_BATCH_WAIT_MS,
         0,
         1000,
@@ -77,7 +117,7 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"plm.worker_max_batch_tokens",
-        c"Residue budget of one batch of the shared worker.",
+        c"Residue budget of one batch of the inference server.",
         c"Requests join a batch until this many residues are gathered.",
         &WORKER_MAX_BATCH_TOKENS,
         64,
@@ -86,14 +126,22 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
-        c"plm.worker_max_request_mb",
-        c"Largest request the shared worker accepts, in megabytes.",
-        c"Larger requests are refused with an error.",
-        &WORKER_MAX_REQUEST_MB,
-        1,
-        1024,
+        c"plm.max_request_mb",
+        c"Most memory one request may need, in megabytes (0: an eighth of the machine's memory).",
+        c"Estimated from the request's shape before anything runs; larger requests fail with SQLSTATE 54000.",
+        &MAX_REQUEST_MB,
+        0,
+        1 << 22,
         GucContext::Sighup,
         GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_string_guc(
+        c"plm.server_path",
+        c"The inference server executable.",
+        c"Empty means plm-serve in the directory of the postgres executable.",
+        &SERVER_PATH,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
         c"plm.model_dir",
@@ -105,20 +153,26 @@ pub fn register() {
     );
     GucRegistry::define_string_guc(
         c"plm.default_model",
-        c"Model used when the model argument is NULL.",
+        c"Model used by the function forms without a model argument.",
         c"Empty means plm-default when present, else the only model in plm.model_dir.",
         &DEFAULT_MODEL,
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"plm.device",
-        c"Device models run on: cpu, cuda or cuda:N.",
-        c"CUDA needs a build with the cuda feature.",
-        &DEVICE,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
+    // SAFETY: registering a string setting with a check hook that neither panics nor raises.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"plm.device",
+            c"Device models run on: cpu, cuda or cuda:N.",
+            c"CUDA needs a build with the cuda feature.",
+            &DEVICE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_device),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"plm.cache_size_mb",
         c"Size of the embedding cache in megabytes (0 disables it).",
@@ -131,8 +185,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"plm.max_tokens_per_batch",
-        c"Token budget of one inference batch, padding included.",
-        c"Sequences are sorted by length and cut into batches under this budget.",
+        c"Token budget of one batch of in-backend inference, padding included.",
+        c"Results do not depend on it; the inference server uses plm.worker_max_batch_tokens.",
         &MAX_TOKENS_PER_BATCH,
         64,
         1 << 24,
@@ -141,7 +195,7 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"plm.threads",
-        c"Compute threads per backend (0: all cores).",
+        c"Compute threads (0: all cores).",
         c"Applies when a model is loaded.",
         &THREADS,
         0,
@@ -151,22 +205,58 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"plm.max_length",
-        c"Longest sequence, in residues, embedded in one pass.",
-        c"Clamped to the model's own limit (1022 for ESM-2).",
+        c"Longest sequence accepted, in residues.",
+        c"Longer sequences are refused under either long-sequence policy.",
         &MAX_LENGTH,
         1,
-        1 << 20,
+        1_000_000,
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
+    GucRegistry::define_enum_guc(
         c"plm.long_sequence_policy",
-        c"What to do with sequences over plm.max_length: error or window.",
-        c"window embeds overlapping windows and averages the per-residue outputs.",
+        c"What to do with sequences over the model's own limit: error or window.",
+        c"window embeds overlapping windows of the model's length and averages per residue.",
         &LONG_SEQUENCE_POLICY,
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: called once from _PG_init, after this prefix's settings are defined.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"plm".as_ptr()) };
+}
+
+/// Check hook of `plm.device`: a device this build can use.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_device(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to a NUL-terminated string (or NULL).
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        CStr::from_ptr(*newval).to_string_lossy().into_owned()
+    };
+    let problem = match value.trim().parse::<DeviceSpec>() {
+        Ok(DeviceSpec::Cuda(_)) if !cfg!(feature = "cuda") => Some(
+            "this build of pg_plm has no CUDA support (build it with the cuda feature)".to_string(),
+        ),
+        Ok(_) => None,
+        Err(_) if value.trim().is_empty() => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let Some(problem) = problem else {
+        return true;
+    };
+    let detail = CString::new(problem).unwrap_or_default();
+    // SAFETY: the documented way to report a check hook's failure: a palloc'd detail string.
+    unsafe {
+        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+    }
+    false
 }
 
 /// The value of a string setting, `None` when unset or empty.
@@ -184,13 +274,56 @@ pub fn model_dir() -> PathBuf {
         .unwrap_or_else(|| share_dir().join("extension").join("pg_plm_models"))
 }
 
+/// `plm.max_request_mb`, with 0 meaning an eighth of the machine's memory (at least 256 MB).
+pub fn max_request_mb() -> u64 {
+    match MAX_REQUEST_MB.get() {
+        mb if mb > 0 => mb as u64,
+        _ => (physical_memory_mb() / 8).max(256),
+    }
+}
+
+fn physical_memory_mb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || size <= 0 {
+        return 8192;
+    }
+    (pages as u64 * size as u64) >> 20
+}
+
+/// The directory of the running `postgres` executable (where `plm-serve` is installed).
+pub fn bin_dir() -> PathBuf {
+    // SAFETY: my_exec_path is a NUL-terminated MAXPGPATH buffer set at start-up.
+    let exec = unsafe {
+        CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>())
+            .to_string_lossy()
+            .into_owned()
+    };
+    PathBuf::from(exec)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The inference server executable: `plm.server_path`, or `plm-serve` beside `postgres`.
+pub fn server_path() -> PathBuf {
+    string(&SERVER_PATH)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("plm-serve"))
+}
+
 fn share_dir() -> PathBuf {
-    let mut buf = [0 as std::ffi::c_char; pgrx::pg_sys::MAXPGPATH as usize];
+    let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
     // SAFETY: my_exec_path is a NUL-terminated MAXPGPATH buffer set at start-up, and
     // get_share_path writes at most MAXPGPATH bytes into `buf`.
     unsafe {
-        pgrx::pg_sys::get_share_path(
-            std::ptr::addr_of!(pgrx::pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
+        pg_sys::get_share_path(
+            std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
             buf.as_mut_ptr(),
         );
         PathBuf::from(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())

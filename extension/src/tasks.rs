@@ -1,11 +1,12 @@
 //! Task predictions: function terms, interaction probability and binding sites, from the task
-//! heads stored in a model directory. Same markings and error rules as the embedding functions.
+//! heads stored in a model directory. Same two forms and markings as the embedding functions.
 
 use pgrx::prelude::*;
-use plm_model::serve::{Output, Task};
+use plm_serve::{Output, Task};
 
-use crate::errors::OrRaise;
+use crate::errors::{raise, OrRaise};
 use crate::inference::{run, unexpected};
+use crate::model_name::{given, ModelName};
 
 fn non_negative(value: i32, what: &str) -> usize {
     usize::try_from(value)
@@ -17,29 +18,27 @@ fn non_negative(value: i32, what: &str) -> usize {
         .or_raise()
 }
 
-fn threshold(value: Option<f32>, default: f32) -> f32 {
+/// A score threshold between 0 and 1 (NULL: `default`).
+pub fn threshold(value: Option<f32>, default: f32) -> f32 {
     let t = value.unwrap_or(default);
     if !(0.0..=1.0).contains(&t) || t.is_nan() {
-        crate::errors::raise(plm_model::PlmError::InvalidArgument(format!(
+        raise(plm_model::PlmError::InvalidArgument(format!(
             "threshold must be between 0 and 1, got {t}"
         )));
     }
     t
 }
 
-/// Predicted function terms of a protein: EC numbers (`ontology => 'ec'`) or GO terms
-/// (`'go_mf'`, `'go_bp'`, `'go_cc'`), best first.
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_function(
-    sequence: Option<&str>,
-    ontology: default!(Option<&str>, "'ec'"),
-    top_k: default!(Option<i32>, "5"),
-    min_score: default!(Option<f32>, "0.0"),
-    model: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))> {
-    let Some(sequence) = sequence else {
-        return TableIterator::new(Vec::new());
-    };
+type FunctionRows =
+    TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))>;
+
+fn function(
+    model: Option<&str>,
+    sequence: &str,
+    ontology: Option<&str>,
+    top_k: Option<i32>,
+    min_score: Option<f32>,
+) -> FunctionRows {
     let top_k = non_negative(top_k.unwrap_or(5), "top_k");
     let min_score = threshold(min_score, 0.0);
     let task = Task::Function {
@@ -55,14 +54,37 @@ fn plm_function(
     TableIterator::new(rows.into_iter().map(|p| (p.term, p.name, p.score)))
 }
 
-/// Probability that two proteins interact; symmetric in its two arguments.
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_ppi(
-    sequence_a: Option<&str>,
-    sequence_b: Option<&str>,
-    model: default!(Option<&str>, "NULL"),
-) -> Option<f32> {
-    let (a, b) = (sequence_a?, sequence_b?);
+/// Predicted function terms of a protein with the default model: EC numbers
+/// (`ontology => 'ec'`) or GO terms (`'go_mf'`, `'go_bp'`, `'go_cc'`), best first.
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_function(
+    sequence: Option<&str>,
+    ontology: default!(Option<&str>, "'ec'"),
+    top_k: default!(Option<i32>, "5"),
+    min_score: default!(Option<f32>, "0.0"),
+) -> FunctionRows {
+    match sequence {
+        Some(s) => function(None, s, ontology, top_k, min_score),
+        None => TableIterator::new(Vec::new()),
+    }
+}
+
+/// Predicted function terms of a protein with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_function")]
+fn plm_function_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    ontology: default!(Option<&str>, "'ec'"),
+    top_k: default!(Option<i32>, "5"),
+    min_score: default!(Option<f32>, "0.0"),
+) -> FunctionRows {
+    match sequence {
+        Some(s) => function(Some(&given(model)), s, ontology, top_k, min_score),
+        None => TableIterator::new(Vec::new()),
+    }
+}
+
+fn ppi(model: Option<&str>, a: &str, b: &str) -> Option<f32> {
     let task = Task::Ppi {
         pairs: vec![(a.to_string(), b.to_string())],
     };
@@ -72,18 +94,24 @@ fn plm_ppi(
     }
 }
 
-/// Per-residue binding-site scores at or above `threshold` for one ligand type (NULL: all),
-/// over the residue graph of predicted contacts or of a PDB/mmCIF `structure` (first protein
-/// chain, or `chain`).
-#[pg_extern(immutable, parallel_safe, cost = 100000)]
-fn plm_binding_sites(
-    sequence: Option<&str>,
-    ligand: default!(Option<&str>, "NULL"),
-    threshold: default!(Option<f32>, "0.5"),
-    structure: default!(Option<&str>, "NULL"),
-    model: default!(Option<&str>, "NULL"),
-    chain: default!(Option<&str>, "NULL"),
-) -> TableIterator<
+/// Probability that two proteins interact, with the default model; symmetric.
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_ppi(sequence_a: Option<&str>, sequence_b: Option<&str>) -> Option<f32> {
+    ppi(None, sequence_a?, sequence_b?)
+}
+
+/// Probability that two proteins interact, with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_ppi")]
+fn plm_ppi_with_model(
+    sequence_a: Option<&str>,
+    sequence_b: Option<&str>,
+    model: Option<ModelName>,
+) -> Option<f32> {
+    let (a, b) = (sequence_a?, sequence_b?);
+    ppi(Some(&given(model)), a, b)
+}
+
+type SiteRows = TableIterator<
     'static,
     (
         name!(position, i32),
@@ -91,17 +119,25 @@ fn plm_binding_sites(
         name!(ligand, String),
         name!(score, f32),
     ),
-> {
-    let Some(sequence) = sequence else {
-        return TableIterator::new(Vec::new());
-    };
-    let threshold = self::threshold(threshold, 0.5);
+>;
+
+/// The arguments of a binding-site call, after the model.
+struct SiteQuery<'a> {
+    sequence: &'a str,
+    ligand: Option<&'a str>,
+    threshold: Option<f32>,
+    structure: Option<&'a str>,
+    chain: Option<&'a str>,
+}
+
+fn binding_sites(model: Option<&str>, q: SiteQuery<'_>) -> SiteRows {
+    let threshold = self::threshold(q.threshold, 0.5);
     let task = Task::BindingSites {
-        sequence: sequence.to_string(),
-        ligand: ligand.map(str::to_string),
+        sequence: q.sequence.to_string(),
+        ligand: q.ligand.map(str::to_string),
         threshold,
-        structure: structure.map(str::to_string),
-        chain: chain.map(str::to_string),
+        structure: q.structure.map(str::to_string),
+        chain: q.chain.map(str::to_string),
     };
     let rows = match run(model, task) {
         Output::Sites(s) => s,
@@ -111,4 +147,51 @@ fn plm_binding_sites(
         rows.into_iter()
             .map(|p| (p.position as i32, p.residue.to_string(), p.ligand, p.score)),
     )
+}
+
+/// Per-residue binding-site scores at or above `threshold` for one ligand type (NULL: all),
+/// with the default model, over the residue graph of predicted contacts or of a PDB/mmCIF
+/// `structure` (first protein chain, or `chain`).
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_binding_sites(
+    sequence: Option<&str>,
+    ligand: default!(Option<&str>, "NULL"),
+    threshold: default!(Option<f32>, "0.5"),
+    structure: default!(Option<&str>, "NULL"),
+    chain: default!(Option<&str>, "NULL"),
+) -> SiteRows {
+    let Some(sequence) = sequence else {
+        return TableIterator::new(Vec::new());
+    };
+    let query = SiteQuery {
+        sequence,
+        ligand,
+        threshold,
+        structure,
+        chain,
+    };
+    binding_sites(None, query)
+}
+
+/// Per-residue binding-site scores with `model`.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_binding_sites")]
+fn plm_binding_sites_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    ligand: default!(Option<&str>, "NULL"),
+    threshold: default!(Option<f32>, "0.5"),
+    structure: default!(Option<&str>, "NULL"),
+    chain: default!(Option<&str>, "NULL"),
+) -> SiteRows {
+    let Some(sequence) = sequence else {
+        return TableIterator::new(Vec::new());
+    };
+    let query = SiteQuery {
+        sequence,
+        ligand,
+        threshold,
+        structure,
+        chain,
+    };
+    binding_sites(Some(&given(model)), query)
 }

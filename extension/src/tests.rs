@@ -130,16 +130,87 @@ fn bad_input_raises_clear_errors() {
 
 #[pg_test]
 fn long_sequences_can_be_windowed() {
+    // 1,064 residues: over plm-default's own limit of 1,022.
+    let long = format!("repeat('{UBIQUITIN}', 14)");
+    let e = error_of(&format!("SELECT plm_embed({long})"));
+    assert!(e.starts_with("22023: ") && e.contains("exceeds the model limit"), "{e}");
     Spi::run("SET plm.long_sequence_policy = 'window'").unwrap();
-    Spi::run("SET plm.max_length = 100").unwrap();
-    let rows = scalar::<String>(&format!(
-        "SELECT array_dims(plm_embed_residues(repeat('{UBIQUITIN}', 3)))"
-    ));
-    assert!(rows.starts_with("[1:228]"), "{rows}");
-    Spi::run("RESET plm.long_sequence_policy").unwrap();
-    let e = error_of(&format!("SELECT plm_embed(repeat('{UBIQUITIN}', 3))"));
-    assert!(e.contains("exceeds the model limit of 100"), "{e}");
+    let rows = scalar::<String>(&format!("SELECT array_dims(plm_embed_residues({long}))"));
+    assert!(rows.starts_with("[1:1064]"), "{rows}");
+    // plm.max_length refuses, under either policy, and never changes a value.
+    Spi::run("SET plm.max_length = 1000").unwrap();
+    let e = error_of(&format!("SELECT plm_embed({long})"));
+    assert!(e.starts_with("22023: ") && e.contains("accepted maximum of 1000"), "{e}");
     Spi::run("RESET plm.max_length").unwrap();
+    Spi::run("RESET plm.long_sequence_policy").unwrap();
+}
+
+#[pg_test]
+fn session_settings_never_change_a_value() {
+    // Every function under every combination of the session settings that may decide
+    // whether a call is accepted: the value is the same or the call is an error.
+    let calls = [
+        format!("plm_embed('{UBIQUITIN}')::text"),
+        format!("plm_embed('{UBIQUITIN}', 'plm-default', 1, 'max')::text"),
+        format!("plm_embed_residues(repeat('{UBIQUITIN}', 14), layers => ARRAY[1, -1])::text"),
+        format!("(SELECT array_agg(c.*)::text FROM plm_contacts('{UBIQUITIN}', 0.3) c)"),
+        format!("(SELECT array_agg(f.*)::text FROM plm_function('{UBIQUITIN}', 'go_mf', 3) f)"),
+        format!("plm_ppi('{UBIQUITIN}', 'MKTAYIAKQRQISFVKSHFSRQ')::text"),
+        format!("(SELECT array_agg(b.*)::text FROM plm_binding_sites('{UBIQUITIN}', 'ZN', 0.1) b)"),
+    ];
+    let combos = [
+        ("error", 100_000, 8192),
+        ("window", 100_000, 8192),
+        ("window", 1500, 64),
+        ("error", 1022, 300),
+        ("window", 50, 8192),
+    ];
+    for call in &calls {
+        let mut seen: Option<String> = None;
+        for (policy, max_length, tokens) in combos {
+            Spi::run(&format!(
+                "SET plm.long_sequence_policy = {policy}; SET plm.max_length = {max_length}; \
+                 SET plm.max_tokens_per_batch = {tokens}; SET plm.use_worker = off"
+            ))
+            .unwrap();
+            for worker in [false, true] {
+                if worker {
+                    Spi::run("SET plm.use_worker = on").unwrap();
+                }
+                let value = error_of(&format!("SELECT {call}"));
+                let value = if value == "no error" {
+                    Some(scalar::<String>(&format!("SELECT {call}")))
+                } else {
+                    assert!(value.starts_with("22023: "), "{call}: {value}");
+                    None
+                };
+                if let (Some(v), Some(before)) = (&value, &seen) {
+                    assert_eq!(v, before, "{call} changed under {policy}/{max_length}/{tokens}");
+                }
+                seen = seen.or(value);
+            }
+        }
+        assert!(seen.is_some(), "{call} never answered");
+    }
+    Spi::run("RESET plm.long_sequence_policy; RESET plm.max_length; RESET plm.max_tokens_per_batch; RESET plm.use_worker").unwrap();
+}
+
+#[pg_test]
+fn settings_are_typed_and_the_prefix_is_reserved() {
+    let e = error_of("SET plm.long_sequence_policy = 'windows'");
+    assert!(e.starts_with("22023: ") && e.contains("windows"), "{e}");
+    let e = error_of("SET plm.worker_fallback = 'maybe'");
+    assert!(e.starts_with("22023: "), "{e}");
+    let e = error_of("SET plm.device = 'gpu'");
+    assert!(e.starts_with("22023: ") && e.contains("plm.device"), "{e}");
+    let e = error_of("SET plm.device = 'cuda:0'");
+    assert!(e.starts_with("22023: "), "{e}"); // no CUDA in this build
+    let e = error_of("SET plm.devise = 'cpu'");
+    assert!(e.starts_with("42602: ") && e.contains("plm.devise"), "{e}");
+    let e = error_of("SET plm.max_request_mb = 10");
+    assert!(e.starts_with("55P02: "), "{e}"); // only in the server's configuration
+    let e = error_of("SET plm.server_path = '/bin/sh'");
+    assert!(e.starts_with("55P02: "), "{e}");
 }
 
 #[pg_test]
@@ -167,6 +238,13 @@ fn settings_touching_files_are_superuser_only() {
     let e = error_of("SET plm.model_dir = '/tmp'");
     assert!(e.starts_with("42501: "), "{e}");
     let e = error_of("SET plm.device = 'cuda'");
+    assert!(e.starts_with("42501: "), "{e}");
+    let e = error_of("SET plm.use_worker = off");
+    assert!(e.starts_with("42501: "), "{e}");
+    let e = error_of("SET plm.default_model = 'x'");
+    assert!(e.starts_with("42501: "), "{e}");
+    // The server executable's path is not even readable by ordinary roles.
+    let e = error_of("SHOW plm.server_path");
     assert!(e.starts_with("42501: "), "{e}");
     Spi::run("RESET ROLE").unwrap();
 }
@@ -331,24 +409,46 @@ fn a_model_without_heads_says_so() {
 }
 
 #[pg_test]
-fn task_functions_are_immutable_parallel_safe() {
-    for f in ["plm_function", "plm_ppi", "plm_binding_sites"] {
-        let ok: bool = scalar(&format!(
-            "SELECT bool_and(provolatile = 'i' AND proparallel = 's' AND procost >= 100000) FROM pg_proc WHERE proname = '{f}'"
-        ));
-        assert!(ok, "{f}");
-    }
+fn forms_with_a_model_are_immutable_and_the_others_stable() {
+    let wrong: i64 = scalar(
+        "SELECT count(*) FROM pg_proc
+         WHERE proname IN ('plm_embed', 'plm_embed_residues', 'plm_contacts', 'plm_function',
+                           'plm_ppi', 'plm_binding_sites')
+           AND (provolatile <> CASE WHEN 'model' = ANY(proargnames) THEN 'i' ELSE 's' END
+                OR proparallel <> 's' OR procost < 100000)",
+    );
+    assert_eq!(wrong, 0);
+    let forms: i64 = scalar("SELECT count(*) FROM pg_proc WHERE proname LIKE 'plm\\_%' AND 'model' = ANY(proargnames)");
+    assert_eq!(forms, 7);
+    // Positional calls keep their meaning: the second argument is the ontology here...
+    let n = scalar::<i64>(&format!("SELECT count(*) FROM plm_function('{UBIQUITIN}', 'go_mf', 3)"));
+    assert!(n > 0);
+    // ...and a NULL model is refused in the forms that name one.
+    let e = error_of("SELECT plm_embed('MKT', NULL, 1)");
+    assert!(e.starts_with("22004: ") && e.contains("model must not be NULL"), "{e}");
 }
 
 #[pg_test]
-fn without_preloading_there_is_no_worker_and_inference_runs_in_the_backend() {
-    // The test server does not preload pg_plm: no worker, no statistics row, and the
-    // functions still answer (in-backend engine).
-    assert_eq!(scalar::<i64>("SELECT count(*) FROM plm_worker_stats()"), 0);
+fn without_preloading_inference_still_runs_in_an_isolated_server() {
+    // The test server does not preload pg_plm: the first call started the supervisor as a
+    // dynamic background worker, and the server process answers.
     assert_eq!(
         scalar::<i32>("SELECT array_length(plm_embed('MKTAYIAKQR'), 1)"),
         scalar::<i32>("SELECT embedding_dim FROM plm_models() WHERE name = 'plm-default'")
     );
+    assert_eq!(scalar::<String>("SELECT state FROM plm_worker_stats()"), "running");
+    let server_pid = scalar::<i32>("SELECT pid FROM plm_worker_stats()");
+    let backend_pid = scalar::<i32>("SELECT pg_backend_pid()");
+    assert_ne!(server_pid, backend_pid);
+    // The server is not a PostgreSQL process.
+    let listed: i64 = scalar(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {server_pid}"
+    ));
+    assert_eq!(listed, 0);
+    let supervisor: i64 = scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_plm supervisor'",
+    );
+    assert_eq!(supervisor, 1);
     assert!(scalar::<bool>(
         "SELECT loaded FROM plm_models() WHERE name = 'plm-default'"
     ));

@@ -223,6 +223,7 @@ impl Checkpoint {
     }
 
     /// Loads the weights (memory-mapped) onto `device` in `dtype`.
+    #[allow(unsafe_code)] // memory-mapped safetensors
     pub fn load_model(&self, device: &Device, dtype: DType) -> Result<EsmForMaskedLM> {
         let weights = self.weights_path();
         // SAFETY: the file is memory-mapped read-only; it must not be modified while loaded,

@@ -51,7 +51,7 @@ impl DeviceSpec {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(PlmError::InvalidArgument(format!(
+                    return Err(PlmError::NotSupported(format!(
                         "device cuda:{n} requested but this build has no CUDA support (build with the `cuda` feature)"
                     )));
                 }

@@ -40,6 +40,27 @@ impl FromStr for LongSequencePolicy {
     }
 }
 
+/// Residues whose per-residue states pooled embedding holds at once (see [`Engine::embed`]).
+pub const POOLING_CHUNK_RESIDUES: usize = 1 << 16;
+
+/// Consecutive runs of `sequences` of about `budget` residues each (a longer sequence is a
+/// run of its own).
+fn residue_chunks(sequences: &[String], budget: usize) -> Vec<&[String]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut residues) = (0, 0);
+    for (i, s) in sequences.iter().enumerate() {
+        if i > start && residues + s.len() > budget {
+            chunks.push(&sequences[start..i]);
+            (start, residues) = (i, 0);
+        }
+        residues += s.len();
+    }
+    if start < sequences.len() {
+        chunks.push(&sequences[start..]);
+    }
+    chunks
+}
+
 /// Tunables of an [`Engine`].
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -47,8 +68,11 @@ pub struct EngineOptions {
     pub max_tokens_per_batch: usize,
     /// Policy for sequences over the limit.
     pub long_sequences: LongSequencePolicy,
-    /// Residue limit; `None` or a larger value means the model's own limit.
+    /// Residues of one pass (and so the window length); `None` or a larger value means the
+    /// model's own limit.
     pub max_residues: Option<usize>,
+    /// Longest sequence accepted under either policy; `None`: no limit beyond the policy's.
+    pub max_length: Option<usize>,
     /// Residues shared by neighbouring windows.
     pub window_overlap: usize,
     /// Compute threads (0: all cores).
@@ -63,6 +87,7 @@ impl Default for EngineOptions {
             max_tokens_per_batch: 8192,
             long_sequences: LongSequencePolicy::Error,
             max_residues: None,
+            max_length: None,
             window_overlap: 256,
             threads: 0,
             interrupt_check: None,
@@ -176,7 +201,7 @@ impl Engine {
         }
         let pool = builder
             .build()
-            .map_err(|e| PlmError::InvalidArgument(format!("cannot start compute threads: {e}")))?;
+            .map_err(|e| PlmError::Internal(format!("cannot start compute threads: {e}")))?;
         Ok(Self {
             name: checkpoint.name(),
             checkpoint,
@@ -290,21 +315,24 @@ impl Engine {
         let layer = self.resolve_layer(layer)?;
         let kind = format!("pooled:{}:{layer}", pooling.as_str());
         self.cached(sequences, &kind, |cleaned| {
-            let outputs = self.compute(
-                cleaned,
-                &Request {
-                    layers: vec![layer],
-                    ..Default::default()
-                },
-            )?;
-            Ok(outputs
-                .into_iter()
-                .map(|o| match pooling {
+            // Pooled a chunk at a time, so that per-residue states of a long list are never
+            // all held at once (results do not depend on batch neighbours).
+            let mut pooled = Vec::with_capacity(cleaned.len());
+            for chunk in residue_chunks(cleaned, POOLING_CHUNK_RESIDUES) {
+                let outputs = self.compute(
+                    chunk,
+                    &Request {
+                        layers: vec![layer],
+                        ..Default::default()
+                    },
+                )?;
+                pooled.extend(outputs.into_iter().map(|o| match pooling {
                     Pooling::Mean => mean_rows(&o.residues[0], self.hidden_size()),
                     Pooling::Max => max_rows(&o.residues[0], self.hidden_size()),
                     Pooling::Cls => o.cls[0].clone(),
-                })
-                .collect())
+                }));
+            }
+            Ok(pooled)
         })
     }
 
@@ -489,6 +517,12 @@ impl Engine {
         let overlap = options.window_overlap.min(limit / 2);
         let mut pieces = Vec::new();
         for (owner, seq) in cleaned.iter().enumerate() {
+            if let Some(cap) = options.max_length.filter(|&cap| seq.len() > cap) {
+                return Err(PlmError::SequenceOverLimit {
+                    length: seq.len(),
+                    limit: cap,
+                });
+            }
             if seq.len() <= limit {
                 pieces.push(Piece {
                     owner,
@@ -611,7 +645,7 @@ impl Engine {
             .map(|l| {
                 let tensor = out
                     .layer(*l)
-                    .ok_or_else(|| PlmError::InvalidArgument(format!("layer {l} not computed")))?;
+                    .ok_or_else(|| PlmError::Internal(format!("layer {l} not computed")))?;
                 to_host_vec(tensor)
             })
             .collect::<Result<_>>()?;

@@ -24,6 +24,36 @@ pub enum PlmError {
         /// Maximum residues the model accepts.
         limit: usize,
     },
+    /// The sequence is longer than the caller accepts (a length limit, under any policy).
+    #[error("sequence of {length} residues is longer than the accepted maximum of {limit} (plm.max_length)")]
+    SequenceOverLimit {
+        /// Residues in the sequence.
+        length: usize,
+        /// The accepted maximum.
+        limit: usize,
+    },
+    /// A request would need more memory than allowed (estimated from its shape before it runs).
+    #[error("{what} would need an estimated {needed_mb} MB of memory, over the limit of {limit_mb} MB (plm.max_request_mb); {hint}")]
+    OverMemoryLimit {
+        /// What the request is.
+        what: String,
+        /// Estimated peak, MB.
+        needed_mb: u64,
+        /// The limit, MB.
+        limit_mb: u64,
+        /// How to get under it.
+        hint: String,
+    },
+    /// An answer larger than one SQL value may be.
+    #[error("the answer would be {size_mb} MB, larger than the {limit_mb} MB PostgreSQL allows in one value; {hint}")]
+    AnswerTooLarge {
+        /// Size of the answer, MB.
+        size_mb: u64,
+        /// The limit, MB.
+        limit_mb: u64,
+        /// How to get under it.
+        hint: String,
+    },
     /// A file of a checkpoint is missing.
     #[error("missing file {path}: {what}")]
     MissingFile {
@@ -54,6 +84,12 @@ pub enum PlmError {
     /// A PDB or mmCIF text that cannot be used.
     #[error("invalid structure: {0}")]
     InvalidStructure(String),
+    /// A bug or a failure of the machinery, not of the input.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A feature this build or this model does not have.
+    #[error("{0}")]
+    NotSupported(String),
     /// An error from the tensor library.
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
@@ -117,16 +153,19 @@ impl PlmError {
             PlmError::EmptySequence
             | PlmError::InvalidResidue { .. }
             | PlmError::SequenceTooLong { .. }
+            | PlmError::SequenceOverLimit { .. }
             | PlmError::InvalidArgument(_)
             | PlmError::InvalidStructure(_) => ErrorClass::InvalidInput,
-            PlmError::MissingHead { .. } => ErrorClass::Unsupported,
+            PlmError::MissingHead { .. } | PlmError::NotSupported(_) => ErrorClass::Unsupported,
             PlmError::MissingFile { .. } => ErrorClass::MissingFile,
             PlmError::BadFile { .. } => ErrorClass::Corrupt,
             PlmError::Io { .. } => ErrorClass::Io,
-            PlmError::RequestTooLarge { .. } => ErrorClass::TooLarge,
+            PlmError::RequestTooLarge { .. }
+            | PlmError::OverMemoryLimit { .. }
+            | PlmError::AnswerTooLarge { .. } => ErrorClass::TooLarge,
             PlmError::WorkerUnavailable(_) => ErrorClass::Unavailable,
             PlmError::Remote { class, .. } => *class,
-            PlmError::Candle(_) => ErrorClass::Internal,
+            PlmError::Candle(_) | PlmError::Internal(_) => ErrorClass::Internal,
         }
     }
 

@@ -67,7 +67,7 @@ impl ResidueGraph {
         options: &GraphOptions,
     ) -> Result<Self> {
         if probabilities.len() != length * length {
-            return Err(PlmError::InvalidArgument(format!(
+            return Err(PlmError::Internal(format!(
                 "contact map has {} values, expected {length}×{length}",
                 probabilities.len()
             )));

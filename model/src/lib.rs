@@ -7,7 +7,9 @@
 //! - [`cache`]: the byte-bounded embedding cache;
 //! - [`structure`], [`graph`], [`gnn`]: structures, residue graphs and graph neural network layers;
 //! - [`heads`], [`predict`]: task heads (function, interaction, binding sites) and their predictions;
-//! - [`registry`], [`serve`]: loaded models of a process, and the shared inference worker.
+//!
+//! Serving (the model registry of a process, the inference server and its protocol) lives in
+//! the `plm-serve` crate.
 
 pub mod batching;
 pub mod cache;
@@ -23,8 +25,6 @@ pub mod heads;
 pub mod neighbours;
 pub mod pooling;
 pub mod predict;
-pub mod registry;
-pub mod serve;
 pub mod structure;
 #[cfg(test)]
 mod test_util;
@@ -35,12 +35,11 @@ pub use cache::{CacheKey, CacheStats, EmbeddingCache};
 pub use checkpoint::{Checkpoint, Manifest};
 pub use config::EsmConfig;
 pub use device::DeviceSpec;
-pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix};
+pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix, POOLING_CHUNK_RESIDUES};
 pub use error::{ErrorClass, PlmError, Result};
 pub use esm::EsmForMaskedLM;
 pub use heads::{HeadsConfig, TaskHeads};
 pub use pooling::Pooling;
-pub use registry::{LoadedModel, ModelRegistry};
 pub use tokenizer::ProteinTokenizer;
 
 /// Version of this library.

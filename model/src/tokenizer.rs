@@ -80,7 +80,7 @@ impl std::fmt::Debug for ProteinTokenizer {
 }
 
 fn tokenizer_error(e: impl std::fmt::Display) -> PlmError {
-    PlmError::InvalidArgument(format!("tokenizer: {e}"))
+    PlmError::Internal(format!("tokenizer: {e}"))
 }
 
 impl ProteinTokenizer {

@@ -15,6 +15,8 @@
 //! threading never compete. Used for f32 on the CPU when no gradients are tracked and no
 //! attention maps are asked for; the tensor path in the sibling modules is the reference.
 
+#![allow(unsafe_code)] // Disjoint writes into shared output buffers from parallel tasks.
+
 use std::cell::RefCell;
 
 use candle_core::{DType, Result, Storage, Tensor};

@@ -5,6 +5,8 @@
 //! compiled three times (AVX-512, AVX2+FMA, baseline) and picks the widest the CPU supports at
 //! run time, since the crate itself is built for the generic x86-64 target.
 
+#![allow(unsafe_code)] // SIMD kernels: target-feature dispatch and raw-pointer GEMM calls.
+
 use std::sync::OnceLock;
 
 /// SIMD level detected once per process.
@@ -258,20 +260,23 @@ pub unsafe fn matmul(
     b_rs: usize,
     b_cs: usize,
 ) {
-    matmul_with(
-        m,
-        n,
-        k,
-        out,
-        ldo,
-        accumulate,
-        a,
-        lda,
-        b,
-        b_rs,
-        b_cs,
-        gemm::Parallelism::None,
-    )
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        matmul_with(
+            m,
+            n,
+            k,
+            out,
+            ldo,
+            accumulate,
+            a,
+            lda,
+            b,
+            b_rs,
+            b_cs,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 /// [`matmul`] split over the current rayon pool by `gemm` itself.
@@ -298,7 +303,8 @@ pub unsafe fn matmul_parallel(
     } else {
         gemm::Parallelism::None
     };
-    matmul_with(m, n, k, out, ldo, accumulate, a, lda, b, b_rs, b_cs, par)
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { matmul_with(m, n, k, out, ldo, accumulate, a, lda, b, b_rs, b_cs, par) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -319,27 +325,30 @@ unsafe fn matmul_with(
     if m == 0 || n == 0 {
         return;
     }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        out,
-        1,
-        ldo as isize,
-        accumulate,
-        a,
-        1,
-        lda as isize,
-        b,
-        b_cs as isize,
-        b_rs as isize,
-        1.0f32,
-        1.0f32,
-        false,
-        false,
-        false,
-        par,
-    )
+    // SAFETY: the pointers and strides satisfy `gemm`'s contract by the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out,
+            1,
+            ldo as isize,
+            accumulate,
+            a,
+            1,
+            lda as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
 #[cfg(test)]

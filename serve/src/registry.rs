@@ -12,10 +12,10 @@ use std::time::SystemTime;
 
 use candle_core::DType;
 
-use crate::checkpoint::{files, sha256_file};
-use crate::heads::files as head_files;
-use crate::TaskHeads;
-use crate::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, PlmError, Result};
+use plm_model::checkpoint::{files, sha256_file};
+use plm_model::heads::files as head_files;
+use plm_model::TaskHeads;
+use plm_model::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, PlmError, Result};
 
 /// A loaded model: the engine and its task heads (`None` when the directory has none).
 #[derive(Clone)]

@@ -5,9 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{PlmError, Result};
+use plm_model::{PlmError, Result};
 
-use super::protocol::{
+use crate::protocol::{
     encode, peer_closed, read_frame, read_payload, send, write_frame, Frame, Hello, Output,
     Request, Response, Welcome, MAX_HANDSHAKE_BYTES,
 };
@@ -42,7 +42,7 @@ impl WorkerClient {
                 }
                 Err(e) => {
                     return Err(unavailable(format!(
-                        "cannot connect to {} within {} ms: {e} (is the worker running? see the server log)",
+                        "cannot connect to {} within {} ms: {e} (is the inference server running? see the server log)",
                         socket.display(),
                         patience.as_millis()
                     )))
@@ -54,7 +54,7 @@ impl WorkerClient {
             Ok(Frame::Message(w)) => w,
             Ok(_) => {
                 return Err(unavailable(
-                    "the worker closed the connection during the handshake",
+                    "the inference server closed the connection during the handshake",
                 ))
             }
             Err(e) => return Err(unavailable(format!("handshake failed: {e}"))),
@@ -68,7 +68,9 @@ impl WorkerClient {
                 worker_pid: pid,
                 max_request_bytes: max_request_bytes as usize,
             }),
-            Welcome::Refused(why) => Err(unavailable(format!("the worker refused: {why}"))),
+            Welcome::Refused(why) => {
+                Err(unavailable(format!("the inference server refused: {why}")))
+            }
         }
     }
 
@@ -96,7 +98,7 @@ impl WorkerClient {
         }
         write_frame(&mut BufWriter::new(&self.stream), &payload).map_err(|e| {
             unavailable(format!(
-                "the worker went away before the request was sent ({e})"
+                "the inference server went away before the request was sent ({e})"
             ))
         })?;
         poll();
@@ -108,11 +110,7 @@ impl WorkerClient {
         let mut have = 0;
         while have < 4 {
             match std::io::Read::read(&mut self.stream, &mut len[have..]) {
-                Ok(0) => {
-                    return Err(unavailable(
-                        "the worker ended while serving this request (it restarts on its own; retry the query)",
-                    ))
-                }
+                Ok(0) => return Err(unavailable("the server ended while serving this request")),
                 Ok(n) => have += n,
                 Err(e)
                     if matches!(

@@ -8,17 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use plm_model::serve::protocol::{read_frame, write_frame, Frame, Hello, Welcome};
-use plm_model::serve::{
-    execute, ExecOptions, ModelRef, Output, Request, RequestSettings, Server, ServerConfig, Task,
-    WorkerClient,
-};
-use plm_model::{
-    DeviceSpec, EmbeddingCache, ErrorClass, LongSequencePolicy, ModelRegistry, PlmError, Pooling,
+use plm_model::{DeviceSpec, EmbeddingCache, ErrorClass, LongSequencePolicy, PlmError, Pooling};
+use plm_serve::protocol::{read_frame, write_frame, Frame, Hello, Welcome};
+use plm_serve::{
+    execute, ExecOptions, ModelRef, ModelRegistry, Output, Request, RequestSettings, Server,
+    ServerConfig, Task, WorkerClient,
 };
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm_tiny")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/esm_tiny")
 }
 
 fn model() -> ModelRef {
@@ -32,8 +30,7 @@ fn model() -> ModelRef {
 fn settings() -> RequestSettings {
     RequestSettings {
         long_sequences: LongSequencePolicy::Error,
-        max_residues: Some(1022),
-        window_overlap: 256,
+        max_length: 1022,
     }
 }
 
@@ -72,6 +69,7 @@ fn local(request: &Request) -> Output {
     let options = ExecOptions {
         max_tokens_per_batch: 8192,
         threads: 0,
+        max_request_bytes: 1 << 30,
         interrupt_check: None,
     };
     execute(&registry, model, settings, task, &options).unwrap()
@@ -186,12 +184,12 @@ fn oversized_requests_and_foreign_clients_are_refused() {
     let server = start(
         dir.path(),
         ServerConfig {
-            max_request_bytes: 1000,
+            max_request_bytes: 1 << 20,
             ..Default::default()
         },
     );
     let mut client = connect(dir.path());
-    let long = "A".repeat(2000);
+    let long = "A".repeat(2 << 20);
     match client.call(&embed(&[long.as_str()]), &mut || {}) {
         Err(PlmError::RequestTooLarge { bytes, limit }) => assert!(bytes > limit),
         other => panic!("{other:?}"),
@@ -211,6 +209,43 @@ fn oversized_requests_and_foreign_clients_are_refused() {
 }
 
 #[test]
+fn requests_over_the_memory_limit_are_refused_before_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        ServerConfig {
+            max_request_bytes: 8 << 20,
+            ..Default::default()
+        },
+    );
+    let mut client = connect(dir.path());
+    let many_layers = Request::Compute {
+        model: model(),
+        settings: settings(),
+        task: Task::EmbedResidues {
+            sequences: vec!["MKTAYIAKQRQISFVKSHFSRQ".repeat(40)],
+            layers: vec![Some(-1); 5000],
+        },
+    };
+    match client.call(&many_layers, &mut || {}) {
+        Err(e) => {
+            assert_eq!(e.class(), ErrorClass::TooLarge);
+            let message = e.to_string();
+            assert!(
+                message.contains("5000 layer(s)") && message.contains("estimated"),
+                "{message}"
+            );
+        }
+        Ok(_) => panic!("a 5,000-layer request was computed"),
+    }
+    // The same connection answers the next, ordinary request.
+    assert!(client.call(&embed(&["MKT"]), &mut || {}).is_ok());
+    let stats = server.handle().stats();
+    assert_eq!((stats.refused, stats.errors), (1, 1));
+    server.shutdown();
+}
+
+#[test]
 fn work_of_a_client_that_goes_away_is_abandoned() {
     let dir = tempfile::tempdir().unwrap();
     // Small batches: the request takes many engine batches, between which the worker
@@ -223,7 +258,17 @@ fn work_of_a_client_that_goes_away_is_abandoned() {
         },
     );
     let handle = server.handle();
-    let seqs: Vec<String> = (0..3000).map(|i| sequence(i % 40)).collect();
+    // 3,000 distinct sequences (a 4-residue tag spells the index), so the cache cannot
+    // shorten the work.
+    let tag = |i: usize| -> String {
+        format!("{i:04}")
+            .bytes()
+            .map(|d| b"ACDEFGHIKL"[(d - b'0') as usize] as char)
+            .collect()
+    };
+    let seqs: Vec<String> = (0..3000)
+        .map(|i| sequence(20 + i % 20).repeat(2) + &tag(i))
+        .collect();
     let refs: Vec<&str> = seqs.iter().map(String::as_str).collect();
     let big = embed(&refs);
     // Cancel from inside the wait, as a backend does on query cancel: unwind out of `call`.
@@ -236,6 +281,13 @@ fn work_of_a_client_that_goes_away_is_abandoned() {
     let mut next = connect(dir.path());
     let answer = next.call(&embed(&["MKTAYIAK"]), &mut || {}).unwrap();
     assert_eq!(answer, local(&embed(&["MKTAYIAK"])));
+    // The abandoned request may still be in the queue or at its first engine batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (handle.stats().cancelled, handle.stats().connections) != (1, 1)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let stats = handle.stats();
     assert_eq!(stats.requests, 2);
     assert_eq!(stats.cancelled, 1, "{stats:?}");

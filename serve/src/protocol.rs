@@ -9,14 +9,18 @@ use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::predict::{BindingPrediction, FunctionPrediction};
-use crate::{
+use plm_model::predict::{BindingPrediction, FunctionPrediction};
+use plm_model::{
     CacheStats, DeviceSpec, EngineOptions, ErrorClass, LongSequencePolicy, Matrix, PlmError,
     Pooling, Result,
 };
 
-/// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped whenever a message changes shape (the golden-bytes test below fails until it is).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Residues shared by neighbouring windows of a long sequence: fixed, so that results never
+/// depend on session settings.
+pub const WINDOW_OVERLAP: usize = 256;
 
 /// First bytes of every [`Hello`].
 pub const MAGIC: [u8; 4] = *b"PLMW";
@@ -71,15 +75,14 @@ pub struct ModelRef {
     pub device: DeviceSpec,
 }
 
-/// The per-request settings that can change results.
+/// The per-request settings. They decide whether a sequence is accepted, never what is
+/// returned for it: windows always have the model's own length and [`WINDOW_OVERLAP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestSettings {
-    /// Policy for sequences over the limit.
+    /// What happens to sequences over the model's own limit: an error, or windows.
     pub long_sequences: LongSequencePolicy,
-    /// Residue limit.
-    pub max_residues: Option<u32>,
-    /// Residues shared by neighbouring windows.
-    pub window_overlap: u32,
+    /// Longest sequence accepted, in residues, under either policy.
+    pub max_length: u32,
 }
 
 impl RequestSettings {
@@ -93,8 +96,9 @@ impl RequestSettings {
         EngineOptions {
             max_tokens_per_batch,
             long_sequences: self.long_sequences,
-            max_residues: self.max_residues.map(|r| r as usize),
-            window_overlap: self.window_overlap as usize,
+            max_residues: None,
+            max_length: Some(self.max_length as usize),
+            window_overlap: WINDOW_OVERLAP,
             threads,
             interrupt_check,
         }
@@ -216,6 +220,8 @@ pub struct WorkerStats {
     pub cancelled: u64,
     /// Requests answered with an error.
     pub errors: u64,
+    /// Requests refused before running (over the memory limit).
+    pub refused: u64,
     /// Total time requests waited in the queue, microseconds.
     pub queue_wait_us: u64,
     /// Longest queue wait, microseconds.
@@ -370,8 +376,7 @@ mod tests {
             },
             settings: RequestSettings {
                 long_sequences: LongSequencePolicy::Window,
-                max_residues: Some(1022),
-                window_overlap: 256,
+                max_length: 1022,
             },
             task: Task::Embed {
                 sequences: vec!["MKT".into(), "GG".into()],
@@ -396,5 +401,47 @@ mod tests {
         ));
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(read_frame::<Request>(&mut garbage.as_slice(), 8).is_err());
+    }
+
+    /// The encoding of fixed messages. When this fails, a message changed shape: bump
+    /// [`PROTOCOL_VERSION`] (so that an old server refuses new clients with a clear message
+    /// instead of misreading them), then update the expected bytes.
+    #[test]
+    fn golden_bytes_pin_the_protocol() {
+        let hello = Hello {
+            magic: MAGIC,
+            protocol: PROTOCOL_VERSION,
+            library_version: "0.2.0".into(),
+        };
+        let request = Request::Compute {
+            model: ModelRef {
+                dir: "/m".into(),
+                name: "m".into(),
+                device: DeviceSpec::Cuda(1),
+            },
+            settings: RequestSettings {
+                long_sequences: LongSequencePolicy::Window,
+                max_length: 300,
+            },
+            task: Task::BindingSites {
+                sequence: "MK".into(),
+                ligand: Some("ZN".into()),
+                threshold: 0.5,
+                structure: None,
+                chain: None,
+            },
+        };
+        let response: Response = Err(RemoteError {
+            class: ErrorClass::TooLarge,
+            message: "x".into(),
+        });
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(PROTOCOL_VERSION, 2);
+        assert_eq!(hex(encode(&hello).unwrap()), "504c4d570205302e322e30");
+        assert_eq!(
+            hex(encode(&request).unwrap()),
+            "00022f6d016d010101ac0205024d4b01025a4e0000003f0000"
+        );
+        assert_eq!(hex(encode(&response).unwrap()), "01050178");
     }
 }

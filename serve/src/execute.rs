@@ -1,11 +1,12 @@
 //! Running one request on a [`ModelRegistry`]: the single code path behind both the
 //! in-backend engine and the shared worker, so that both give the same results.
 
-use crate::predict::{self, ContactSource};
-use crate::registry::ModelRegistry;
-use crate::Result;
+use plm_model::predict::{self, ContactSource};
+use plm_model::Result;
 
-use super::protocol::{ModelRef, Output, RequestSettings, Task};
+use crate::limits;
+use crate::protocol::{ModelRef, Output, RequestSettings, Task};
+use crate::registry::ModelRegistry;
 
 /// Process-level knobs that do not change results.
 #[derive(Debug, Clone, Copy)]
@@ -14,11 +15,14 @@ pub struct ExecOptions {
     pub max_tokens_per_batch: usize,
     /// Compute threads of a newly loaded engine (0: all cores).
     pub threads: usize,
+    /// Most memory one request may need, bytes (see [`limits`]).
+    pub max_request_bytes: usize,
     /// Called between batches on the calling thread (query cancel in a backend).
     pub interrupt_check: Option<fn()>,
 }
 
-/// Computes `task` with the model `model`, loading it into `registry` on first use.
+/// Computes `task` with the model `model`, loading it into `registry` on first use, after
+/// checking that its estimated memory stays under `options.max_request_bytes`.
 pub fn execute(
     registry: &ModelRegistry,
     model: &ModelRef,
@@ -34,6 +38,13 @@ pub fn execute(
     let loaded = registry.get(&model.dir, &model.name, model.device, engine_options)?;
     let engine = &loaded.engine;
     let heads = loaded.heads.as_deref();
+    // Refuse what would not fit before anything is allocated for it.
+    limits::check(
+        task,
+        &limits::Shape::of(engine, options.max_tokens_per_batch),
+        settings,
+        options.max_request_bytes,
+    )?;
     Ok(match task {
         Task::Embed {
             sequences,

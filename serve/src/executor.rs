@@ -1,0 +1,187 @@
+//! The executor thread: takes batches from the [`Queue`] and runs them on the models, one at
+//! a time (the engine parallelises inside a batch). A merged batch that fails is re-run
+//! request by request, so that one bad sequence does not fail its neighbours; work whose
+//! clients have all gone is abandoned at the engine's next internal batch.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use plm_model::{ErrorClass, PlmError};
+
+use crate::execute::{execute, ExecOptions};
+use crate::protocol::{ModelRef, Output, RemoteError, RequestSettings, Response, Task};
+use crate::queue::{BatchLimits, Job, Queue};
+use crate::registry::ModelRegistry;
+use crate::stats::Counters;
+
+/// What the executor needs from the server.
+pub struct Context<'a> {
+    /// The models.
+    pub registry: &'a ModelRegistry,
+    /// The queue to drain.
+    pub queue: &'a Queue,
+    /// Counters.
+    pub counters: &'a Counters,
+    /// Current settings (read before each batch).
+    pub settings: &'a dyn Fn() -> (BatchLimits, ExecOptions),
+}
+
+/// Runs batches until the queue shuts down.
+pub fn run(cx: &Context<'_>) {
+    loop {
+        let (limits, _) = (cx.settings)();
+        let Some(batch) = cx.queue.next_batch(limits, cx.counters) else {
+            return;
+        };
+        run_batch(cx, batch);
+    }
+}
+
+/// Unwinding payload that stops a batch whose clients have all gone.
+struct Abandoned;
+
+thread_local! {
+    /// Cancel flags of the requests the executor is computing.
+    static RUNNING: std::cell::RefCell<Vec<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The engine's between-batches check on the executor thread: stops work nobody waits for.
+fn abandon_if_cancelled() {
+    let abandoned = RUNNING.with(|r| {
+        let r = r.borrow();
+        !r.is_empty() && r.iter().all(|c| c.load(Ordering::SeqCst))
+    });
+    if abandoned {
+        // resume_unwind: no panic message, caught in `run_one`.
+        std::panic::resume_unwind(Box::new(Abandoned));
+    }
+}
+
+fn run_one(
+    cx: &Context<'_>,
+    jobs: &[&Job],
+    model: &ModelRef,
+    settings: &RequestSettings,
+    task: &Task,
+) -> Response {
+    let (_, mut options) = (cx.settings)();
+    options.interrupt_check = Some(abandon_if_cancelled);
+    RUNNING.with(|r| *r.borrow_mut() = jobs.iter().map(|j| j.cancelled.clone()).collect());
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        execute(cx.registry, model, settings, task, &options)
+    }));
+    RUNNING.with(|r| r.borrow_mut().clear());
+    let result = result.unwrap_or_else(|panic| {
+        if panic.is::<Abandoned>() {
+            cx.counters.cancelled(jobs.len() as u64);
+            return Err(PlmError::WorkerUnavailable(
+                "request abandoned by its client".into(),
+            ));
+        }
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(PlmError::Internal(format!(
+            "the inference server failed: {what}"
+        )))
+    });
+    if matches!(&result, Err(e) if e.class() == ErrorClass::TooLarge) {
+        cx.counters.refused();
+    }
+    result.map_err(|e| RemoteError::from(&e))
+}
+
+fn reply(cx: &Context<'_>, job: Job, response: Response) {
+    if response.is_err() && !job.is_cancelled() {
+        cx.counters.error();
+    }
+    // The client may have gone: nothing to do then.
+    let _ = job.reply.send(response);
+}
+
+fn run_batch(cx: &Context<'_>, mut jobs: Vec<Job>) {
+    let before = jobs.len();
+    jobs.retain(|j| !j.is_cancelled());
+    cx.counters.cancelled((before - jobs.len()) as u64);
+    if jobs.is_empty() {
+        return;
+    }
+    cx.counters.batch(&jobs);
+    if jobs.len() == 1 {
+        let job = jobs.remove(0);
+        let response = run_one(cx, &[&job], &job.model, &job.settings, &job.task);
+        return reply(cx, job, response);
+    }
+    // Merge the sequences of all jobs into one task, run it, and hand each job its share.
+    let parts: Vec<&[String]> = jobs
+        .iter()
+        .map(|j| j.task.embedding_sequences().unwrap_or_default())
+        .collect();
+    let counts: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    let all: Vec<String> = parts.concat();
+    let merged = match &jobs[0].task {
+        Task::Embed { layer, pooling, .. } => Task::Embed {
+            sequences: all,
+            layer: *layer,
+            pooling: *pooling,
+        },
+        Task::EmbedResidues { layers, .. } => Task::EmbedResidues {
+            sequences: all,
+            layers: layers.clone(),
+        },
+        // Only embedding tasks are merged (see the queue's merge rule): run them one by one.
+        _ => {
+            for job in jobs {
+                let response = run_one(cx, &[&job], &job.model, &job.settings, &job.task);
+                reply(cx, job, response);
+            }
+            return;
+        }
+    };
+    let first = &jobs[0];
+    let all_jobs: Vec<&Job> = jobs.iter().collect();
+    match run_one(cx, &all_jobs, &first.model, &first.settings, &merged) {
+        Ok(output) => {
+            let mut parts = split(output, &counts).into_iter();
+            for job in jobs {
+                let part = parts.next().unwrap_or(Ok(Output::Vectors(Vec::new())));
+                reply(cx, job, part);
+            }
+        }
+        // One bad sequence must not fail its neighbours: run each job on its own.
+        Err(_) => {
+            for job in jobs {
+                if job.is_cancelled() {
+                    continue;
+                }
+                let response = run_one(cx, &[&job], &job.model, &job.settings, &job.task);
+                reply(cx, job, response);
+            }
+        }
+    }
+}
+
+fn split(output: Output, counts: &[usize]) -> Vec<Response> {
+    fn chunks<T>(items: Vec<T>, counts: &[usize]) -> Vec<Vec<T>> {
+        let mut items = items.into_iter();
+        counts
+            .iter()
+            .map(|&n| items.by_ref().take(n).collect())
+            .collect()
+    }
+    match output {
+        Output::Vectors(v) => chunks(v, counts)
+            .into_iter()
+            .map(|c| Ok(Output::Vectors(c)))
+            .collect(),
+        Output::Matrices(m) => chunks(m, counts)
+            .into_iter()
+            .map(|c| Ok(Output::Matrices(c)))
+            .collect(),
+        other => vec![Ok(other)],
+    }
+}
