@@ -2,8 +2,8 @@
 # Runs every test: library and trainer unit tests, ESM-2 parity against PyTorch transformers,
 # the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, and
 # the shared-worker tests and the examples in sql/examples/, against a real PostgreSQL 15 with
-# pgvector. In-server tests run without preloading (in-backend inference); the local server
-# preloads pg_plm, so the SQL suites and examples go through the shared worker.
+# pgvector. In-server tests run without preloading (the inference server is started on demand);
+# the local server preloads pg_plm. Inference always runs in the isolated plm-serve process.
 # Idempotent and non-interactive; reuses what scripts/setup.sh installed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +49,12 @@ step "install the extension into PostgreSQL 15 and start the local server"
 scripts/pg-local.sh restart
 eval "$(scripts/pg-local.sh env)"
 
+# No test may take PostgreSQL down: a crash restart replaces the checkpointer and is logged.
+PGLOG=/var/lib/postgresql/pg_plm/server.log
+checkpointer() { scripts/pg-local.sh psql -X -A -t -d postgres -c "SELECT backend_start FROM pg_stat_activity WHERE backend_type = 'checkpointer'"; }
+ckpt0="$(checkpointer)"
+logpos="$(stat -c %s "$PGLOG")"
+
 step "pg_regress suites (tests/sql, tests/expected)"
 OUTDIR="$(mktemp -d)"
 chmod 777 "$OUTDIR"
@@ -61,16 +67,25 @@ if ! "$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
 fi
 passed=$((passed + $(echo $suites | wc -w)))
 
-step "shared inference worker (tests/worker/run.sh)"
-tests/worker/run.sh
-passed=$((passed + 1))
-
 step "sql/examples"
 for example in sql/examples/*.sql; do
   echo "-- $example"
   scripts/pg-local.sh psql -X -q -v ON_ERROR_STOP=1 -d plm -f "$example" >/dev/null
   passed=$((passed + 1))
 done
+
+step "no crash restart during the SQL suites and examples"
+if [ "$(checkpointer)" != "$ckpt0" ] || tail -c +$((logpos + 1)) "$PGLOG" | grep -E "terminated by signal|reinitializing"; then
+  echo "PostgreSQL crash-restarted during the tests" >&2
+  exit 1
+fi
+echo "checkpointer unchanged since $ckpt0; no crash restart in the server log"
+passed=$((passed + 1))
+
+step "isolated inference server: faults, cancel, no preloading (tests/worker/run.sh)"
+# Runs last: it restarts the local server (without, then again with, preloading).
+tests/worker/run.sh
+passed=$((passed + 1))
 
 echo
 echo "summary: $passed passed, 0 failed"

@@ -70,15 +70,12 @@ fn plm_embed_with_model(
     embed_one(Some(&given(model)), sequence, layer, pooling)
 }
 
-type EmbeddingRows =
-    TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))>;
-
 fn embed_many(
     model: Option<&str>,
     sequences: Option<Vec<Option<String>>>,
     layer: Option<i32>,
     pooling: Option<&str>,
-) -> EmbeddingRows {
+) -> TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))> {
     let Some(sequences) = sequences else {
         return TableIterator::new(Vec::new());
     };
@@ -110,7 +107,7 @@ fn plm_embed_batch(
     sequences: Option<Vec<Option<String>>>,
     layer: default!(Option<i32>, "NULL"),
     pooling: default!(Option<&str>, "'mean'"),
-) -> EmbeddingRows {
+) -> TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))> {
     embed_many(None, sequences, layer, pooling)
 }
 
@@ -121,7 +118,7 @@ fn plm_embed_batch_with_model(
     model: Option<ModelName>,
     layer: default!(Option<i32>, "NULL"),
     pooling: default!(Option<&str>, "'mean'"),
-) -> EmbeddingRows {
+) -> TableIterator<'static, (name!(ordinality, i32), name!(embedding, Option<Vec<f32>>))> {
     if sequences.is_none() {
         return TableIterator::new(Vec::new());
     }
@@ -173,13 +170,11 @@ fn plm_embed_residues_with_model(
     residues(Some(&given(model)), sequence, layer, layers)
 }
 
-type ContactRows = TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))>;
-
 fn contacts(
     model: Option<&str>,
     sequence: Option<&str>,
     min_probability: Option<f32>,
-) -> ContactRows {
+) -> TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))> {
     let Some(sequence) = sequence else {
         return TableIterator::new(Vec::new());
     };
@@ -208,7 +203,7 @@ fn contacts(
 fn plm_contacts(
     sequence: Option<&str>,
     min_probability: default!(Option<f32>, "0.5"),
-) -> ContactRows {
+) -> TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))> {
     contacts(None, sequence, min_probability)
 }
 
@@ -218,7 +213,7 @@ fn plm_contacts_with_model(
     sequence: Option<&str>,
     model: Option<ModelName>,
     min_probability: default!(Option<f32>, "0.5"),
-) -> ContactRows {
+) -> TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))> {
     if sequence.is_none() {
         return TableIterator::new(Vec::new());
     }

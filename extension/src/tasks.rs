@@ -62,7 +62,7 @@ fn plm_function(
     ontology: default!(Option<&str>, "'ec'"),
     top_k: default!(Option<i32>, "5"),
     min_score: default!(Option<f32>, "0.0"),
-) -> FunctionRows {
+) -> TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))> {
     match sequence {
         Some(s) => function(None, s, ontology, top_k, min_score),
         None => TableIterator::new(Vec::new()),
@@ -77,7 +77,7 @@ fn plm_function_with_model(
     ontology: default!(Option<&str>, "'ec'"),
     top_k: default!(Option<i32>, "5"),
     min_score: default!(Option<f32>, "0.0"),
-) -> FunctionRows {
+) -> TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))> {
     match sequence {
         Some(s) => function(Some(&given(model)), s, ontology, top_k, min_score),
         None => TableIterator::new(Vec::new()),
@@ -111,16 +111,6 @@ fn plm_ppi_with_model(
     ppi(Some(&given(model)), a, b)
 }
 
-type SiteRows = TableIterator<
-    'static,
-    (
-        name!(position, i32),
-        name!(residue, String),
-        name!(ligand, String),
-        name!(score, f32),
-    ),
->;
-
 /// The arguments of a binding-site call, after the model.
 struct SiteQuery<'a> {
     sequence: &'a str,
@@ -130,7 +120,18 @@ struct SiteQuery<'a> {
     chain: Option<&'a str>,
 }
 
-fn binding_sites(model: Option<&str>, q: SiteQuery<'_>) -> SiteRows {
+fn binding_sites(
+    model: Option<&str>,
+    q: SiteQuery<'_>,
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(residue, String),
+        name!(ligand, String),
+        name!(score, f32),
+    ),
+> {
     let threshold = self::threshold(q.threshold, 0.5);
     let task = Task::BindingSites {
         sequence: q.sequence.to_string(),
@@ -159,7 +160,15 @@ fn plm_binding_sites(
     threshold: default!(Option<f32>, "0.5"),
     structure: default!(Option<&str>, "NULL"),
     chain: default!(Option<&str>, "NULL"),
-) -> SiteRows {
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(residue, String),
+        name!(ligand, String),
+        name!(score, f32),
+    ),
+> {
     let Some(sequence) = sequence else {
         return TableIterator::new(Vec::new());
     };
@@ -182,7 +191,15 @@ fn plm_binding_sites_with_model(
     threshold: default!(Option<f32>, "0.5"),
     structure: default!(Option<&str>, "NULL"),
     chain: default!(Option<&str>, "NULL"),
-) -> SiteRows {
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(residue, String),
+        name!(ligand, String),
+        name!(score, f32),
+    ),
+> {
     let Some(sequence) = sequence else {
         return TableIterator::new(Vec::new());
     };

@@ -94,10 +94,10 @@ pub enum PlmError {
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     /// The shared inference worker cannot be reached or ended while serving a request.
-    #[error("inference worker unavailable: {0}")]
+    #[error("inference server unavailable: {0}")]
     WorkerUnavailable(String),
     /// A request larger than the worker accepts.
-    #[error("request of {bytes} bytes exceeds the worker's limit of {limit} bytes")]
+    #[error("request of {bytes} bytes exceeds the inference server's limit of {limit} bytes (plm.max_request_mb)")]
     RequestTooLarge {
         /// Encoded size of the request.
         bytes: usize,
