@@ -44,6 +44,16 @@ CONF
   if ! as_pg "$PG_BIN/psql" -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = '$PGDATABASE'" | grep -q 1; then
     as_pg "$PG_BIN/createdb" "$PGDATABASE"
   fi
+  # Until releases ship upgrade scripts, a rebuilt library with the same version but a changed SQL
+  # surface needs its SQL objects re-created in this development database (never done to others).
+  local script sum
+  script="$("$PG_BIN/pg_config" --sharedir)/extension/pg_plm--$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$("$PG_BIN/pg_config" --sharedir)/extension/pg_plm.control").sql"
+  sum="$(md5sum "$script" 2>/dev/null | cut -d' ' -f1)"
+  if [ -n "$sum" ] && [ "$(cat "$PLM_PGHOME/pg_plm.sql.md5" 2>/dev/null)" != "$sum" ]; then
+    echo "pg-local: the pg_plm SQL script changed; re-creating the extension in database $PGDATABASE" >&2
+    as_pg "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; DROP EXTENSION IF EXISTS pg_plm CASCADE" >/dev/null
+    echo "$sum" | as_pg tee "$PLM_PGHOME/pg_plm.sql.md5" >/dev/null
+  fi
   as_pg "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_plm;" >/dev/null
 }
 

@@ -52,7 +52,14 @@ unsafe impl<'fcx> ArgAbi<'fcx> for ModelName {
     }
 }
 
-/// The model an IMMUTABLE form was called with (NULL is an error).
+/// The model an IMMUTABLE form was called with (NULL or empty is an error: only the forms
+/// without `model` may use `plm.default_model`).
 pub fn given(model: Option<ModelName>) -> String {
-    crate::errors::explicit_model(model.as_ref().map(|m| m.0.as_str())).to_string()
+    let name = crate::errors::explicit_model(model.as_ref().map(|m| m.0.as_str()));
+    if name.trim().is_empty() {
+        crate::errors::raise(plm_model::PlmError::InvalidArgument(
+            "model name is empty; omit the model argument to use plm.default_model".into(),
+        ));
+    }
+    name.to_string()
 }

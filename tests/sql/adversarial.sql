@@ -15,7 +15,7 @@ END $$;
 \set ubq 'MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG'
 SELECT q AS call, pg_temp.outcome(q) AS outcome FROM (VALUES
   -- Huge arrays and many layers.
-  ('SELECT * FROM plm_embed(ARRAY(SELECT ''MKT'' || g FROM generate_series(1, 20000) g))'),
+  ('SELECT * FROM plm_embed(ARRAY(SELECT ''MKT'' || translate(g::text, ''0123456789'', ''ACDEFGHIKL'') FROM generate_series(1, 20000) g))'),
   ('SELECT * FROM plm_embed(ARRAY(SELECT ''MKTAYIAK'' FROM generate_series(1, 20000)))'),
   ('SELECT * FROM plm_embed(ARRAY[]::text[])'),
   ('SELECT * FROM plm_embed(ARRAY[NULL, NULL]::text[])'),
@@ -64,5 +64,14 @@ SELECT q AS call, pg_temp.outcome(q) AS outcome FROM (VALUES
   ('SELECT * FROM plm_binding_sites(''MKTAYIAKQR'', structure => repeat(''X'', 200000000))'),
   ('SELECT * FROM plm_binding_sites(''MKTAYIAKQR'', chain => repeat(''A'', 100))')
 ) v(q);
+-- Long inputs under the window policy: windows of the model's length, within the caps.
+SET plm.long_sequence_policy = 'window';
+SELECT q AS call, pg_temp.outcome(q) AS outcome FROM (VALUES
+  ('SELECT array_length(plm_embed(repeat(''ACDEFGHIKLMNPQRSTVWY'', 250)), 1)'),
+  ('SELECT * FROM plm_contacts(repeat(''ACDEFGHIKLMNPQRSTVWY'', 3000), 0.99)'),
+  ('SELECT plm_embed(repeat(''A'', 100001))'),
+  ('SELECT plm_ppi(repeat(''ACDEFGHIKL'', 300), ''MKTAYIAKQR'')')
+) v(q);
+RESET plm.long_sequence_policy;
 -- Still usable after all of it.
 SELECT array_length(plm_embed(:'ubq'), 1) > 0 AS usable;

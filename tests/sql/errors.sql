@@ -10,9 +10,10 @@ SELECT plm_embed('MKT', pooling => 'sum');
 SELECT plm_embed('MKT', layer => 42);
 SELECT plm_embed(repeat('A', 1100));
 SELECT plm_embed('MKT', model => 'no-such-model');
+-- Bad setting values and misspelled names fail at SET, not at the next query.
 SET plm.long_sequence_policy = 'sometimes';
-SELECT plm_embed('MKT');
-RESET plm.long_sequence_policy;
+SET plm.max_lenght = 10;
+SHOW plm.long_sequence_policy;
 SELECT q, pg_temp.sqlstate_of(q) FROM (VALUES
   ('SELECT plm_embed(''MKT1A'')'),
   ('SELECT plm_embed('''')'),
