@@ -171,9 +171,12 @@ no_crash_restart "$ckpt0"
 
 # 8. Without preloading: the first query starts the supervisor as a dynamic background worker;
 #    the same isolation and cancel guarantees hold.
-psql -X -q -d postgres -c "ALTER SYSTEM SET shared_preload_libraries = ''"
-"$ROOT/scripts/pg-local.sh" restart >/dev/null
-trap 'psql -X -q -d postgres -c "ALTER SYSTEM RESET shared_preload_libraries"; "$ROOT/scripts/pg-local.sh" restart >/dev/null' EXIT
+"$ROOT/scripts/pg-local.sh" stop
+PGDATA_LOCAL="${PLM_PGHOME:-/var/lib/postgresql/pg_plm}/data"
+as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres "$@"; fi; }
+as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA_LOCAL" -l "$PGLOG" -w -t 60 \
+  -o "-c shared_preload_libraries=" start >/dev/null
+trap '"$ROOT/scripts/pg-local.sh" restart >/dev/null' EXIT
 [ -z "$(q -c "SHOW shared_preload_libraries")" ] || fail "still preloaded"
 ckpt0="$(checkpointer)"
 [ "$(q -c "SELECT array_length(plm_embed('MKTAYIAKQRQISFVKSHFSRQ'), 1)")" -gt 0 ] || fail "no answer without preloading"
