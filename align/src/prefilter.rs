@@ -24,16 +24,20 @@ pub struct PrefilterParams {
     pub min_ungapped_score: i32,
     /// At most this many candidates (best ungapped scores first) are aligned.
     pub max_candidates: usize,
+    /// Candidates are aligned best ungapped score first; stop after this many consecutive
+    /// ones fail the E-value cut-off.
+    pub stop_after_misses: usize,
 }
 
 impl Default for PrefilterParams {
     fn default() -> Self {
         PrefilterParams {
-            neighbour_threshold: Some(13),
-            two_hit_window: 40,
+            neighbour_threshold: Some(14),
+            two_hit_window: 60,
             ungapped_xdrop: 20,
             min_ungapped_score: 30,
             max_candidates: 1000,
+            stop_after_misses: 50,
         }
     }
 }

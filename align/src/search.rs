@@ -186,15 +186,22 @@ impl Reference {
             candidates(&self.index, &self.residues, &self.starts, &q, &params.prefilter, &mut scratch)
         });
         let profile = QueryProfile::new(&q);
-        let mut scored: Vec<(usize, crate::LocalScore)> = cands
-            .into_iter()
-            .filter_map(|(t, _)| {
-                let target = self.codes(t as usize)?;
-                let s = profile.local_score(target, GAPS);
-                let e = STATS.evalue(s.score, q.len(), self.total_residues());
-                (s.score > 0 && e <= params.max_evalue).then_some((t as usize, s))
-            })
-            .collect();
+        let mut scored: Vec<(usize, crate::LocalScore)> = Vec::new();
+        let mut misses = 0;
+        for (t, _) in cands {
+            let Some(target) = self.codes(t as usize) else { continue };
+            let s = profile.local_score(target, GAPS);
+            let e = STATS.evalue(s.score, q.len(), self.total_residues());
+            if s.score > 0 && e <= params.max_evalue {
+                scored.push((t as usize, s));
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses >= params.prefilter.stop_after_misses {
+                    break;
+                }
+            }
+        }
         scored.sort_unstable_by(|a, b| b.1.score.cmp(&a.1.score).then(a.0.cmp(&b.0)));
         scored.truncate(params.max_hits);
         Ok(scored

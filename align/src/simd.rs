@@ -62,6 +62,7 @@ impl QueryProfile {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{QueryProfile, LANES};
+    use crate::alphabet::ALPHABET_SIZE;
     use crate::align::LocalScore;
     use crate::matrix::GapCosts;
     use std::arch::x86_64::*;
@@ -100,63 +101,74 @@ mod avx2 {
         let v_open = _mm256_set1_epi16(gaps.first().min(i16::MAX as i32) as i16);
         let v_ext = _mm256_set1_epi16(gaps.extend.min(i16::MAX as i32) as i16);
         let v_neg = _mm256_set1_epi16(NEG);
-        let mut h_store = vec![zero; seg];
-        let mut h_load = vec![zero; seg];
-        let mut e = vec![v_neg; seg];
+        let mut h_a = vec![zero; seg];
+        let mut h_b = vec![zero; seg];
+        let mut e_buf = vec![v_neg; seg];
+        let (mut h_store, mut h_load) = (h_a.as_mut_ptr(), h_b.as_mut_ptr());
+        let e = e_buf.as_mut_ptr();
         let mut best = LocalScore { score: 0, query_end: 0, target_end: 0 };
+        let mut v_best = zero;
         for (j, &c) in target.iter().enumerate() {
-            let base = c as usize * seg * LANES;
-            let prof = &p.data[base..base + seg * LANES];
+            let base = (c as usize).min(ALPHABET_SIZE - 1) * seg * LANES;
+            // SAFETY (whole loop body): `prof` has `seg * LANES` values for every code below
+            // ALPHABET_SIZE; `h_store`, `h_load` and `e` point at `seg` vectors each; indices
+            // stay below `seg`.
+            let prof = unsafe { p.data.as_ptr().add(base) } as *const __m256i;
             let mut vf = v_neg;
-            let mut vh = shift_in(h_store[seg - 1], 0);
+            let mut vh = shift_in(unsafe { *h_store.add(seg - 1) }, 0);
             std::mem::swap(&mut h_store, &mut h_load);
             let mut vmax = zero;
             for i in 0..seg {
-                // SAFETY: `prof` holds `seg * LANES` values; unaligned load of 16 of them.
-                let s = unsafe { _mm256_loadu_si256(prof.as_ptr().add(i * LANES) as *const __m256i) };
-                vh = _mm256_adds_epi16(vh, s);
-                let ve = e[i];
-                vh = _mm256_max_epi16(vh, ve);
-                vh = _mm256_max_epi16(vh, vf);
-                vh = _mm256_max_epi16(vh, zero);
-                vmax = _mm256_max_epi16(vmax, vh);
-                h_store[i] = vh;
-                let vh_open = _mm256_subs_epi16(vh, v_open);
-                e[i] = _mm256_max_epi16(_mm256_subs_epi16(ve, v_ext), vh_open);
-                vf = _mm256_max_epi16(_mm256_subs_epi16(vf, v_ext), vh_open);
-                vh = h_load[i];
+                unsafe {
+                    vh = _mm256_adds_epi16(vh, _mm256_loadu_si256(prof.add(i)));
+                    let ve = *e.add(i);
+                    vh = _mm256_max_epi16(vh, ve);
+                    vh = _mm256_max_epi16(vh, vf);
+                    vh = _mm256_max_epi16(vh, zero);
+                    vmax = _mm256_max_epi16(vmax, vh);
+                    *h_store.add(i) = vh;
+                    let vh_open = _mm256_subs_epi16(vh, v_open);
+                    *e.add(i) = _mm256_max_epi16(_mm256_subs_epi16(ve, v_ext), vh_open);
+                    vf = _mm256_max_epi16(_mm256_subs_epi16(vf, v_ext), vh_open);
+                    vh = *h_load.add(i);
+                }
             }
             // Lazy F: carry vertical gaps across the lane boundaries until they stop mattering.
             'lazy: for _ in 0..LANES {
                 vf = shift_in(vf, NEG);
                 for i in 0..seg {
-                    let vh = _mm256_max_epi16(h_store[i], vf);
-                    h_store[i] = vh;
-                    vmax = _mm256_max_epi16(vmax, vh);
-                    let vh_open = _mm256_subs_epi16(vh, v_open);
-                    e[i] = _mm256_max_epi16(e[i], vh_open);
-                    vf = _mm256_subs_epi16(vf, v_ext);
-                    if _mm256_movemask_epi8(_mm256_cmpgt_epi16(vf, vh_open)) == 0 {
-                        break 'lazy;
-                    }
-                }
-            }
-            let col_max = lanes(vmax).into_iter().max().unwrap_or(0) as i32;
-            if col_max > best.score {
-                if col_max >= i16::MAX as i32 {
-                    return None;
-                }
-                let mut first = usize::MAX;
-                for (s, &v) in h_store.iter().enumerate() {
-                    for (l, x) in lanes(v).into_iter().enumerate() {
-                        if x as i32 == col_max {
-                            first = first.min(l * seg + s);
+                    unsafe {
+                        let vh = _mm256_max_epi16(*h_store.add(i), vf);
+                        *h_store.add(i) = vh;
+                        vmax = _mm256_max_epi16(vmax, vh);
+                        let vh_open = _mm256_subs_epi16(vh, v_open);
+                        *e.add(i) = _mm256_max_epi16(*e.add(i), vh_open);
+                        vf = _mm256_subs_epi16(vf, v_ext);
+                        if _mm256_movemask_epi8(_mm256_cmpgt_epi16(vf, vh_open)) == 0 {
+                            break 'lazy;
                         }
                     }
                 }
-                best = LocalScore { score: col_max, query_end: first, target_end: j };
             }
+            if _mm256_movemask_epi8(_mm256_cmpgt_epi16(vmax, v_best)) == 0 {
+                continue;
+            }
+            let col_max = lanes(vmax).into_iter().max().unwrap_or(0) as i32;
+            if col_max >= i16::MAX as i32 {
+                return None;
+            }
+            let mut first = usize::MAX;
+            for s in 0..seg {
+                for (l, x) in lanes(unsafe { *h_store.add(s) }).into_iter().enumerate() {
+                    if x as i32 == col_max {
+                        first = first.min(l * seg + s);
+                    }
+                }
+            }
+            best = LocalScore { score: col_max, query_end: first, target_end: j };
+            v_best = _mm256_set1_epi16(col_max as i16);
         }
+        drop((h_a, h_b, e_buf));
         Some(best)
     }
 }

@@ -38,10 +38,11 @@ mod block {
     use block_aligner::cigar::{Cigar, Operation};
     use block_aligner::scan_block::{Block, PaddedBytes};
     use block_aligner::scores::{AAMatrix, Gaps, Matrix};
+    use std::cell::RefCell;
     use std::sync::OnceLock;
 
     const MIN_BLOCK: usize = 32;
-    const MAX_BLOCK: usize = 2048;
+    const MAX_BLOCK: usize = 256;
 
     fn matrix() -> &'static AAMatrix {
         static M: OnceLock<AAMatrix> = OnceLock::new();
@@ -73,10 +74,23 @@ mod block {
         let rt: Vec<u8> = tp.iter().rev().map(|&c| letter(c)).collect();
         let q = PaddedBytes::from_bytes::<AAMatrix>(&rq, MAX_BLOCK);
         let t = PaddedBytes::from_bytes::<AAMatrix>(&rt, MAX_BLOCK);
-        let mut block = Block::<true, true>::new(rq.len(), rt.len(), MAX_BLOCK);
+        // The aligner's buffers are sized by an upper bound of the lengths and reused.
+        let cap = rq.len().max(rt.len()).max(1024).next_power_of_two();
+        let mut slot = BLOCK.with(|b| b.borrow_mut().take()).filter(|(c, _)| *c >= cap);
+        let (_, block) = slot.get_or_insert_with(|| (cap, Block::<true, true>::new(cap, cap, MAX_BLOCK)));
         // A gap of length n costs `open + extend * (n - 1)` in block-aligner.
-        let g = Gaps { open: open as i8, extend };
-        block.align(&q, &t, matrix(), g, MIN_BLOCK..=MAX_BLOCK, 1 << 20);
+        let g = Gaps { open, extend };
+        block.align(&q, &t, matrix(), g, MIN_BLOCK..=MAX_BLOCK, score);
+        let result = path_of(block, qp, tp, score);
+        BLOCK.with(|b| *b.borrow_mut() = slot);
+        result
+    }
+
+    thread_local! {
+        static BLOCK: RefCell<Option<(usize, Block<true, true>)>> = const { RefCell::new(None) };
+    }
+
+    fn path_of(block: &Block<true, true>, qp: &[u8], tp: &[u8], score: i32) -> Option<Alignment> {
         let res = block.res();
         if res.score != score || res.query_idx == 0 || res.reference_idx == 0 {
             return None;

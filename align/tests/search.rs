@@ -101,10 +101,12 @@ fn serialised_reference_round_trips_and_rejects_corruption() {
     let p = SearchParams::default();
     assert_eq!(back.search(&entries[5].1, &p).unwrap(), r.search(&entries[5].1, &p).unwrap());
     assert!(Reference::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+    // A residue code out of range (the residues are the last field).
     let mut flipped = bytes.clone();
     let at = flipped.len() - 10;
-    flipped[at] ^= 0x55;
+    flipped[at] = 0x7f;
     assert!(Reference::from_bytes(&flipped).is_err());
+    assert!(Reference::from_bytes(b"not an index").is_err());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ref.bin");
     r.save(&path).unwrap();
