@@ -17,7 +17,12 @@ use plm_align::{IndexParams, PrefilterParams, Reference, SearchParams};
 
 /// CPU time of the calling thread in nanoseconds (Linux `schedstat`), if available.
 fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn read_tsv(path: &str) -> Result<Vec<(String, String)>, Box<dyn Error>> {
@@ -55,7 +60,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             "--queries" => n_queries = v.parse()?,
             "--evalue" => evalue = v.parse()?,
             "--k" => k = v.parse()?,
-            "--threshold" => pre.neighbour_threshold = if v == "none" { None } else { Some(v.parse()?) },
+            "--threshold" => {
+                pre.neighbour_threshold = if v == "none" { None } else { Some(v.parse()?) }
+            }
             "--window" => pre.two_hit_window = v.parse()?,
             "--min-ungapped" => pre.min_ungapped_score = v.parse()?,
             "--max-candidates" => pre.max_candidates = v.parse()?,
@@ -66,8 +73,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let entries = read_tsv(&args[1])?;
     let ref_ids: HashSet<String> = entries.iter().map(|e| e.0.clone()).collect();
-    let queries: Vec<(String, String)> =
-        read_tsv(&args[2])?.into_iter().filter(|q| !ref_ids.contains(&q.0)).take(n_queries).collect();
+    let queries: Vec<(String, String)> = read_tsv(&args[2])?
+        .into_iter()
+        .filter(|q| !ref_ids.contains(&q.0))
+        .take(n_queries)
+        .collect();
 
     let t = Instant::now();
     let reference = Reference::build_with(entries, IndexParams { k })?;
@@ -84,13 +94,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         if c.len() < 10 {
             continue;
         }
-        let h = MmHit { target: c[1].to_string(), fident: c[2].parse()?, evalue: c[8].parse()?, bits: c[9].parse()? };
+        let h = MmHit {
+            target: c[1].to_string(),
+            fident: c[2].parse()?,
+            evalue: c[8].parse()?,
+            bits: c[9].parse()?,
+        };
         if h.evalue <= 1e-3 {
             mm.entry(c[0].to_string()).or_default().push(h);
         }
     }
 
-    let params = SearchParams { max_hits: 100_000, max_evalue: evalue, with_pairs: false, prefilter: pre };
+    let params = SearchParams {
+        max_hits: 100_000,
+        max_evalue: evalue,
+        with_pairs: false,
+        prefilter: pre,
+    };
     // Warm the per-thread buffers so the first query does not pay for them.
     reference.search(&queries[0].1, &params)?;
     let mut times = Vec::with_capacity(queries.len());
@@ -108,10 +128,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut our_total = 0;
     for ((qid, qseq), hits) in queries.iter().zip(&results) {
         our_total += hits.len();
-        let ours: HashMap<&str, &plm_align::Hit> = hits.iter().map(|h| (h.target_id.as_str(), h)).collect();
+        let ours: HashMap<&str, &plm_align::Hit> =
+            hits.iter().map(|h| (h.target_id.as_str(), h)).collect();
         let Some(list) = mm.get(qid) else { continue };
         with_mm += 1;
-        let top = list.iter().max_by(|a, b| a.bits.total_cmp(&b.bits)).ok_or("empty")?;
+        let top = list
+            .iter()
+            .max_by(|a, b| a.bits.total_cmp(&b.bits))
+            .ok_or("empty")?;
         match ours.get(top.target.as_str()) {
             Some(h) => {
                 top_found += 1;
@@ -121,7 +145,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
             None => {
                 // Missed: is it the prefilter or the statistics?
-                let idx = (0..reference.len()).find(|&i| reference.id(i) == Some(top.target.as_str()));
+                let idx =
+                    (0..reference.len()).find(|&i| reference.id(i) == Some(top.target.as_str()));
                 let direct = idx.and_then(|i| reference.align_to(qseq, i, false).ok().flatten());
                 let e = direct.as_ref().map_or(f64::INFINITY, |h| h.evalue);
                 if e > evalue {
@@ -134,7 +159,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
         }
         all_mm += list.len();
-        all_found += list.iter().filter(|h| ours.contains_key(h.target.as_str())).count();
+        all_found += list
+            .iter()
+            .filter(|h| ours.contains_key(h.target.as_str()))
+            .count();
     }
     let cpu_ms = match (cpu0, thread_cpu_ns()) {
         (Some(a), Some(b)) => (b - a) as f64 / 1e6 / queries.len() as f64,
@@ -147,12 +175,24 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("reference_residues: {}", reference.total_residues());
     println!("queries: {}", queries.len());
     println!("queries_with_mmseqs_hit: {with_mm}");
-    println!("top_hit_sensitivity: {:.4} ({top_found}/{with_mm})", top_found as f64 / with_mm.max(1) as f64);
+    println!(
+        "top_hit_sensitivity: {:.4} ({top_found}/{with_mm})",
+        top_found as f64 / with_mm.max(1) as f64
+    );
     println!("missed_top_hits_beyond_our_evalue_when_aligned_directly: {top_missed_stat}");
-    println!("recall_all_mmseqs_hits: {:.4} ({all_found}/{all_mm})", all_found as f64 / all_mm.max(1) as f64);
+    println!(
+        "recall_all_mmseqs_hits: {:.4} ({all_found}/{all_mm})",
+        all_found as f64 / all_mm.max(1) as f64
+    );
     println!("our_hits_total: {our_total}");
-    println!("top_hit_mean_abs_bits_rel_diff: {:.4}", bits_ratio / compared.max(1) as f64);
-    println!("top_hit_mean_abs_identity_diff: {:.4}", ident_diff / compared.max(1) as f64);
+    println!(
+        "top_hit_mean_abs_bits_rel_diff: {:.4}",
+        bits_ratio / compared.max(1) as f64
+    );
+    println!(
+        "top_hit_mean_abs_identity_diff: {:.4}",
+        ident_diff / compared.max(1) as f64
+    );
     println!("ms_per_query_mean: {mean:.2}");
     println!("cpu_ms_per_query_mean: {cpu_ms:.2}");
     println!("ms_per_query_median: {:.2}", sorted[sorted.len() / 2]);

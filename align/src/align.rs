@@ -62,7 +62,11 @@ pub fn local_score_scalar(query: &[u8], target: &[u8], gaps: GapCosts) -> LocalS
     let n = query.len();
     let mut h = vec![0i32; n];
     let mut ecol = vec![NEG; n];
-    let mut best = LocalScore { score: 0, query_end: 0, target_end: 0 };
+    let mut best = LocalScore {
+        score: 0,
+        query_end: 0,
+        target_end: 0,
+    };
     for (j, &tj) in target.iter().enumerate() {
         let mut diag = 0;
         let mut f = NEG;
@@ -76,7 +80,11 @@ pub fn local_score_scalar(query: &[u8], target: &[u8], gaps: GapCosts) -> LocalS
             ecol[i] = eij;
             up = hij;
             if hij > best.score {
-                best = LocalScore { score: hij, query_end: i, target_end: j };
+                best = LocalScore {
+                    score: hij,
+                    query_end: i,
+                    target_end: j,
+                };
             }
         }
     }
@@ -97,7 +105,11 @@ pub fn local_alignment_scalar(query: &[u8], target: &[u8], gaps: GapCosts) -> Al
     let mut dir = vec![0u8; n * m];
     let mut h = vec![0i32; n];
     let mut ecol = vec![NEG; n];
-    let mut best = LocalScore { score: 0, query_end: 0, target_end: 0 };
+    let mut best = LocalScore {
+        score: 0,
+        query_end: 0,
+        target_end: 0,
+    };
     for (j, &tj) in target.iter().enumerate() {
         let mut diag = 0;
         let mut f = NEG;
@@ -140,7 +152,11 @@ pub fn local_alignment_scalar(query: &[u8], target: &[u8], gaps: GapCosts) -> Al
             up = hij;
             dir[j * n + i] = d;
             if hij > best.score {
-                best = LocalScore { score: hij, query_end: i, target_end: j };
+                best = LocalScore {
+                    score: hij,
+                    query_end: i,
+                    target_end: j,
+                };
             }
         }
     }

@@ -83,11 +83,17 @@ mod tests {
         assert!(matches!(encode(""), Err(AlignError::EmptySequence)));
         assert!(matches!(
             encode("AC-D"),
-            Err(AlignError::InvalidResidue { position: 2, residue: '-' })
+            Err(AlignError::InvalidResidue {
+                position: 2,
+                residue: '-'
+            })
         ));
         assert!(matches!(
             encode("Aé*"),
-            Err(AlignError::InvalidResidue { position: 1, residue: 'é' })
+            Err(AlignError::InvalidResidue {
+                position: 1,
+                residue: 'é'
+            })
         ));
     }
 

@@ -26,7 +26,9 @@ pub fn word_count(k: usize) -> usize {
 /// Word of `k` codes, `None` if one is not a standard residue.
 #[inline]
 pub fn word(codes: &[u8]) -> Option<usize> {
-    codes.iter().try_fold(0usize, |w, &c| ((c as usize) < STANDARD).then(|| w * STANDARD + c as usize))
+    codes.iter().try_fold(0usize, |w, &c| {
+        ((c as usize) < STANDARD).then(|| w * STANDARD + c as usize)
+    })
 }
 
 impl KmerIndex {
@@ -59,7 +61,11 @@ impl KmerIndex {
             positions[fill[w] as usize] = p;
             fill[w] += 1;
         });
-        KmerIndex { k, offsets, positions }
+        KmerIndex {
+            k,
+            offsets,
+            positions,
+        }
     }
 
     /// Word length.
@@ -93,22 +99,41 @@ pub fn neighbourhood(codes: &[u8], threshold: i32, out: &mut Vec<usize>) {
     if best_rest[0] < threshold {
         return;
     }
-    fn walk(codes: &[u8], best_rest: &[i32], p: usize, acc: i32, w: usize, t: i32, own: Option<usize>, out: &mut Vec<usize>) {
-        if p == codes.len() {
-            if Some(w) != own {
-                out.push(w);
+    Walk {
+        codes,
+        best_rest: &best_rest,
+        threshold,
+        own,
+        out,
+    }
+    .step(0, 0, 0);
+}
+
+/// Depth-first enumeration of the words of a neighbourhood, pruned by the best reachable score.
+struct Walk<'a> {
+    codes: &'a [u8],
+    best_rest: &'a [i32],
+    threshold: i32,
+    own: Option<usize>,
+    out: &'a mut Vec<usize>,
+}
+
+impl Walk<'_> {
+    fn step(&mut self, p: usize, acc: i32, w: usize) {
+        if p == self.codes.len() {
+            if Some(w) != self.own {
+                self.out.push(w);
             }
             return;
         }
-        let row = &BLOSUM62[codes[p] as usize];
+        let row = &BLOSUM62[self.codes[p] as usize];
         for (c, &s) in row.iter().enumerate().take(STANDARD) {
             let acc = acc + s as i32;
-            if acc + best_rest[p + 1] >= t {
-                walk(codes, best_rest, p + 1, acc, w * STANDARD + c, t, own, out);
+            if acc + self.best_rest[p + 1] >= self.threshold {
+                self.step(p + 1, acc, w * STANDARD + c);
             }
         }
     }
-    walk(codes, &best_rest, 0, 0, 0, threshold, own, out);
 }
 
 #[cfg(test)]
@@ -143,7 +168,11 @@ mod tests {
             let mut want: Vec<usize> = (0..word_count(3))
                 .filter(|&w| {
                     let ws = [w / 400, (w / 20) % 20, w % 20];
-                    let s: i32 = ws.iter().zip(&codes).map(|(&a, &b)| BLOSUM62[a][b as usize] as i32).sum();
+                    let s: i32 = ws
+                        .iter()
+                        .zip(&codes)
+                        .map(|(&a, &b)| BLOSUM62[a][b as usize] as i32)
+                        .sum();
                     s >= t || Some(w) == word(&codes)
                 })
                 .collect();

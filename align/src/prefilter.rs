@@ -78,7 +78,13 @@ pub(crate) fn candidates(
     if scratch.best.len() < n_targets {
         scratch.best.resize(n_targets, 0);
     }
-    let Scratch { diag, touched, best, best_touched, words } = scratch;
+    let Scratch {
+        diag,
+        touched,
+        best,
+        best_touched,
+        words,
+    } = scratch;
     for i in 0..=qlen - k {
         let codes = &query[i..i + k];
         if word(codes).is_none() {
@@ -115,7 +121,13 @@ pub(crate) fn candidates(
                 }
                 let target = starts.partition_point(|&s| s <= g) - 1;
                 let (ts, te) = (starts[target] as usize, starts[target + 1] as usize);
-                let (s, q_end) = extend(query, &residues[ts..te], i, g as usize - ts, params.ungapped_xdrop);
+                let (s, q_end) = extend(
+                    query,
+                    &residues[ts..te],
+                    i,
+                    g as usize - ts,
+                    params.ungapped_xdrop,
+                );
                 diag[d] = EXTENDED | q_end as u32;
                 let b = &mut best[target];
                 if *b == 0 {

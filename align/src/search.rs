@@ -130,7 +130,12 @@ impl Reference {
             let id = id.into();
             match encode(seq.as_ref()) {
                 Ok(codes) => residues.extend_from_slice(&codes),
-                Err(e) => return Err(AlignError::InvalidEntry { id, source: Box::new(e) }),
+                Err(e) => {
+                    return Err(AlignError::InvalidEntry {
+                        id,
+                        source: Box::new(e),
+                    })
+                }
             }
             if residues.len() > (u32::MAX / 2) as usize {
                 return Err(AlignError::ReferenceTooLarge(residues.len()));
@@ -139,7 +144,12 @@ impl Reference {
             ids.push(id);
         }
         let index = KmerIndex::build(&residues, &starts, k);
-        Ok(Reference { ids, residues, starts, index })
+        Ok(Reference {
+            ids,
+            residues,
+            starts,
+            index,
+        })
     }
 
     /// Number of sequences.
@@ -164,7 +174,8 @@ impl Reference {
 
     /// Sequence `index` (upper case, rare letters folded as in [`crate::alphabet`]).
     pub fn sequence(&self, index: usize) -> Option<String> {
-        self.codes(index).map(|c| c.iter().map(|&x| letter(x) as char).collect())
+        self.codes(index)
+            .map(|c| c.iter().map(|&x| letter(x) as char).collect())
     }
 
     /// Word length of the index.
@@ -183,13 +194,22 @@ impl Reference {
         let q = encode(query)?;
         let cands = SCRATCH.with(|s| {
             let mut scratch = s.borrow_mut();
-            candidates(&self.index, &self.residues, &self.starts, &q, &params.prefilter, &mut scratch)
+            candidates(
+                &self.index,
+                &self.residues,
+                &self.starts,
+                &q,
+                &params.prefilter,
+                &mut scratch,
+            )
         });
         let profile = QueryProfile::new(&q);
         let mut scored: Vec<(usize, crate::LocalScore)> = Vec::new();
         let mut misses = 0;
         for (t, _) in cands {
-            let Some(target) = self.codes(t as usize) else { continue };
+            let Some(target) = self.codes(t as usize) else {
+                continue;
+            };
             let s = profile.local_score(target, GAPS);
             let e = STATS.evalue(s.score, q.len(), self.total_residues());
             if s.score > 0 && e <= params.max_evalue {
@@ -216,15 +236,28 @@ impl Reference {
 
     /// Aligns `query` with reference sequence `target_index` directly (no prefilter, no
     /// E-value cut-off); `None` for an unknown index or a score of zero.
-    pub fn align_to(&self, query: &str, target_index: usize, with_pairs: bool) -> Result<Option<Hit>, AlignError> {
+    pub fn align_to(
+        &self,
+        query: &str,
+        target_index: usize,
+        with_pairs: bool,
+    ) -> Result<Option<Hit>, AlignError> {
         let q = encode(query)?;
-        let Some(target) = self.codes(target_index) else { return Ok(None) };
+        let Some(target) = self.codes(target_index) else {
+            return Ok(None);
+        };
         let s = QueryProfile::new(&q).local_score(target, GAPS);
         if s.score <= 0 {
             return Ok(None);
         }
         let a = traceback(&q, target, s, GAPS);
-        Ok(Some(self.hit(target_index, q.len(), target.len(), a, with_pairs)))
+        Ok(Some(self.hit(
+            target_index,
+            q.len(),
+            target.len(),
+            a,
+            with_pairs,
+        )))
     }
 
     fn hit(&self, t: usize, qlen: usize, tlen: usize, a: Alignment, with_pairs: bool) -> Hit {

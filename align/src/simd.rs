@@ -35,7 +35,11 @@ impl QueryProfile {
                 }
             }
         }
-        QueryProfile { query: query.to_vec(), seg_len, data }
+        QueryProfile {
+            query: query.to_vec(),
+            seg_len,
+            data,
+        }
     }
 
     /// The encoded query.
@@ -62,8 +66,8 @@ impl QueryProfile {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{QueryProfile, LANES};
-    use crate::alphabet::ALPHABET_SIZE;
     use crate::align::LocalScore;
+    use crate::alphabet::ALPHABET_SIZE;
     use crate::matrix::GapCosts;
     use std::arch::x86_64::*;
 
@@ -106,7 +110,11 @@ mod avx2 {
         let mut e_buf = vec![v_neg; seg];
         let (mut h_store, mut h_load) = (h_a.as_mut_ptr(), h_b.as_mut_ptr());
         let e = e_buf.as_mut_ptr();
-        let mut best = LocalScore { score: 0, query_end: 0, target_end: 0 };
+        let mut best = LocalScore {
+            score: 0,
+            query_end: 0,
+            target_end: 0,
+        };
         let mut v_best = zero;
         for (j, &c) in target.iter().enumerate() {
             let base = (c as usize).min(ALPHABET_SIZE - 1) * seg * LANES;
@@ -165,7 +173,11 @@ mod avx2 {
                     }
                 }
             }
-            best = LocalScore { score: col_max, query_end: first, target_end: j };
+            best = LocalScore {
+                score: col_max,
+                query_end: first,
+                target_end: j,
+            };
             v_best = _mm256_set1_epi16(col_max as i16);
         }
         drop((h_a, h_b, e_buf));

@@ -12,7 +12,10 @@ pub struct KarlinAltschul {
 impl KarlinAltschul {
     /// Gapped BLOSUM62 with gap open 11, extend 1 (BLAST's defaults): `lambda = 0.267`,
     /// `K = 0.041` (NCBI BLAST `blast_stat.c`, table for BLOSUM62).
-    pub const BLOSUM62_11_1: KarlinAltschul = KarlinAltschul { lambda: 0.267, k: 0.041 };
+    pub const BLOSUM62_11_1: KarlinAltschul = KarlinAltschul {
+        lambda: 0.267,
+        k: 0.041,
+    };
 
     /// Bit score `(lambda * S - ln K) / ln 2`.
     pub fn bit_score(&self, raw: i32) -> f64 {
@@ -36,7 +39,11 @@ mod tests {
     fn bit_score_matches_blast_convention() {
         let ka = KarlinAltschul::BLOSUM62_11_1;
         // BLAST: a raw score of 100 is about 43.1 bits with these constants.
-        assert!((ka.bit_score(100) - 43.13).abs() < 0.05, "{}", ka.bit_score(100));
+        assert!(
+            (ka.bit_score(100) - 43.13).abs() < 0.05,
+            "{}",
+            ka.bit_score(100)
+        );
         // E = m n 2^-bits.
         let e = ka.evalue(100, 300, 1_000_000);
         let from_bits = 300.0 * 1e6 * 2f64.powf(-ka.bit_score(100));

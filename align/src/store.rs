@@ -42,7 +42,8 @@ impl Reference {
     /// rebuilds its k-mer index.
     pub fn from_bytes(bytes: &[u8]) -> Result<Reference, AlignError> {
         let bad = |m: &str| AlignError::CorruptIndex(m.to_string());
-        let s: Stored = postcard::from_bytes(bytes).map_err(|e| AlignError::CorruptIndex(e.to_string()))?;
+        let s: Stored =
+            postcard::from_bytes(bytes).map_err(|e| AlignError::CorruptIndex(e.to_string()))?;
         if s.magic != MAGIC || s.version != VERSION {
             return Err(bad("not a plm-align reference of this version"));
         }
@@ -50,7 +51,8 @@ impl Reference {
         if !K_RANGE.contains(&k) {
             return Err(bad("bad word length"));
         }
-        if s.ids.len() != s.lengths.len() || s.residues.iter().any(|&c| c as usize >= ALPHABET_SIZE) {
+        if s.ids.len() != s.lengths.len() || s.residues.iter().any(|&c| c as usize >= ALPHABET_SIZE)
+        {
             return Err(bad("bad sequences"));
         }
         let mut starts = Vec::with_capacity(s.lengths.len() + 1);
@@ -67,7 +69,12 @@ impl Reference {
             return Err(bad("lengths do not add up"));
         }
         let index = KmerIndex::build(&s.residues, &starts, k);
-        Ok(Reference { ids: s.ids, residues: s.residues, starts, index })
+        Ok(Reference {
+            ids: s.ids,
+            residues: s.residues,
+            starts,
+            index,
+        })
     }
 
     /// Writes [`Reference::to_bytes`] to a file.

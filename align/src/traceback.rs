@@ -22,11 +22,33 @@ pub(crate) fn traceback(query: &[u8], target: &[u8], end: LocalScore, gaps: GapC
             }
         }
     }
-    let mut a = local_alignment_scalar(qp, tp, gaps);
-    // The prefixes' best local alignment has the same score; recompute identities on the full
-    // sequences is unnecessary (positions are the same).
-    a.score = end.score;
-    a
+    // The best local alignment of the prefixes has the same score and the same coordinates.
+    local_alignment_scalar(qp, tp, gaps)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::alphabet::encode;
+    use crate::simd::QueryProfile;
+
+    #[test]
+    fn block_aligner_path_is_used_and_optimal() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let q = encode("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ")
+            .unwrap_or_default();
+        let t = encode("GGMKTAYIAKQRQISFVKSHFSRQAEERLGLIEVQAPILSRVGDGTDNLSGAEKAVQVKVKALPDAQWW")
+            .unwrap_or_default();
+        let end = QueryProfile::new(&q).local_score(&t, GapCosts::BLAST);
+        let qp = &q[..=end.query_end];
+        let tp = &t[..=end.target_end];
+        let a = block::reverse_anchored(qp, tp, end.score, GapCosts::BLAST);
+        let a = a.unwrap_or_else(|| panic!("block-aligner did not reach score {}", end.score));
+        assert_eq!(path_score(&q, &t, &a, GapCosts::BLAST), end.score);
+        assert_eq!(a, local_alignment_scalar(&q, &t, GapCosts::BLAST));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -76,8 +98,11 @@ mod block {
         let t = PaddedBytes::from_bytes::<AAMatrix>(&rt, MAX_BLOCK);
         // The aligner's buffers are sized by an upper bound of the lengths and reused.
         let cap = rq.len().max(rt.len()).max(1024).next_power_of_two();
-        let mut slot = BLOCK.with(|b| b.borrow_mut().take()).filter(|(c, _)| *c >= cap);
-        let (_, block) = slot.get_or_insert_with(|| (cap, Block::<true, true>::new(cap, cap, MAX_BLOCK)));
+        let mut slot = BLOCK
+            .with(|b| b.borrow_mut().take())
+            .filter(|(c, _)| *c >= cap);
+        let (_, block) =
+            slot.get_or_insert_with(|| (cap, Block::<true, true>::new(cap, cap, MAX_BLOCK)));
         // A gap of length n costs `open + extend * (n - 1)` in block-aligner.
         let g = Gaps { open, extend };
         block.align(&q, &t, matrix(), g, MIN_BLOCK..=MAX_BLOCK, score);
@@ -96,7 +121,9 @@ mod block {
             return None;
         }
         let mut cigar = Cigar::new(res.query_idx, res.reference_idx);
-        block.trace().cigar(res.query_idx, res.reference_idx, &mut cigar);
+        block
+            .trace()
+            .cigar(res.query_idx, res.reference_idx, &mut cigar);
         let mut ops = Vec::with_capacity(res.query_idx + res.reference_idx);
         for op_len in cigar.to_vec() {
             let op = match op_len.op {

@@ -19,7 +19,10 @@ fn reference(n: usize, seed: u64) -> (Reference, Vec<(String, String)>) {
 #[test]
 fn exact_query_finds_itself_first() {
     let (r, entries) = reference(500, 11);
-    let params = SearchParams { with_pairs: true, ..SearchParams::default() };
+    let params = SearchParams {
+        with_pairs: true,
+        ..SearchParams::default()
+    };
     for (id, seq) in entries.iter().step_by(37) {
         let hits = r.search(seq, &params).unwrap();
         let top = &hits[0];
@@ -40,7 +43,11 @@ fn mutated_query_finds_its_source() {
     for (id, seq) in entries.iter().step_by(23) {
         let q = rng.mutate(seq, 0.4);
         let hits = r.search(&q, &SearchParams::default()).unwrap();
-        assert_eq!(hits.first().map(|h| h.target_id.as_str()), Some(id.as_str()), "{q}");
+        assert_eq!(
+            hits.first().map(|h| h.target_id.as_str()),
+            Some(id.as_str()),
+            "{q}"
+        );
         let h = &hits[0];
         assert!(h.identity > 0.4 && h.identity < 0.9, "{}", h.identity);
         assert!(h.query_end <= q.len() && h.target_end <= seq.len());
@@ -53,7 +60,10 @@ fn unrelated_query_has_no_hits_under_strict_evalue() {
     let mut rng = Rng(1234);
     for _ in 0..10 {
         let q = rng.protein(300);
-        let params = SearchParams { max_evalue: 1e-3, ..SearchParams::default() };
+        let params = SearchParams {
+            max_evalue: 1e-3,
+            ..SearchParams::default()
+        };
         assert!(r.search(&q, &params).unwrap().is_empty());
     }
 }
@@ -73,7 +83,10 @@ fn evalue_decreases_and_bits_increase_with_score() {
 fn align_to_reports_scalar_consistent_hit() {
     let (r, entries) = reference(20, 14);
     let h = r.align_to(&entries[3].1, 3, true).unwrap().unwrap();
-    assert_eq!((h.identity, h.query_coverage, h.target_coverage), (1.0, 1.0, 1.0));
+    assert_eq!(
+        (h.identity, h.query_coverage, h.target_coverage),
+        (1.0, 1.0, 1.0)
+    );
     assert!(r.align_to(&entries[3].1, 99, false).unwrap().is_none());
 }
 
@@ -82,10 +95,19 @@ fn invalid_input_gives_typed_errors() {
     let (r, _) = reference(5, 15);
     let p = SearchParams::default();
     assert!(matches!(r.search("", &p), Err(AlignError::EmptySequence)));
-    assert!(matches!(r.search("MKV1L", &p), Err(AlignError::InvalidResidue { position: 3, residue: '1' })));
+    assert!(matches!(
+        r.search("MKV1L", &p),
+        Err(AlignError::InvalidResidue {
+            position: 3,
+            residue: '1'
+        })
+    ));
     let bad = Reference::build([("ok", "MKVL"), ("bad", "MK L")]);
     assert!(matches!(bad, Err(AlignError::InvalidEntry { ref id, .. }) if id == "bad"));
-    assert!(matches!(Reference::build([("e", "")]), Err(AlignError::InvalidEntry { .. })));
+    assert!(matches!(
+        Reference::build([("e", "")]),
+        Err(AlignError::InvalidEntry { .. })
+    ));
     // Short queries and empty references give no hits, not errors.
     assert!(r.search("MK", &p).unwrap().is_empty());
     let empty = Reference::build(Vec::<(String, String)>::new()).unwrap();
@@ -99,7 +121,10 @@ fn serialised_reference_round_trips_and_rejects_corruption() {
     let back = Reference::from_bytes(&bytes).unwrap();
     assert_eq!(back, r);
     let p = SearchParams::default();
-    assert_eq!(back.search(&entries[5].1, &p).unwrap(), r.search(&entries[5].1, &p).unwrap());
+    assert_eq!(
+        back.search(&entries[5].1, &p).unwrap(),
+        r.search(&entries[5].1, &p).unwrap()
+    );
     assert!(Reference::from_bytes(&bytes[..bytes.len() / 2]).is_err());
     // A residue code out of range (the residues are the last field).
     let mut flipped = bytes.clone();
@@ -117,7 +142,11 @@ fn serialised_reference_round_trips_and_rejects_corruption() {
 fn search_is_thread_safe() {
     let (r, entries) = reference(300, 17);
     let p = SearchParams::default();
-    let expected: Vec<_> = entries.iter().take(8).map(|(_, s)| r.search(s, &p).unwrap()).collect();
+    let expected: Vec<_> = entries
+        .iter()
+        .take(8)
+        .map(|(_, s)| r.search(s, &p).unwrap())
+        .collect();
     std::thread::scope(|s| {
         for (i, (_, seq)) in entries.iter().take(8).enumerate() {
             let (r, p, expected) = (&r, &p, &expected);

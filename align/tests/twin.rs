@@ -19,7 +19,10 @@ fn check(q: &str, t: &str) {
     let a = align_pair(q, t).unwrap();
     assert_eq!(a.score, expected, "traceback score\n{q}\n{t}");
     if expected > 0 {
-        assert_eq!((a.query_end - 1, a.target_end - 1), (scalar.query_end, scalar.target_end));
+        assert_eq!(
+            (a.query_end - 1, a.target_end - 1),
+            (scalar.query_end, scalar.target_end)
+        );
         assert!(a.identities <= a.pairs.len() && a.pairs.len() <= a.columns);
     }
 }
@@ -43,7 +46,10 @@ fn identical_sequences_align_fully() {
     for len in [1, 15, 16, 17, 100, 333, 1200] {
         let s = rng.protein(len);
         let a = align_pair(&s, &s).unwrap();
-        assert_eq!((a.query_start, a.query_end, a.target_start, a.target_end), (0, len, 0, len));
+        assert_eq!(
+            (a.query_start, a.query_end, a.target_start, a.target_end),
+            (0, len, 0, len)
+        );
         assert_eq!(a.identities, len);
         assert_eq!(a.columns, len);
         assert_eq!(a.pairs.len(), len);
@@ -62,7 +68,9 @@ fn long_identical_sequences_fall_back_when_i16_saturates() {
 
 fn protein(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(0..STANDARD.len() + 1, 1..max).prop_map(|v| {
-        v.into_iter().map(|i| if i == 20 { 'X' } else { STANDARD[i] as char }).collect()
+        v.into_iter()
+            .map(|i| if i == 20 { 'X' } else { STANDARD[i] as char })
+            .collect()
     })
 }
 

@@ -47,7 +47,10 @@ impl Rng {
 }
 
 fn code(c: u8) -> usize {
-    b"ARNDCQEGHILKMFPSTWYVBZX".iter().position(|&x| x == c).unwrap_or(22)
+    b"ARNDCQEGHILKMFPSTWYVBZX"
+        .iter()
+        .position(|&x| x == c)
+        .unwrap_or(22)
 }
 
 /// Textbook Gotoh local alignment with three full matrices; gap of length L costs 11 + L.
@@ -73,11 +76,16 @@ pub fn naive_sw(q: &str, t: &str) -> i32 {
 
 /// `../shared/data/<rel>` when present; prints a skip message otherwise.
 pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(rel);
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel);
     if path.exists() {
         Some(path)
     } else {
-        eprintln!("skipped: {} not found (the shared data directory is absent)", path.display());
+        eprintln!(
+            "skipped: {} not found (the shared data directory is absent)",
+            path.display()
+        );
         None
     }
 }
