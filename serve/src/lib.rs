@@ -10,7 +10,7 @@
 //! - [`listener`]: the socket, one thread per client connection;
 //! - [`queue`]: queued requests and the rule that merges them into shared batches;
 //! - [`executor`]: the thread that runs batches on the models;
-//! - [`stats`]: counters;
+//! - [`stats`]: the counters at every stage;
 //! - [`client`]: the backend side of a connection;
 //! - [`execute`]: the one code path that computes a request (server and in-backend alike);
 //! - [`limits`]: the memory a request needs, estimated from its shape before anything runs;
