@@ -111,18 +111,13 @@ fn plm_ppi_with_model(
     ppi(Some(&given(model)), a, b)
 }
 
-/// The arguments of a binding-site call, after the model.
-struct SiteQuery<'a> {
-    sequence: &'a str,
-    ligand: Option<&'a str>,
-    threshold: Option<f32>,
-    structure: Option<&'a str>,
-    chain: Option<&'a str>,
-}
-
 fn binding_sites(
     model: Option<&str>,
-    q: SiteQuery<'_>,
+    sequence: Option<&str>,
+    ligand: Option<&str>,
+    threshold: Option<f32>,
+    structure: Option<&str>,
+    chain: Option<&str>,
 ) -> TableIterator<
     'static,
     (
@@ -132,13 +127,16 @@ fn binding_sites(
         name!(score, f32),
     ),
 > {
-    let threshold = self::threshold(q.threshold, 0.5);
+    let Some(sequence) = sequence else {
+        return TableIterator::new(Vec::new());
+    };
+    let threshold = self::threshold(threshold, 0.5);
     let task = Task::BindingSites {
-        sequence: q.sequence.to_string(),
-        ligand: q.ligand.map(str::to_string),
+        sequence: sequence.to_string(),
+        ligand: ligand.map(str::to_string),
         threshold,
-        structure: q.structure.map(str::to_string),
-        chain: q.chain.map(str::to_string),
+        structure: structure.map(str::to_string),
+        chain: chain.map(str::to_string),
     };
     let rows = match run(model, task) {
         Output::Sites(s) => s,
@@ -169,17 +167,7 @@ fn plm_binding_sites(
         name!(score, f32),
     ),
 > {
-    let Some(sequence) = sequence else {
-        return TableIterator::new(Vec::new());
-    };
-    let query = SiteQuery {
-        sequence,
-        ligand,
-        threshold,
-        structure,
-        chain,
-    };
-    binding_sites(None, query)
+    binding_sites(None, sequence, ligand, threshold, structure, chain)
 }
 
 /// Per-residue binding-site scores with `model`.
@@ -200,15 +188,15 @@ fn plm_binding_sites_with_model(
         name!(score, f32),
     ),
 > {
-    let Some(sequence) = sequence else {
+    if sequence.is_none() {
         return TableIterator::new(Vec::new());
-    };
-    let query = SiteQuery {
+    }
+    binding_sites(
+        Some(&given(model)),
         sequence,
         ligand,
         threshold,
         structure,
         chain,
-    };
-    binding_sites(Some(&given(model)), query)
+    )
 }

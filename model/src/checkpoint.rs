@@ -103,8 +103,39 @@ fn require(path: PathBuf, what: &str) -> Result<PathBuf> {
     }
 }
 
-/// SHA-256 of a file, hex encoded.
+/// SHA-256 of a file, hex encoded. Remembered per process by file identity (device, inode, size,
+/// modification time), so listing models does not re-read multi-gigabyte weights on every call;
+/// a replaced or rewritten file has a new identity and is hashed again.
 pub fn sha256_file(path: &Path) -> Result<String> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Mutex, OnceLock};
+    type Identity = (u64, u64, u64, i64, i64);
+    static KNOWN: OnceLock<Mutex<HashMap<Identity, String>>> = OnceLock::new();
+    let identity = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(hit) = identity.and_then(|id| {
+        known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }) {
+        return Ok(hit);
+    }
+    let fingerprint = hash_file(path)?;
+    if let Some(id) = identity {
+        known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, fingerprint.clone());
+    }
+    Ok(fingerprint)
+}
+
+fn hash_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| PlmError::Io {
         path: path.into(),
         source: e,
@@ -303,4 +334,25 @@ pub fn save_checkpoint_with(
         path: dir.into(),
         source: e,
     })
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_remembered_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bin");
+        std::fs::write(&path, b"weights one").unwrap();
+        let first = sha256_file(&path).unwrap();
+        assert_eq!(first, hash_file(&path).unwrap());
+        assert_eq!(sha256_file(&path).unwrap(), first);
+        // Same size, new content: a new modification time, so it is hashed again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"weights two").unwrap();
+        let second = sha256_file(&path).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(second, hash_file(&path).unwrap());
+    }
 }

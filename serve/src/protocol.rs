@@ -444,4 +444,32 @@ mod tests {
         );
         assert_eq!(hex(encode(&response).unwrap()), "01050178");
     }
+
+    proptest::proptest! {
+        /// Any bytes on the wire give a message, an error or a refusal: never a panic, and never
+        /// an allocation larger than the frame limit.
+        #[test]
+        fn the_decoder_survives_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = read_frame::<Request>(&mut bytes.as_slice(), 256);
+            let _ = read_frame::<Hello>(&mut bytes.as_slice(), 256);
+            let _ = read_frame::<Response>(&mut bytes.as_slice(), 256);
+        }
+
+        /// Valid frames with flipped bytes decode or fail cleanly.
+        #[test]
+        fn corrupted_requests_decode_or_fail(flips in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 1..6)) {
+            let request = Request::Compute {
+                model: ModelRef { dir: "/m/plm-default".into(), name: "plm-default".into(), device: DeviceSpec::Cpu },
+                settings: RequestSettings { long_sequences: LongSequencePolicy::Error, max_length: 1022 },
+                task: Task::EmbedResidues { sequences: vec!["MKTAYIAK".into()], layers: vec![Some(-1), None] },
+            };
+            let mut frame = Vec::new();
+            write_frame(&mut frame, &encode(&request).unwrap()).unwrap();
+            for (at, byte) in flips {
+                let i = 4 + at % (frame.len() - 4);
+                frame[i] = byte;
+            }
+            let _ = read_frame::<Request>(&mut frame.as_slice(), 1 << 20);
+        }
+    }
 }
