@@ -87,5 +87,9 @@ step "isolated inference server: faults, cancel, no preloading (tests/worker/run
 tests/worker/run.sh
 passed=$((passed + 1))
 
+step "soak (scripts/soak.sh, short; the 10-minute run is recorded in docs/BENCHMARKS.md)"
+scripts/soak.sh 30
+passed=$((passed + 1))
+
 echo
 echo "summary: $passed passed, 0 failed"
