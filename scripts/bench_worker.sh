@@ -26,7 +26,8 @@ psql -X -q -c "SELECT plm_cache_clear()" >/dev/null
 pss_total() { # PSS of the postmaster and all its children, MiB
   local pm
   pm="$(head -1 "$(psql -X -A -t -c "SHOW data_directory")/postmaster.pid")"
-  { echo "$pm"; pgrep -P "$pm"; } | while read -r pid; do
+  # Children of the postmaster and theirs (the inference server is a child of its supervisor).
+  { echo "$pm"; pgrep -P "$pm"; pgrep -P "$(pgrep -d, -P "$pm")"; } | while read -r pid; do
     awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || true
   done | awk '{s += $1} END {printf "%.0f", s / 1024}'
 }
