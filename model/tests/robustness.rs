@@ -63,9 +63,7 @@ proptest! {
 
     #[test]
     fn truncated_mmcif_never_panics(cut in 0usize..400) {
-        let cif = format!(
-            "data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n_atom_site.type_symbol\n_atom_site.label_atom_id\n_atom_site.label_comp_id\n_atom_site.label_asym_id\n_atom_site.label_seq_id\n_atom_site.Cartn_x\n_atom_site.Cartn_y\n_atom_site.Cartn_z\n_atom_site.auth_asym_id\n_atom_site.auth_seq_id\n_atom_site.pdbx_PDB_model_num\nATOM 1 C CA ALA A 1 1.0 2.0 3.0 A 1 1\nATOM 2 C CA GLY A 2 4.8 2.0 3.0 A 2 1\n"
-        );
+        let cif = "data_x\nloop_\n_atom_site.group_PDB\n_atom_site.id\n_atom_site.type_symbol\n_atom_site.label_atom_id\n_atom_site.label_comp_id\n_atom_site.label_asym_id\n_atom_site.label_seq_id\n_atom_site.Cartn_x\n_atom_site.Cartn_y\n_atom_site.Cartn_z\n_atom_site.auth_asym_id\n_atom_site.auth_seq_id\n_atom_site.pdbx_PDB_model_num\nATOM 1 C CA ALA A 1 1.0 2.0 3.0 A 1 1\nATOM 2 C CA GLY A 2 4.8 2.0 3.0 A 2 1\n";
         let end = cif.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(cif.len());
         let _ = parse_structure(&cif[..end], None);
     }
