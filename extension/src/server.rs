@@ -21,6 +21,7 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use plm_model::{ErrorClass, PlmError};
+use plm_serve::client::SERVER_ENDED;
 use plm_serve::process::{InstanceLock, ServeOptions, Supervisor, SupervisorState};
 use plm_serve::{Output, Request, WorkerClient};
 
@@ -165,7 +166,7 @@ pub fn supervisor_state() -> Option<SupervisorState> {
 
 /// The supervisor's view, for error messages.
 fn supervisor_says() -> String {
-    match SupervisorState::read(Path::new(STATE)) {
+    match supervisor_state() {
         Some(state) => format!("; supervisor: {}", state.summary()),
         None => String::new(),
     }
@@ -175,7 +176,7 @@ fn supervisor_says() -> String {
 fn how_it_ended(pid: u32) -> String {
     let deadline = Instant::now() + Duration::from_millis(600);
     while Instant::now() < deadline {
-        if let Some(state) = SupervisorState::read(Path::new(STATE)) {
+        if let Some(state) = supervisor_state() {
             if state.server_pid != pid {
                 if let Some(exit) = state.last_exit {
                     return exit;
@@ -212,7 +213,7 @@ pub fn call(request: &Request) -> Result<Output, PlmError> {
     };
     let pid = client.worker_pid();
     match client.call(request, &mut poll) {
-        Err(PlmError::WorkerUnavailable(why)) if why.starts_with("the server ended") => {
+        Err(PlmError::WorkerUnavailable(why)) if why == SERVER_ENDED => {
             Err(PlmError::WorkerUnavailable(format!(
                 "the inference server (pid {pid}) {} while computing this request; it restarts \
                  on its own, and the next query will be answered (see the server log)",

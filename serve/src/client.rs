@@ -12,6 +12,10 @@ use crate::protocol::{
     Request, Response, Welcome, MAX_HANDSHAKE_BYTES,
 };
 
+/// The message of the [`PlmError::WorkerUnavailable`] a call returns when the server ended
+/// while computing it (the caller may then find out how, see `plm_serve::process`).
+pub const SERVER_ENDED: &str = "the server ended while serving this request";
+
 /// How often a waiting client gives its caller a chance to cancel.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -110,7 +114,7 @@ impl WorkerClient {
         let mut have = 0;
         while have < 4 {
             match std::io::Read::read(&mut self.stream, &mut len[have..]) {
-                Ok(0) => return Err(unavailable("the server ended while serving this request")),
+                Ok(0) => return Err(unavailable(SERVER_ENDED)),
                 Ok(n) => have += n,
                 Err(e)
                     if matches!(

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ use crate::queue::{BatchLimits, Job, Queue};
 use crate::registry::ModelRegistry;
 use crate::stats::Counters;
 
-/// Server settings; may change while it runs (see [`ServerHandle::set_config`]).
+/// Server settings, fixed for the life of the server (the supervisor restarts the server to
+/// apply new ones).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
     /// Longest wait for more requests to fill a batch.
@@ -51,7 +52,7 @@ impl Default for ServerConfig {
 
 struct Shared {
     registry: ModelRegistry,
-    config: RwLock<ServerConfig>,
+    config: ServerConfig,
     queue: Queue,
     counters: Counters,
     started: Instant,
@@ -59,7 +60,7 @@ struct Shared {
 
 impl Shared {
     fn config(&self) -> ServerConfig {
-        *self.config.read().unwrap_or_else(|p| p.into_inner())
+        self.config
     }
 
     fn stats(&self) -> WorkerStats {
@@ -91,22 +92,13 @@ pub struct Server {
     acceptor: JoinHandle<()>,
 }
 
-/// A cheap handle to change settings or read counters of a running [`Server`].
+/// A cheap handle to read counters of a running [`Server`] and reach its models.
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
 }
 
 impl ServerHandle {
-    /// Replaces the settings.
-    pub fn set_config(&self, config: ServerConfig) {
-        *self
-            .shared
-            .config
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = config;
-    }
-
     /// Current counters.
     pub fn stats(&self) -> WorkerStats {
         self.shared.stats()
@@ -139,7 +131,7 @@ impl Server {
         std::fs::rename(&staging, socket).map_err(io)?;
         let shared = Arc::new(Shared {
             registry,
-            config: RwLock::new(config),
+            config,
             queue: Queue::default(),
             counters: Counters::default(),
             started: Instant::now(),
