@@ -16,7 +16,6 @@ CLIENTS="${PLM_SOAK_CLIENTS:-16}"
 DATA="${PLM_DATA:-$ROOT/../shared/data}/pretrain/swissprot2014_valid.fasta.gz"
 eval "$("$ROOT/scripts/pg-local.sh" env)"
 export PGDATABASE=plm_soak PGOPTIONS="-c client_min_messages=warning"
-PGLOG="${PLM_PGHOME:-/var/lib/postgresql/pg_plm}/server.log"
 OUT="$(mktemp -d)"
 chmod 777 "$OUT"
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
@@ -42,9 +41,8 @@ emit()
 PY
 [ "$(q -c "SELECT count(*) FROM soak_proteins")" = 2000 ] || { echo "soak: could not load 2,000 proteins" >&2; exit 1; }
 
-checkpointer() { q -d postgres -c "SELECT backend_start FROM pg_stat_activity WHERE backend_type = 'checkpointer'"; }
-ckpt0="$(checkpointer)"
-logpos="$(stat -c %s "$PGLOG")"
+. "$ROOT/tests/crash_check.sh"
+crash_check_mark
 server_pid="$(q -c "SELECT pid FROM plm_worker_stats()")"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0; }
 cache_kb() { q -c "SELECT coalesce(cache_bytes, 0) / 1024 FROM plm_worker_stats()" 2>/dev/null || echo 0; }
@@ -96,7 +94,6 @@ failed="$(grep -oE "number of failed transactions: [0-9]+" "$OUT/pgbench.txt" | 
 processed="$(grep -oE "number of transactions actually processed: [0-9]+" "$OUT/pgbench.txt" | grep -oE "[0-9]+$" || echo 0)"
 grep -q "ERROR\|error" "$OUT/pgbench.txt" && { grep -m5 "ERROR\|error" "$OUT/pgbench.txt"; exit 1; }
 [ "$processed" -gt 0 ] && [ "${failed:-0}" = 0 ] || { echo "soak: $processed processed, $failed failed" >&2; exit 1; }
-[ "$(checkpointer)" = "$ckpt0" ] && ! tail -c +$((logpos + 1)) "$PGLOG" | grep -E "terminated by signal|reinitializing" \
-  || { echo "soak: PostgreSQL crash-restarted" >&2; exit 1; }
+crash_check_verify
 echo "soak: $processed transactions, 0 failed, no crash restart"
 psql -X -q -d postgres -c "DROP DATABASE plm_soak"

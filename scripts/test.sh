@@ -49,11 +49,9 @@ step "install the extension into PostgreSQL 15 and start the local server"
 scripts/pg-local.sh restart
 eval "$(scripts/pg-local.sh env)"
 
-# No test may take PostgreSQL down: a crash restart replaces the checkpointer and is logged.
-PGLOG=/var/lib/postgresql/pg_plm/server.log
-checkpointer() { scripts/pg-local.sh psql -X -A -t -d postgres -c "SELECT backend_start FROM pg_stat_activity WHERE backend_type = 'checkpointer'"; }
-ckpt0="$(checkpointer)"
-logpos="$(stat -c %s "$PGLOG")"
+# No test may take PostgreSQL down.
+. tests/crash_check.sh
+crash_check_mark
 
 step "pg_regress suites (tests/sql, tests/expected)"
 OUTDIR="$(mktemp -d)"
@@ -75,11 +73,8 @@ for example in sql/examples/*.sql; do
 done
 
 step "no crash restart during the SQL suites and examples"
-if [ "$(checkpointer)" != "$ckpt0" ] || tail -c +$((logpos + 1)) "$PGLOG" | grep -E "terminated by signal|reinitializing"; then
-  echo "PostgreSQL crash-restarted during the tests" >&2
-  exit 1
-fi
-echo "checkpointer unchanged since $ckpt0; no crash restart in the server log"
+crash_check_verify
+echo "checkpointer unchanged since $CRASH_CHECK_CKPT; no crash restart in the server log"
 passed=$((passed + 1))
 
 step "isolated inference server: faults, cancel, no preloading (tests/worker/run.sh)"

@@ -20,17 +20,9 @@ q -c "CREATE EXTENSION pg_plm"
 [ "$(q -c "SHOW shared_preload_libraries")" = pg_plm ] || fail "pg_plm is not preloaded"
 
 worker_pid() { q -c "SELECT pid FROM plm_worker_stats()"; }
-# A crash restart of PostgreSQL replaces the checkpointer (pg_postmaster_start_time() does not
-# change on a crash restart, so it cannot tell).
-checkpointer() { q -d postgres -c "SELECT backend_start FROM pg_stat_activity WHERE backend_type = 'checkpointer'"; }
-no_crash_restart() { # $1: checkpointer start recorded before
-  [ "$(checkpointer)" = "$1" ] || fail "PostgreSQL crash-restarted (checkpointer restarted)"
-  ! tail -c +$((logpos + 1)) "$PGLOG" | grep -E "terminated by signal|reinitializing" \
-    || fail "the server log shows a crash restart"
-}
-PGLOG="${PLM_PGHOME:-/var/lib/postgresql/pg_plm}/server.log"
-ckpt0="$(checkpointer)"
-logpos="$(stat -c %s "$PGLOG")"
+. "$ROOT/tests/crash_check.sh"
+PGLOG="$CRASH_CHECK_LOG"
+crash_check_mark
 pid0="$(worker_pid)"
 [ -n "$pid0" ] || fail "no inference server statistics"
 ok "inference server running (pid $pid0, supervised by pid $(q -c "SELECT supervisor_pid FROM plm_worker_stats()"))"
@@ -108,7 +100,7 @@ fault() { # $1: signal name
   [ "$(q -c "SELECT array_length(plm_embed('MKTAYIAKQRQISFVKSHFSRQ'), 1)")" -gt 0 ] || fail "no answer after SIG$1"
   after="$(worker_pid)"
   [ "$after" != "$before" ] || fail "server pid unchanged after SIG$1"
-  no_crash_restart "$ckpt0"
+  crash_check_verify
   ok "no PostgreSQL restart; next query answered by a new server (pid $before -> $after)"
 }
 fault KILL
@@ -128,7 +120,7 @@ wait
 grep -q "08006\|inference server" /tmp/plm_txn.out || fail "interrupted UPDATE: $(cat /tmp/plm_txn.out)"
 [ "$(q -c "SELECT count(*) FILTER (WHERE emb IS NULL AND note = 'kept') || '/' || count(*) FROM txn")" = "960/960" ] \
   || fail "the interrupted UPDATE left changes behind"
-no_crash_restart "$ckpt0"
+crash_check_verify
 ok "UPDATE interrupted by the server's death rolled back: 960 rows unchanged"
 
 # 5. With plm.worker_fallback = local, the in-flight request is computed in the backend.
@@ -167,7 +159,7 @@ cancel_check "preloaded"
 out="$(psql -X -q -A -t -v VERBOSITY=verbose -c "SELECT plm_embed_residues(repeat('MKTAYIAKQR', 102), layers => array_fill(-1, ARRAY[5000]))" 2>&1 || true)"
 echo "$out" | grep -q "54000" && echo "$out" | grep -q "estimated" || fail "5,000 layers: $out"
 ok "5,000-layer request refused: $(echo "$out" | grep -o 'per-residue.*MB (plm' | head -1)"
-no_crash_restart "$ckpt0"
+crash_check_verify
 
 # 8. Without preloading: the first query starts the supervisor as a dynamic background worker;
 #    the same isolation and cancel guarantees hold.
@@ -178,7 +170,7 @@ as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA_LOCAL" -l "$PGLOG" -w -t 60 
   -o "-c shared_preload_libraries=" start >/dev/null
 trap '"$ROOT/scripts/pg-local.sh" restart >/dev/null' EXIT
 [ -z "$(q -c "SHOW shared_preload_libraries")" ] || fail "still preloaded"
-ckpt0="$(checkpointer)"
+crash_check_mark
 [ "$(q -c "SELECT array_length(plm_embed('MKTAYIAKQRQISFVKSHFSRQ'), 1)")" -gt 0 ] || fail "no answer without preloading"
 [ "$(q -c "SELECT state FROM plm_worker_stats()")" = running ] || fail "no supervised server without preloading"
 ok "without preloading: server started on demand (pid $(worker_pid))"
