@@ -16,3 +16,11 @@ for model in "$ROOT"/models/*/; do
   done
   echo "installed model $name -> $DEST/$name"
 done
+# Reference sets of homology transfer: shared by every model directory beside them.
+if [ -d "$ROOT/models/reference" ]; then
+  $SUDO install -d -m 755 "$DEST/reference"
+  for f in "$ROOT"/models/reference/*; do
+    [ -f "$f" ] && $SUDO install -m 644 "$f" "$DEST/reference/"
+  done
+  echo "installed reference sets -> $DEST/reference"
+fi

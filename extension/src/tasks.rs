@@ -2,6 +2,7 @@
 //! heads stored in a model directory. Same two forms and markings as the embedding functions.
 
 use pgrx::prelude::*;
+use plm_model::homology::Method;
 use plm_serve::{Output, Task};
 
 use crate::errors::{raise, OrRaise};
@@ -29,42 +30,86 @@ pub fn threshold(value: Option<f32>, default: f32) -> f32 {
     t
 }
 
-type FunctionRows =
-    TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))>;
+type FunctionRows = TableIterator<
+    'static,
+    (
+        name!(term, String),
+        name!(name, String),
+        name!(score, f32),
+        name!(evidence, String),
+        name!(template, Option<String>),
+        name!(template_identity, Option<f32>),
+    ),
+>;
 
-fn function(
-    model: Option<&str>,
-    sequence: &str,
-    ontology: Option<&str>,
+/// Arguments of `plm_function` after the sequence and model.
+struct FunctionArgs<'a> {
+    ontology: Option<&'a str>,
     top_k: Option<i32>,
     min_score: Option<f32>,
-) -> FunctionRows {
-    let top_k = non_negative(top_k.unwrap_or(5), "top_k");
-    let min_score = threshold(min_score, 0.0);
+    method: Option<&'a str>,
+}
+
+fn function(model: Option<&str>, sequence: &str, args: FunctionArgs<'_>) -> FunctionRows {
+    let top_k = non_negative(args.top_k.unwrap_or(5), "top_k");
+    let min_score = threshold(args.min_score, 0.0);
+    let method = Method::parse(args.method.unwrap_or("combined")).or_raise();
     let task = Task::Function {
         sequence: sequence.to_string(),
-        ontology: ontology.unwrap_or("ec").to_string(),
+        ontology: args.ontology.unwrap_or("ec").to_string(),
         top_k: u32::try_from(top_k).unwrap_or(u32::MAX),
         min_score,
+        method,
     };
     let rows = match run(model, task) {
         Output::Functions(f) => f,
         other => unexpected(&other),
     };
-    TableIterator::new(rows.into_iter().map(|p| (p.term, p.name, p.score)))
+    TableIterator::new(rows.into_iter().map(|p| {
+        (
+            p.term,
+            p.name,
+            p.score,
+            p.evidence,
+            p.template,
+            p.template_identity,
+        )
+    }))
 }
 
 /// Predicted function terms of a protein with the default model: EC numbers
 /// (`ontology => 'ec'`) or GO terms (`'go_mf'`, `'go_bp'`, `'go_cc'`), best first.
+///
+/// `method`: `'combined'` (homology transfer from the shipped reference set blended with the
+/// model head; the head alone where no annotated protein is similar), `'model'` or
+/// `'homology'`. Each row says which evidence supports the term and, for homology, the most
+/// similar annotated protein carrying it and its sequence identity.
 #[pg_extern(stable, parallel_safe, cost = 100000)]
 fn plm_function(
     sequence: Option<&str>,
     ontology: default!(Option<&str>, "'ec'"),
     top_k: default!(Option<i32>, "5"),
     min_score: default!(Option<f32>, "0.0"),
-) -> TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))> {
+    method: default!(Option<&str>, "'combined'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(term, String),
+        name!(name, String),
+        name!(score, f32),
+        name!(evidence, String),
+        name!(template, Option<String>),
+        name!(template_identity, Option<f32>),
+    ),
+> {
+    let args = FunctionArgs {
+        ontology,
+        top_k,
+        min_score,
+        method,
+    };
     match sequence {
-        Some(s) => function(None, s, ontology, top_k, min_score),
+        Some(s) => function(None, s, args),
         None => TableIterator::new(Vec::new()),
     }
 }
@@ -77,9 +122,26 @@ fn plm_function_with_model(
     ontology: default!(Option<&str>, "'ec'"),
     top_k: default!(Option<i32>, "5"),
     min_score: default!(Option<f32>, "0.0"),
-) -> TableIterator<'static, (name!(term, String), name!(name, String), name!(score, f32))> {
+    method: default!(Option<&str>, "'combined'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(term, String),
+        name!(name, String),
+        name!(score, f32),
+        name!(evidence, String),
+        name!(template, Option<String>),
+        name!(template_identity, Option<f32>),
+    ),
+> {
+    let args = FunctionArgs {
+        ontology,
+        top_k,
+        min_score,
+        method,
+    };
     match sequence {
-        Some(s) => function(Some(&given(model)), s, ontology, top_k, min_score),
+        Some(s) => function(Some(&given(model)), s, args),
         None => TableIterator::new(Vec::new()),
     }
 }

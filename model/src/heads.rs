@@ -16,6 +16,7 @@ use crate::checkpoint::read_json;
 use crate::error::{PlmError, Result};
 use crate::gnn::{dropout, EdgeIndex, GnnConfig, GraphEncoder};
 use crate::graph::GraphOptions;
+use crate::homology::DEFAULT_ALPHA;
 use crate::neighbours::{NeighbourHead, NeighbourHeadConfig};
 
 /// File names of the heads inside a checkpoint directory.
@@ -201,12 +202,25 @@ pub struct HeadsConfig {
     /// the MLP (an ontology has one or the other).
     #[serde(default)]
     pub neighbours: BTreeMap<String, NeighbourHeadConfig>,
+    /// Weight of homology transfer in the blend with each function head, by ontology, as
+    /// fitted on validation proteins by `plm-train homology` (absent: [`DEFAULT_ALPHA`]).
+    #[serde(default)]
+    pub blend: BTreeMap<String, f32>,
     /// Evaluation results and training provenance.
     #[serde(default)]
     pub metrics: serde_json::Value,
 }
 
 impl HeadsConfig {
+    /// Blend weight of homology for `ontology`.
+    pub fn blend_alpha(&self, ontology: &str) -> f32 {
+        self.blend
+            .get(ontology)
+            .copied()
+            .filter(|a| (0.0..=1.0).contains(a))
+            .unwrap_or(DEFAULT_ALPHA)
+    }
+
     /// Names of the heads present, as recorded in the manifest.
     pub fn head_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -409,6 +423,7 @@ mod tests {
                     entry_labels: vec![vec![0], vec![1], vec![0, 1]],
                 },
             )]),
+            blend: Default::default(),
             metrics: serde_json::Value::Null,
         }
     }

@@ -22,6 +22,7 @@ pub mod esm;
 pub mod gnn;
 pub mod graph;
 pub mod heads;
+pub mod homology;
 pub mod neighbours;
 pub mod pooling;
 pub mod predict;

@@ -1,6 +1,8 @@
 //! Task predictions from a language model and its task heads: function terms, interaction
 //! probabilities and per-residue binding sites.
 
+use std::collections::{BTreeMap, HashMap};
+
 use candle_core::{Device, Tensor};
 
 use crate::engine::{Engine, Matrix};
@@ -8,6 +10,7 @@ use crate::error::{PlmError, Result};
 use crate::gnn::EdgeIndex;
 use crate::graph::{GraphBatch, GraphOptions, ResidueGraph};
 use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
+use crate::homology::{self, FunctionReference, Method};
 use crate::structure::{map_to_sequence, parse_structure};
 
 /// One predicted function term.
@@ -19,6 +22,12 @@ pub struct FunctionPrediction {
     pub name: String,
     /// Probability-like score in [0, 1].
     pub score: f32,
+    /// What supports the term: `model`, `homology` or `model+homology`.
+    pub evidence: String,
+    /// Accession of the most similar annotated protein carrying the term (homology).
+    pub template: Option<String>,
+    /// Sequence identity of that protein's alignment to the query, in [0, 1].
+    pub template_identity: Option<f32>,
 }
 
 /// One predicted binding residue.
@@ -142,47 +151,123 @@ pub fn check_ligand(ligand: &str) -> Result<String> {
     }
 }
 
-/// The `top_k` best function terms of `sequence` in `ontology` scoring at least `min_score`.
-pub fn predict_function(
+/// How [`predict_function`] answers.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionQuery<'a> {
+    /// Ontology (`ec`, `go_mf`, `go_bp`, `go_cc`).
+    pub ontology: &'a str,
+    /// Model, homology transfer or both.
+    pub method: Method,
+    /// Most terms returned.
+    pub top_k: usize,
+    /// Lowest score returned.
+    pub min_score: f32,
+}
+
+/// Scores of every term the ontology's language-model head supports, by term.
+pub fn model_function_scores(
     engine: &Engine,
     heads: Option<&TaskHeads>,
     sequence: &str,
     ontology: &str,
-    top_k: usize,
-    min_score: f32,
-) -> Result<Vec<FunctionPrediction>> {
-    let ontology = check_ontology(ontology)?;
+) -> Result<(BTreeMap<String, f32>, BTreeMap<String, String>)> {
     let what = format!("function ({ontology})");
     let heads = heads_or_err(engine, heads, &what)?;
     let features = || pooled_features(engine, heads, &[sequence]);
     // One head per ontology: the MLP, or the neighbour bank where that measured better.
-    let (scores, terms) = if let Some((head, config)) = heads.function_head(&ontology) {
+    let (mut scores, terms) = if let Some((head, config)) = heads.function_head(ontology) {
         let x = rows_tensor(&features()?, &Device::Cpu)?;
         let logits = head.forward(&x, false)?.squeeze(0)?.to_vec1::<f32>()?;
         (sigmoid(&logits), &config.terms)
     } else if let (Some(head), Some(config)) = (
-        heads.neighbours.get(&ontology),
-        heads.config.neighbours.get(&ontology),
+        heads.neighbours.get(ontology),
+        heads.config.neighbours.get(ontology),
     ) {
         let x = features()?;
         (head.scores(&x[0]), &config.terms)
     } else {
         return Err(missing_head(engine, &what));
     };
-    let mut scores = scores;
     propagate_up(&mut scores, &terms.ancestors);
-    // A term without support (score 0: no neighbour carries it) is never listed.
-    let mut order: Vec<usize> = (0..scores.len())
-        .filter(|&i| scores[i] >= min_score && scores[i] > 0.0)
+    let names = terms
+        .labels
+        .iter()
+        .zip(&terms.names)
+        .map(|(l, n)| (l.clone(), n.clone()))
         .collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    order.truncate(top_k);
-    Ok(order
+    // A term without support (score 0: no neighbour carries it) is never listed.
+    let scores = terms
+        .labels
+        .iter()
+        .zip(scores)
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(l, s)| (l.clone(), s))
+        .collect();
+    Ok((scores, names))
+}
+
+/// The `top_k` best function terms of `sequence` scoring at least `min_score`: from the
+/// language-model head, from homology transfer over `reference`, or blended with weight
+/// `alpha` on homology (the model alone when nothing in `reference` is similar). Each row says
+/// which evidence supports it and, for homology, the best template carrying the term.
+pub fn predict_function(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    reference: Option<&FunctionReference>,
+    sequence: &str,
+    query: FunctionQuery<'_>,
+    alpha: f32,
+) -> Result<Vec<FunctionPrediction>> {
+    let ontology = check_ontology(query.ontology)?;
+    let (model, mut names) = match query.method {
+        Method::Homology => Default::default(),
+        _ => model_function_scores(engine, heads, sequence, &ontology)?,
+    };
+    let mut homology = BTreeMap::new();
+    let mut templates = HashMap::new();
+    if query.method != Method::Model {
+        let reference = reference.ok_or_else(|| {
+            PlmError::NotSupported(format!(
+                "no {ontology} reference set is installed for homology transfer (method 'homology' or 'combined'); install models/reference (scripts/install-models.sh) or use method => 'model'"
+            ))
+        })?;
+        let clean = crate::tokenizer::clean_sequence(sequence)?;
+        let transfer = reference.transfer(&reference.search(&clean)?);
+        for (t, score) in transfer.scores {
+            let term = reference.terms[t as usize].clone();
+            names
+                .entry(term.clone())
+                .or_insert_with(|| reference.names[t as usize].clone());
+            if let Some(e) = transfer.evidence.get(&t) {
+                templates.insert(term.clone(), e.clone());
+            }
+            homology.insert(term, score);
+        }
+    }
+    let scores = homology::combine(&model, &homology, query.method, alpha);
+    let mut rows: Vec<(String, f32)> = scores
         .into_iter()
-        .map(|i| FunctionPrediction {
-            term: terms.labels[i].clone(),
-            name: terms.names.get(i).cloned().unwrap_or_default(),
-            score: scores[i],
+        .filter(|(_, s)| *s >= query.min_score && *s > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(query.top_k);
+    Ok(rows
+        .into_iter()
+        .map(|(term, score)| {
+            let evidence = match (model.contains_key(&term), homology.contains_key(&term)) {
+                (true, true) => "model+homology",
+                (false, true) => "homology",
+                _ => "model",
+            };
+            let template = templates.get(&term);
+            FunctionPrediction {
+                name: names.get(&term).cloned().unwrap_or_default(),
+                score,
+                evidence: evidence.into(),
+                template: template.map(|t| t.0.clone()),
+                template_identity: template.map(|t| t.1),
+                term,
+            }
         })
         .collect())
 }

@@ -1,6 +1,10 @@
 //! Running one request on a [`ModelRegistry`]: the single code path behind both the
 //! in-backend engine and the shared worker, so that both give the same results.
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plm_model::homology::{Method, ReferenceCache, DEFAULT_ALPHA};
 use plm_model::predict::{self, ContactSource};
 use plm_model::Result;
 
@@ -20,6 +24,24 @@ pub struct ExecOptions {
     /// Called between batches on the calling thread (query cancel in a backend).
     pub interrupt_check: Option<fn()>,
 }
+
+/// The reference sets of this process, loaded on first use and kept.
+fn references() -> &'static ReferenceCache {
+    static CACHE: OnceLock<ReferenceCache> = OnceLock::new();
+    CACHE.get_or_init(ReferenceCache::default)
+}
+
+/// Where the reference sets of the model in `model_dir` are: `reference/` beside the model
+/// directories (`models/reference` of the repository, installed next to the models).
+pub fn reference_dir(model_dir: &Path) -> PathBuf {
+    model_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(REFERENCE_DIR)
+}
+
+/// Name of the directory of reference sets beside the model directories.
+pub const REFERENCE_DIR: &str = "reference";
 
 /// Computes `task` with the model `model`, loading it into `registry` on first use, after
 /// checking that its estimated memory stays under `options.max_request_bytes`.
@@ -64,14 +86,29 @@ pub fn execute(
             ontology,
             top_k,
             min_score,
-        } => Output::Functions(predict::predict_function(
-            engine,
-            heads,
-            sequence,
-            ontology,
-            *top_k as usize,
-            *min_score,
-        )?),
+            method,
+        } => {
+            let query = predict::FunctionQuery {
+                ontology,
+                method: *method,
+                top_k: *top_k as usize,
+                min_score: *min_score,
+            };
+            let ontology = predict::check_ontology(ontology)?;
+            let reference = match method {
+                Method::Model => None,
+                _ => references().function(&reference_dir(&model.dir), &ontology)?,
+            };
+            let alpha = heads.map_or(DEFAULT_ALPHA, |h| h.config.blend_alpha(&ontology));
+            Output::Functions(predict::predict_function(
+                engine,
+                heads,
+                reference.as_deref(),
+                sequence,
+                query,
+                alpha,
+            )?)
+        }
         Task::Ppi { pairs } => {
             let pairs: Vec<(&str, &str)> = pairs
                 .iter()

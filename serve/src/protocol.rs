@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use plm_model::homology::Method;
 use plm_model::predict::{BindingPrediction, FunctionPrediction};
 use plm_model::{
     CacheStats, DeviceSpec, EngineOptions, ErrorClass, LongSequencePolicy, Matrix, PlmError,
@@ -16,7 +17,7 @@ use plm_model::{
 };
 
 /// Bumped whenever a message changes shape (the golden-bytes test below fails until it is).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Residues shared by neighbouring windows of a long sequence: fixed, so that results never
 /// depend on session settings.
@@ -139,6 +140,8 @@ pub enum Task {
         top_k: u32,
         /// Lowest score returned.
         min_score: f32,
+        /// Model, homology transfer or both.
+        method: Method,
     },
     /// Interaction probabilities of pairs.
     Ppi {

@@ -48,6 +48,18 @@ enum Command {
         #[command(flatten)]
         args: plm_train::finetune::FinetuneArgs,
     },
+    /// Build the labelled reference sets of homology transfer (models/reference) from the
+    /// shared data.
+    Reference {
+        #[command(flatten)]
+        args: plm_train::reference::ReferenceArgs,
+    },
+    /// Evaluate a model's function heads, homology transfer and their blend on an identity
+    /// and a random split; write the blend weights fitted on validation into its heads.json.
+    Homology {
+        #[command(flatten)]
+        args: plm_train::homology_eval::HomologyArgs,
+    },
     /// Redraw RUN/loss.png from RUN/metrics.jsonl.
     Plot {
         /// Run directory.
@@ -92,6 +104,8 @@ enum Command {
 fn steps_given(matches: &clap::ArgMatches) -> bool {
     matches
         .subcommand()
+        // Not every subcommand has --steps (asking clap about an unknown id panics).
+        .filter(|(_, m)| m.ids().any(|id| id == "steps"))
         .and_then(|(_, m)| m.value_source("steps"))
         .is_some_and(|source| source == ValueSource::CommandLine)
 }
@@ -113,6 +127,8 @@ fn main() -> Result<()> {
             distill::run(args, resume, &device, comm.as_ref())
         }
         Command::Finetune { args } => plm_train::finetune::run(args),
+        Command::Reference { args } => plm_train::reference::run(&args),
+        Command::Homology { args } => plm_train::homology_eval::run(&args),
         Command::Plot { run } => {
             let png =
                 plot::plot_run(&run).with_context(|| format!("plotting {}", run.display()))?;

@@ -396,6 +396,52 @@ pub fn mmseqs_clusters(
         .collect())
 }
 
+/// The best MMseqs2 hit (`mmseqs easy-search`, default sensitivity) of each query in the
+/// targets: query → (target, identity in [0, 1]). Queries without a hit are absent.
+pub fn mmseqs_best_hits(
+    queries: &[(String, String)],
+    targets: &[(String, String)],
+    work: &Path,
+) -> Result<HashMap<String, (String, f32)>> {
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let write = |name: &str, seqs: &[(String, String)]| -> Result<PathBuf> {
+        let path = work.join(name);
+        let text: String = seqs.iter().map(|(id, s)| format!(">{id}\n{s}\n")).collect();
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let q = write("queries.fasta", queries)?;
+    let t = write("targets.fasta", targets)?;
+    let out = work.join("hits.m8");
+    let status = std::process::Command::new("mmseqs")
+        .arg("easy-search")
+        .args([&q, &t, &out, &work.join("tmp")])
+        .args([
+            "--format-output",
+            "query,target,fident,evalue,bits",
+            "-v",
+            "1",
+        ])
+        .args(["--threads", "2"])
+        .status()
+        .context("running mmseqs (install the Debian package mmseqs2)")?;
+    if !status.success() {
+        bail!("mmseqs easy-search failed with {status}");
+    }
+    let mut best: HashMap<String, (String, f32, f64)> = HashMap::new();
+    for r in read_tsv(&out, 0, 5)? {
+        let bits: f64 = r[4].parse().unwrap_or(0.0);
+        let identity: f32 = r[2].parse().unwrap_or(0.0);
+        let e = best
+            .entry(r[0].clone())
+            .or_insert((r[1].clone(), identity, bits));
+        if bits > e.2 {
+            *e = (r[1].clone(), identity, bits);
+        }
+    }
+    Ok(best.into_iter().map(|(q, (t, i, _))| (q, (t, i))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

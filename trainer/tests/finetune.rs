@@ -200,7 +200,13 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
     )
     .unwrap();
     let seq = "MKTAYIAKQRQISFVKSHFSRQ";
-    let f = predict::predict_function(&engine, Some(&heads), seq, "ec", 2, 0.0).unwrap();
+    let query = predict::FunctionQuery {
+        ontology: "ec",
+        method: plm_model::homology::Method::Model,
+        top_k: 2,
+        min_score: 0.0,
+    };
+    let f = predict::predict_function(&engine, Some(&heads), None, seq, query, 0.5).unwrap();
     assert_eq!(f.len(), 2);
     assert!(f[0].score >= f[1].score);
     let p = predict::predict_ppi(

@@ -69,7 +69,7 @@ fn key(parts: &[&str], sequences: &[String]) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
+pub fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template(

@@ -497,3 +497,32 @@ pub fn read_go_graph(data: &Path) -> Result<GoGraph> {
     GoGraph::read(&dir.join("go_graph.tsv"), &dir.join("go_names.tsv"))
         .context("reading the Gene Ontology")
 }
+
+/// [`label_sets`] over sparse scores: terms at or above `threshold`, and at least the best one.
+pub fn label_sets_sparse(scores: &[BTreeMap<String, f32>], threshold: f32) -> Vec<HashSet<String>> {
+    scores
+        .iter()
+        .map(|s| {
+            let mut set: HashSet<String> = s
+                .iter()
+                .filter(|(_, &v)| v >= threshold)
+                .map(|(t, _)| t.clone())
+                .collect();
+            if set.is_empty() {
+                if let Some((best, _)) = s.iter().max_by(|a, b| a.1.total_cmp(b.1)) {
+                    set.insert(best.clone());
+                }
+            }
+            set
+        })
+        .collect()
+}
+
+/// The threshold (0.05 steps) with the best label-weighted F1 of sparse scores.
+pub fn best_threshold_sparse(scores: &[BTreeMap<String, f32>], truth: &[HashSet<String>]) -> f32 {
+    (1..20)
+        .map(|t| t as f32 / 20.0)
+        .map(|t| (t, weighted_prf(truth, &label_sets_sparse(scores, t)).2))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0.5, |(t, _)| t)
+}
