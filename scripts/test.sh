@@ -29,8 +29,8 @@ else
   echo "Python reference stack unavailable: the 8M parity test will report SKIPPED"
 fi
 
-step "model, alignment, server and trainer tests"
-cargo test -p plm-model -p plm-align -p plm-serve -p plm-train --features plm-train/mpi
+step "model, alignment, server, fuzz-corpus and trainer tests"
+cargo test -p plm-model -p plm-align -p plm-serve -p plm-fuzz -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 
 step "extension in-server tests (cargo pgrx test)"

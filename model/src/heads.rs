@@ -16,7 +16,7 @@ use crate::checkpoint::read_json;
 use crate::error::{PlmError, Result};
 use crate::gnn::{dropout, EdgeIndex, GnnConfig, GraphEncoder};
 use crate::graph::GraphOptions;
-use crate::homology::DEFAULT_ALPHA;
+use crate::homology::Blend;
 use crate::neighbours::{NeighbourHead, NeighbourHeadConfig};
 
 /// File names of the heads inside a checkpoint directory.
@@ -202,23 +202,23 @@ pub struct HeadsConfig {
     /// the MLP (an ontology has one or the other).
     #[serde(default)]
     pub neighbours: BTreeMap<String, NeighbourHeadConfig>,
-    /// Weight of homology transfer in the blend with each function head, by ontology, as
-    /// fitted on validation proteins by `plm-train homology` (absent: [`DEFAULT_ALPHA`]).
+    /// How homology transfer is blended with each function head, by ontology, as fitted on
+    /// validation proteins by `plm-train homology` (absent: [`Blend::default`]).
     #[serde(default)]
-    pub blend: BTreeMap<String, f32>,
+    pub blend: BTreeMap<String, Blend>,
     /// Evaluation results and training provenance.
     #[serde(default)]
     pub metrics: serde_json::Value,
 }
 
 impl HeadsConfig {
-    /// Blend weight of homology for `ontology`.
-    pub fn blend_alpha(&self, ontology: &str) -> f32 {
+    /// The blend of homology transfer and the head of `ontology`.
+    pub fn blend_for(&self, ontology: &str) -> Blend {
         self.blend
             .get(ontology)
             .copied()
-            .filter(|a| (0.0..=1.0).contains(a))
-            .unwrap_or(DEFAULT_ALPHA)
+            .filter(|b| (0.0..=1.0).contains(&b.alpha) && (0.0..=64.0).contains(&b.sharpness))
+            .unwrap_or_default()
     }
 
     /// Names of the heads present, as recorded in the manifest.

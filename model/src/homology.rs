@@ -240,16 +240,25 @@ impl FunctionReference {
         Ok(hits)
     }
 
-    /// DeepGOPlus' homology score: for each term, the bit scores of the hits carrying it over
-    /// the bit scores of all hits. With propagated labels a term never scores below its
-    /// descendants.
-    pub fn transfer(&self, hits: &[Hit]) -> Transfer {
-        let total: f64 = hits.iter().map(|h| h.bit_score.max(0.0)).sum();
+    /// DeepGOPlus' homology score, sharpened: for each term, the weights of the hits carrying
+    /// it over the weights of all hits, a hit weighing `(bit score / best bit score)^sharpness`
+    /// (1: DeepGOPlus; larger values trust the closest homologs more). With propagated labels
+    /// a term never scores below its descendants.
+    pub fn transfer(&self, hits: &[Hit], sharpness: f32) -> Transfer {
+        let top = hits.iter().map(|h| h.bit_score).fold(0.0f64, f64::max);
+        let weight = |h: &Hit| {
+            if top > 0.0 {
+                (h.bit_score.max(0.0) / top).powf(f64::from(sharpness.max(0.0)))
+            } else {
+                0.0
+            }
+        };
+        let total: f64 = hits.iter().map(weight).sum();
         let mut sums: BTreeMap<u32, f64> = BTreeMap::new();
         let mut evidence: HashMap<u32, (String, f32)> = HashMap::new();
         for hit in hits {
             for &t in self.labels(hit.target_index) {
-                *sums.entry(t).or_default() += hit.bit_score.max(0.0);
+                *sums.entry(t).or_default() += weight(hit);
                 // Hits come best first: the first carrying a term is its best template.
                 evidence
                     .entry(t)
@@ -278,8 +287,25 @@ pub const MAX_EVALUE: f64 = 1e-3;
 /// Largest decompressed reference set read.
 const MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 
-/// Blend weight of homology where the heads record none (`heads.json` → `blend`).
-pub const DEFAULT_ALPHA: f32 = 0.5;
+/// How homology transfer is scored and blended with a function head, as fitted on validation
+/// proteins by `plm-train homology` (`heads.json` → `blend`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Blend {
+    /// Weight of homology in [0, 1] where the query has hits.
+    pub alpha: f32,
+    /// Exponent of the hit weights of [`FunctionReference::transfer`].
+    pub sharpness: f32,
+}
+
+impl Default for Blend {
+    /// DeepGOPlus' choices, for heads without fitted values.
+    fn default() -> Self {
+        Blend {
+            alpha: 0.5,
+            sharpness: 1.0,
+        }
+    }
+}
 
 /// `α·h + (1−α)·m`.
 pub fn blend(model: f32, homology: f32, alpha: f32) -> f32 {
@@ -360,7 +386,7 @@ mod tests {
         let r = set();
         let hits = r.search(A).unwrap();
         assert_eq!(hits[0].target_id, "PA");
-        let t = r.transfer(&hits);
+        let t = r.transfer(&hits, 1.0);
         assert_eq!(t.scores.get(&1), Some(&1.0));
         assert!(!t.scores.contains_key(&2));
         assert_eq!(t.evidence[&1].0, "PA");
@@ -372,7 +398,7 @@ mod tests {
         let r = set();
         let hits = r.search("WWWWCCCCHHHHWWWWCCCC").unwrap();
         assert!(hits.is_empty());
-        assert!(r.transfer(&hits).scores.is_empty());
+        assert!(r.transfer(&hits, 1.0).scores.is_empty());
     }
 
     #[test]

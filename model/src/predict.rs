@@ -10,7 +10,7 @@ use crate::error::{PlmError, Result};
 use crate::gnn::EdgeIndex;
 use crate::graph::{GraphBatch, GraphOptions, ResidueGraph};
 use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
-use crate::homology::{self, FunctionReference, Method};
+use crate::homology::{self, Blend, FunctionReference, Method};
 use crate::structure::{map_to_sequence, parse_structure};
 
 /// One predicted function term.
@@ -207,8 +207,8 @@ pub fn model_function_scores(
 }
 
 /// The `top_k` best function terms of `sequence` scoring at least `min_score`: from the
-/// language-model head, from homology transfer over `reference`, or blended with weight
-/// `alpha` on homology (the model alone when nothing in `reference` is similar). Each row says
+/// language-model head, from homology transfer over `reference`, or the two blended as
+/// `blend` says (the model alone when nothing in `reference` is similar). Each row says
 /// which evidence supports it and, for homology, the best template carrying the term.
 pub fn predict_function(
     engine: &Engine,
@@ -216,7 +216,7 @@ pub fn predict_function(
     reference: Option<&FunctionReference>,
     sequence: &str,
     query: FunctionQuery<'_>,
-    alpha: f32,
+    blend: Blend,
 ) -> Result<Vec<FunctionPrediction>> {
     let ontology = check_ontology(query.ontology)?;
     let (model, mut names) = match query.method {
@@ -232,7 +232,7 @@ pub fn predict_function(
             ))
         })?;
         let clean = crate::tokenizer::clean_sequence(sequence)?;
-        let transfer = reference.transfer(&reference.search(&clean)?);
+        let transfer = reference.transfer(&reference.search(&clean)?, blend.sharpness);
         for (t, score) in transfer.scores {
             let term = reference.terms[t as usize].clone();
             names
@@ -244,7 +244,7 @@ pub fn predict_function(
             homology.insert(term, score);
         }
     }
-    let scores = homology::combine(&model, &homology, query.method, alpha);
+    let scores = homology::combine(&model, &homology, query.method, blend.alpha);
     let mut rows: Vec<(String, f32)> = scores
         .into_iter()
         .filter(|(_, s)| *s >= query.min_score && *s > 0.0)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plm_model::homology::{Method, ReferenceCache, DEFAULT_ALPHA};
+use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
 use plm_model::Result;
 
@@ -99,14 +99,14 @@ pub fn execute(
                 Method::Model => None,
                 _ => references().function(&reference_dir(&model.dir), &ontology)?,
             };
-            let alpha = heads.map_or(DEFAULT_ALPHA, |h| h.config.blend_alpha(&ontology));
+            let blend = heads.map_or_else(Blend::default, |h| h.config.blend_for(&ontology));
             Output::Functions(predict::predict_function(
                 engine,
                 heads,
                 reference.as_deref(),
                 sequence,
                 query,
-                alpha,
+                blend,
             )?)
         }
         Task::Ppi { pairs } => {

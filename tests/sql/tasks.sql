@@ -19,6 +19,27 @@ SELECT count(*) AS ten_terms, bool_and(term LIKE 'GO:%' AND name <> '') AS named
 FROM plm_function(:'ubq', 'mf', top_k => 10);
 SELECT (SELECT count(*) FROM plm_function(:'ubq', 'go_bp', top_k => 50, min_score => 0.5))
     <= (SELECT count(*) FROM plm_function(:'ubq', 'go_bp', top_k => 50)) AS min_score_filters;
+-- Homology transfer: an annotated protein of the shipped GO reference (Q8RGH3: catalytic
+-- activity, uridylate kinase, lyase) finds itself and transfers its own terms.
+\set q8rgh3 'MNEKLEKMRNGKGFIAALDQSGGSTPKALKLYGVNENEYSNDKEMFDLIHKMRTRIIKSPAFNESKILGAILFEQTMDSKIDGKYTADFLWEEKKVLPFLKIDKGLNDLDADGVQTMKPNPTLADLLKRANERHIFGTKMRSVIKKASPAGIARVVEQQFEVAAQVVAAGLIPIIEPEVDINNVDKVQCEEILRDEIRKHLNALPETSNVMLKLTLPTVENLYEEFTKHPRVVRVVALSGGYSREKANDILSKNKGVIAS'
+SELECT t.term, f.evidence, f.template, round(f.template_identity::numeric, 2) AS identity
+FROM unnest(ARRAY['GO:0003824', 'GO:0004332', 'GO:0016829']) AS t(term)
+LEFT JOIN plm_function(:'q8rgh3', 'go_mf', top_k => 1000, method => 'homology') f USING (term)
+ORDER BY 1;
+-- Combined rows say what supports them; model rows never name a template.
+SELECT bool_and(evidence IN ('model', 'homology', 'model+homology')) AS evidence_named,
+       bool_and((template IS NULL) = (evidence = 'model')) AS template_iff_homology,
+       bool_and(score > 0 AND score <= 1) AS bounded
+FROM plm_function(:'q8rgh3', 'go_mf', top_k => 1000);
+SELECT count(*) > 0 AS has_rows, bool_and(evidence = 'model' AND template IS NULL) AS model_only
+FROM plm_function(:'q8rgh3', 'go_mf', method => 'model');
+-- Nothing similar: homology says nothing and the combined answer is the model's.
+\set nothing 'WCHWCMWHCWMCHWWCMHCWHWMCWHCMWCHWMCHWCWMHCW'
+SELECT count(*) AS homology_rows FROM plm_function(:'nothing', 'go_mf', method => 'homology');
+SELECT array_agg(term ORDER BY score DESC, term) = (SELECT array_agg(term ORDER BY score DESC, term)
+         FROM plm_function(:'nothing', 'go_mf', method => 'model')) AS combined_is_model
+FROM plm_function(:'nothing', 'go_mf', method => 'combined');
+SELECT * FROM plm_function(:'ubq', 'go_mf', method => 'blast');
 -- Interaction: a probability, exactly symmetric.
 SELECT round(plm_ppi(:'ubq', 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ')::numeric, 3) AS p,
        plm_ppi(:'ubq', 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ')

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::Args;
-use plm_model::homology::{self, FunctionReference, Method};
+use plm_model::homology::{self, Blend, FunctionReference, Method};
 use plm_model::predict::model_function_scores;
 use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, TaskHeads};
 use rand::seq::SliceRandom;
@@ -61,25 +61,39 @@ pub struct HomologyArgs {
     pub dry_run: bool,
 }
 
-/// Blend weights tried on validation.
-const ALPHAS: [f32; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+/// Blend weights tried on validation: 0, 0.05, ..., 1.
+fn alphas() -> impl Iterator<Item = f32> {
+    (0..=20).map(|k| k as f32 / 20.0)
+}
+
+/// Hit-weight exponents of homology transfer tried on validation.
+const SHARPNESS: [f32; 5] = [1.0, 2.0, 4.0, 8.0, 16.0];
 
 type Scores = BTreeMap<String, f32>;
 
 /// The model's and homology's scores of a set of query proteins.
 struct Predicted {
     model: Vec<Scores>,
-    homology: Vec<Scores>,
+    /// Homology scores for each of [`SHARPNESS`].
+    homology: Vec<Vec<Scores>>,
     /// Proteins with at least one hit.
     with_hits: usize,
 }
 
 impl Predicted {
-    fn combined(&self, alpha: f32) -> Vec<Scores> {
+    fn homology(&self, blend: Blend) -> &[Scores] {
+        let k = SHARPNESS
+            .iter()
+            .position(|&s| s == blend.sharpness)
+            .unwrap_or(0);
+        &self.homology[k]
+    }
+
+    fn combined(&self, blend: Blend) -> Vec<Scores> {
         self.model
             .iter()
-            .zip(&self.homology)
-            .map(|(m, h)| homology::combine(m, h, Method::Combined, alpha))
+            .zip(self.homology(blend))
+            .map(|(m, h)| homology::combine(m, h, Method::Combined, blend.alpha))
             .collect()
     }
 }
@@ -103,7 +117,7 @@ impl Evaluator {
         );
         let mut out = Predicted {
             model: Vec::new(),
-            homology: Vec::new(),
+            homology: vec![Vec::new(); SHARPNESS.len()],
             with_hits: 0,
         };
         for q in queries {
@@ -116,13 +130,15 @@ impl Evaluator {
             out.model.push(self.model_cache[&key].clone());
             let hits = reference.search(&q.sequence)?;
             out.with_hits += usize::from(!hits.is_empty());
-            let t = reference.transfer(&hits);
-            out.homology.push(
-                t.scores
-                    .into_iter()
-                    .map(|(k, s)| (reference.terms[k as usize].clone(), s))
-                    .collect(),
-            );
+            for (k, &sharpness) in SHARPNESS.iter().enumerate() {
+                let t = reference.transfer(&hits, sharpness);
+                out.homology[k].push(
+                    t.scores
+                        .into_iter()
+                        .map(|(k, s)| (reference.terms[k as usize].clone(), s))
+                        .collect(),
+                );
+            }
             progress.inc(1);
         }
         progress.finish_and_clear();
@@ -160,7 +176,7 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
     let mut results = serde_json::Map::new();
     let mut blend = BTreeMap::new();
     for ontology in &args.ontologies {
-        let (value, alpha) = if ontology == "ec" {
+        let (value, fitted) = if ontology == "ec" {
             evaluate_ec(args, &mut eval)?
         } else if let Some(o) = ontology.strip_prefix("go_") {
             evaluate_go(args, &mut eval, o)?
@@ -169,7 +185,7 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         };
         println!("{ontology}: {}", summary(&value));
         results.insert(ontology.clone(), value);
-        blend.insert(ontology.clone(), alpha);
+        blend.insert(ontology.clone(), fitted);
     }
     if args.dry_run {
         return Ok(());
@@ -244,7 +260,7 @@ fn head_settings(eval: &Evaluator) -> Result<(usize, u64)> {
     }
 }
 
-fn evaluate_go(args: &HomologyArgs, eval: &mut Evaluator, o: &str) -> Result<(Value, f32)> {
+fn evaluate_go(args: &HomologyArgs, eval: &mut Evaluator, o: &str) -> Result<(Value, Blend)> {
     let ontology = format!("go_{o}");
     let graph = read_go_graph(&args.data)?;
     let raw = taskdata::read_go(&args.data.join(format!("function/go/{o}_18000.tsv")))?;
@@ -299,17 +315,17 @@ fn evaluate_go(args: &HomologyArgs, eval: &mut Evaluator, o: &str) -> Result<(Va
     let random = random_split(args, &all, &subset_ids, "proteins the head never saw");
     let name = |t: &str| graph.name(t);
     let mut out = json!({});
-    let mut alpha = homology::DEFAULT_ALPHA;
+    let mut deployed = Blend::default();
     for split in [identity, random] {
         let (value, a) = evaluate_split(args, eval, &ontology, &split, &name, Metric::Fmax)?;
         if split.name == "random_split" {
-            alpha = a;
+            deployed = a;
         }
         out[split.name] = value;
     }
-    out["deployed_alpha"] = json!(alpha);
-    out["deployed_alpha_from"] = json!("random_split validation");
-    Ok((out, alpha))
+    out["deployed_blend"] = json!(deployed);
+    out["deployed_blend_from"] = json!("random_split validation");
+    Ok((out, deployed))
 }
 
 /// Test and validation proteins drawn from those outside `seen`; references are all the
@@ -384,28 +400,47 @@ fn evaluate_split(
     split: &Split<'_>,
     name: &dyn Fn(&str) -> String,
     metric: Metric,
-) -> Result<(Value, f32)> {
+) -> Result<(Value, Blend)> {
     let val_ref = reference_of(ontology, &split.validation_reference, name)?;
     let val = eval.predict(ontology, &split.validation, &val_ref)?;
     drop(val_ref);
     let val_truth = truth(&split.validation);
-    let mut by_alpha = Vec::new();
-    for alpha in ALPHAS {
-        by_alpha.push((alpha, score(metric, &val_truth, &val.combined(alpha), None)));
-    }
-    let (alpha, (_, _)) = by_alpha
+    // The hit weighting best for homology alone, then the blend weight best for the blend.
+    let sharpness = SHARPNESS
+        .iter()
+        .map(|&sharpness| {
+            let b = Blend {
+                alpha: 1.0,
+                sharpness,
+            };
+            (
+                sharpness,
+                score(metric, &val_truth, val.homology(b), None).0,
+            )
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(1.0, |(s, _)| s);
+    let by_alpha: Vec<(f32, f64)> = alphas()
+        .map(|alpha| {
+            let b = Blend { alpha, sharpness };
+            (alpha, score(metric, &val_truth, &val.combined(b), None).0)
+        })
+        .collect();
+    // Ties go to the larger weight on homology.
+    let alpha = by_alpha
         .iter()
         .copied()
-        .max_by(|a, b| a.1 .0.total_cmp(&b.1 .0).then(b.0.total_cmp(&a.0)))
-        .unwrap_or((homology::DEFAULT_ALPHA, (0.0, 0.5)));
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)))
+        .map_or(0.5, |(a, _)| a);
+    let blend = Blend { alpha, sharpness };
     // Thresholds (weighted F1) come from validation too.
     let threshold = |scores: &[Scores]| match metric {
         Metric::Fmax => None,
         Metric::WeightedF1 => Some(best_threshold_sparse(scores, &val_truth)),
     };
     let t_model = threshold(&val.model);
-    let t_homology = threshold(&val.homology);
-    let t_combined = threshold(&val.combined(alpha));
+    let t_homology = threshold(val.homology(blend));
+    let t_combined = threshold(&val.combined(blend));
 
     let test_ref = reference_of(ontology, &split.test_reference, name)?;
     let test = eval.predict(ontology, &split.test, &test_ref)?;
@@ -432,15 +467,15 @@ fn evaluate_split(
         "test_reference_proteins": split.test_reference.len(),
         "test_proteins_with_hits": test.with_hits,
         "validation_proteins": split.validation.len(),
-        "alpha": alpha,
-        "validation_by_alpha": by_alpha.iter().map(|(a, (v, _))| json!([a, v])).collect::<Vec<_>>(),
+        "blend": blend,
+        "validation_by_alpha": by_alpha.iter().map(|(a, v)| json!([a, v])).collect::<Vec<_>>(),
         "model": entry(&test.model, t_model),
-        "homology": entry(&test.homology, t_homology),
-        "combined": entry(&test.combined(alpha), t_combined),
+        "homology": entry(test.homology(blend), t_homology),
+        "combined": entry(&test.combined(blend), t_combined),
         "naive": entry(&vec![naive; split.test.len()], t_naive),
         "mmseqs2_nearest_neighbour": entry(&nn, t_nn),
     });
-    Ok((value, alpha))
+    Ok((value, blend))
 }
 
 /// CAFA's naive predictor: each term's frequency in the reference.
@@ -488,7 +523,7 @@ fn mmseqs_nearest_neighbour(
         .collect())
 }
 
-fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, f32)> {
+fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Blend)> {
     let dir = args.data.join("function/ec");
     let train = taskdata::read_ec(&dir.join("train.tsv"))?;
     let new392 = taskdata::read_ec(&dir.join("test_new392.tsv"))?;
@@ -515,7 +550,7 @@ fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, f32)
         test_reference: fit_refs,
     };
     let mut out = json!({});
-    let mut alpha = homology::DEFAULT_ALPHA;
+    let mut deployed = Blend::default();
     for split in [temporal, random] {
         let (value, a) = evaluate_split(
             args,
@@ -526,11 +561,11 @@ fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, f32)
             Metric::WeightedF1,
         )?;
         if split.name == "random_split" {
-            alpha = a;
+            deployed = a;
         }
         out[split.name] = value;
     }
-    out["deployed_alpha"] = json!(alpha);
-    out["deployed_alpha_from"] = json!("random_split validation");
-    Ok((out, alpha))
+    out["deployed_blend"] = json!(deployed);
+    out["deployed_blend_from"] = json!("random_split validation");
+    Ok((out, deployed))
 }

@@ -206,7 +206,8 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
         top_k: 2,
         min_score: 0.0,
     };
-    let f = predict::predict_function(&engine, Some(&heads), None, seq, query, 0.5).unwrap();
+    let f = predict::predict_function(&engine, Some(&heads), None, seq, query, Default::default())
+        .unwrap();
     assert_eq!(f.len(), 2);
     assert!(f[0].score >= f[1].score);
     let p = predict::predict_ppi(

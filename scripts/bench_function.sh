@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# plm_function throughput through SQL on natural-length proteins, by method, side by side in
+# one run: 'model' (the head alone: what plm_function computed before homology transfer),
+# 'homology' and 'combined' (the default). Proteins: the first N sequences of the Swiss-Prot
+# validation file (natural lengths, none of them in the reference sets' training files by
+# construction of the shared data), each annotated with the top 5 terms of one ontology, in
+# one statement (a nightly annotation job); the embedding cache is cleared before each run.
+# Usage: scripts/bench_function.sh [proteins, default 500] [ontology, default go_mf]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${PLM_DATA:-$ROOT/../shared/data}"
+N="${1:-500}"
+ONTOLOGY="${2:-go_mf}"
+eval "$("$ROOT/scripts/pg-local.sh" env)"
+# Natural proteins include some longer than the model limit: embed those in windows.
+export PGOPTIONS="-c plm.long_sequence_policy=window"
+psql -X -q -d plm <<SQL
+DROP TABLE IF EXISTS bench_proteins;
+CREATE TABLE bench_proteins (id int PRIMARY KEY, sequence text NOT NULL);
+SQL
+{ zcat "$DATA/pretrain/swissprot2014_valid.fasta.gz" || true; } | awk -v n="$N" '
+  /^>/ { if (seq != "") { print ++k "\t" seq; if (k >= n) exit } seq = ""; next }
+  { seq = seq $0 }
+  END { if (k < n && seq != "") print ++k "\t" seq }' |
+  psql -X -q -d plm -c "\\copy bench_proteins FROM STDIN"
+psql -X -q -A -t -d plm -c "SELECT count(*), round(avg(length(sequence))) FROM bench_proteins" |
+  awk -F'|' '{printf "%s proteins, mean length %s residues, ontology '"$ONTOLOGY"'\n", $1, $2}'
+# Warm the model and the reference set so the timings compare steady states.
+psql -X -q -d plm -c "SELECT count(*) FROM plm_function('MKTAYIAKQRQISFVKSHFSRQ', '$ONTOLOGY', method => 'combined')" >/dev/null
+printf '%-10s %12s %14s %10s\n' method seconds proteins/s ratio
+base=""
+for method in model homology combined; do
+  psql -X -q -d plm -c "SELECT plm_cache_clear()" >/dev/null
+  start=$(date +%s.%N)
+  psql -X -q -d plm -c "CREATE TEMP TABLE out AS SELECT p.id, f.* FROM bench_proteins p CROSS JOIN LATERAL plm_function(p.sequence, '$ONTOLOGY', top_k => 5, method => '$method') f" >/dev/null
+  end=$(date +%s.%N)
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')
+  [ -z "$base" ] && base=$secs
+  awk -v m="$method" -v s="$secs" -v n="$N" -v b="$base" 'BEGIN {printf "%-10s %12.1f %14.1f %10.2f\n", m, s, n / s, s / b}'
+done
+psql -X -q -d plm -c "DROP TABLE bench_proteins"
