@@ -109,8 +109,9 @@ pub fn structure(data: &[u8]) {
     }
 }
 
-/// The reference search: `0` then a serialized reference (the shipped file format), or
-/// anything else then lines of text, the query first and reference sequences after it.
+/// The reference search: `0` then a serialized reference, `1` then a labelled reference-set
+/// file (`models/reference/*.plmref`), or anything else then lines of text, the query first
+/// and reference sequences after it.
 pub fn align(data: &[u8]) {
     let params = SearchParams {
         with_pairs: true,
@@ -123,6 +124,18 @@ pub fn align(data: &[u8]) {
                 for query in ["MKTAYIAKQRQISFVKSHFSRQ", "A", "WWWWWWWWWWWWW"] {
                     if let Ok(hits) = reference.search(query, &params) {
                         check_hits(&reference, query, &hits);
+                    }
+                }
+            }
+        }
+        Some((1, bytes)) => {
+            if let Ok(set) = plm_model::homology::FunctionReference::from_file_bytes(bytes) {
+                for query in ["MKTAYIAKQRQISFVKSHFSRQ", "WWWWWWWWWWWWW"] {
+                    if let Ok(hits) = set.search(query) {
+                        check_hits(set.proteins(), query, &hits);
+                        let t = set.transfer(&hits, 4.0);
+                        assert!(t.scores.values().all(|s| (0.0..=1.0).contains(s)));
+                        assert!(t.scores.keys().all(|&k| (k as usize) < set.terms.len()));
                     }
                 }
             }

@@ -177,26 +177,27 @@ impl FunctionReference {
 
     /// Reads a set written by [`FunctionReference::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|source| PlmError::Io {
+        let bytes = std::fs::read(path).map_err(|source| PlmError::Io {
             path: path.into(),
             source,
         })?;
+        Self::from_file_bytes(&bytes).map_err(|reason| PlmError::bad_file(path, reason))
+    }
+
+    /// Parses the bytes of a reference-set file; the error says what is wrong with them.
+    pub fn from_file_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
         let mut raw = Vec::new();
         // Bounded: a corrupt or hostile file cannot inflate without limit.
-        flate2::read::GzDecoder::new(file)
+        flate2::read::GzDecoder::new(bytes)
             .take(MAX_DECOMPRESSED_BYTES)
             .read_to_end(&mut raw)
-            .map_err(|e| PlmError::bad_file(path, format!("not a gzip reference set: {e}")))?;
-        let stored: Stored = postcard::from_bytes(&raw)
-            .map_err(|e| PlmError::bad_file(path, format!("corrupt reference set: {e}")))?;
+            .map_err(|e| format!("not a gzip reference set: {e}"))?;
+        let stored: Stored =
+            postcard::from_bytes(&raw).map_err(|e| format!("corrupt reference set: {e}"))?;
         if stored.magic != MAGIC || stored.version != VERSION {
-            return Err(PlmError::bad_file(
-                path,
-                "not a pg_plm reference set of this version",
-            ));
+            return Err("not a pg_plm reference set of this version".into());
         }
-        let proteins = Reference::from_bytes(&stored.proteins)
-            .map_err(|e| PlmError::bad_file(path, e.to_string()))?;
+        let proteins = Reference::from_bytes(&stored.proteins).map_err(|e| e.to_string())?;
         if proteins.len() != stored.labels.len()
             || stored.names.len() != stored.terms.len()
             || stored
@@ -204,7 +205,7 @@ impl FunctionReference {
                 .iter()
                 .any(|l| l.iter().any(|&t| t as usize >= stored.terms.len()))
         {
-            return Err(PlmError::bad_file(path, "labels do not match the proteins"));
+            return Err("labels do not match the proteins".into());
         }
         Ok(Self {
             task: stored.task,
@@ -295,6 +296,14 @@ pub struct Blend {
     pub alpha: f32,
     /// Exponent of the hit weights of [`FunctionReference::transfer`].
     pub sharpness: f32,
+    /// Whether the model answers alone for a query without hits (else nothing is predicted:
+    /// for a head that measured worse than silence on validation).
+    #[serde(default = "yes")]
+    pub model_without_hits: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Blend {
@@ -303,35 +312,39 @@ impl Default for Blend {
         Blend {
             alpha: 0.5,
             sharpness: 1.0,
+            model_without_hits: true,
         }
     }
 }
 
 /// `α·h + (1−α)·m`.
-pub fn blend(model: f32, homology: f32, alpha: f32) -> f32 {
+pub fn mix(model: f32, homology: f32, alpha: f32) -> f32 {
     alpha * homology + (1.0 - alpha) * model
 }
 
-/// Term scores by `method`: the model's, homology's, or their blend with weight `alpha` on
-/// homology where the query has any homology support and the model's alone where it has none.
-/// Both inputs keep the true-path rule, so the blend does too.
+/// Term scores by `method`: the model's, homology's, or their blend with weight `blend.alpha`
+/// on homology where the query has any homology support and, where it has none, the model's
+/// alone (or nothing, as `blend` says). Both inputs keep the true-path rule, so the blend does
+/// too.
 pub fn combine(
     model: &BTreeMap<String, f32>,
     homology: &BTreeMap<String, f32>,
     method: Method,
-    alpha: f32,
+    blend: Blend,
 ) -> BTreeMap<String, f32> {
+    let alpha = blend.alpha;
     match method {
         Method::Model => model.clone(),
         Method::Homology => homology.clone(),
-        Method::Combined if homology.is_empty() => model.clone(),
+        Method::Combined if homology.is_empty() && blend.model_without_hits => model.clone(),
+        Method::Combined if homology.is_empty() => BTreeMap::new(),
         Method::Combined => model
             .keys()
             .chain(homology.keys())
             .map(|t| {
                 let m = model.get(t).copied().unwrap_or(0.0);
                 let h = homology.get(t).copied().unwrap_or(0.0);
-                (t.clone(), blend(m, h, alpha))
+                (t.clone(), mix(m, h, alpha))
             })
             .collect(),
     }

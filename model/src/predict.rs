@@ -244,7 +244,7 @@ pub fn predict_function(
             homology.insert(term, score);
         }
     }
-    let scores = homology::combine(&model, &homology, query.method, blend.alpha);
+    let scores = homology::combine(&model, &homology, query.method, blend);
     let mut rows: Vec<(String, f32)> = scores
         .into_iter()
         .filter(|(_, s)| *s >= query.min_score && *s > 0.0)

@@ -93,7 +93,7 @@ impl Predicted {
         self.model
             .iter()
             .zip(self.homology(blend))
-            .map(|(m, h)| homology::combine(m, h, Method::Combined, blend.alpha))
+            .map(|(m, h)| homology::combine(m, h, Method::Combined, blend))
             .collect()
     }
 }
@@ -412,6 +412,7 @@ fn evaluate_split(
             let b = Blend {
                 alpha: 1.0,
                 sharpness,
+                model_without_hits: false,
             };
             (
                 sharpness,
@@ -420,19 +421,37 @@ fn evaluate_split(
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map_or(1.0, |(s, _)| s);
-    let by_alpha: Vec<(f32, f64)> = alphas()
-        .map(|alpha| {
-            let b = Blend { alpha, sharpness };
-            (alpha, score(metric, &val_truth, &val.combined(b), None).0)
-        })
-        .collect();
-    // Ties go to the larger weight on homology.
-    let alpha = by_alpha
+    // Then the blend weight, and whether the model answers alone without hits.
+    let mut by_alpha: Vec<(f32, bool, f64)> = Vec::new();
+    for model_without_hits in [true, false] {
+        for alpha in alphas() {
+            let b = Blend {
+                alpha,
+                sharpness,
+                model_without_hits,
+            };
+            by_alpha.push((
+                alpha,
+                model_without_hits,
+                score(metric, &val_truth, &val.combined(b), None).0,
+            ));
+        }
+    }
+    // Ties go to the model answering alone, then to the larger weight on homology.
+    let (alpha, model_without_hits, _) = by_alpha
         .iter()
         .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)))
-        .map_or(0.5, |(a, _)| a);
-    let blend = Blend { alpha, sharpness };
+        .max_by(|a, b| {
+            a.2.total_cmp(&b.2)
+                .then(a.1.cmp(&b.1))
+                .then(a.0.total_cmp(&b.0))
+        })
+        .unwrap_or((0.5, true, 0.0));
+    let blend = Blend {
+        alpha,
+        sharpness,
+        model_without_hits,
+    };
     // Thresholds (weighted F1) come from validation too.
     let threshold = |scores: &[Scores]| match metric {
         Metric::Fmax => None,
@@ -468,7 +487,10 @@ fn evaluate_split(
         "test_proteins_with_hits": test.with_hits,
         "validation_proteins": split.validation.len(),
         "blend": blend,
-        "validation_by_alpha": by_alpha.iter().map(|(a, v)| json!([a, v])).collect::<Vec<_>>(),
+        "validation_by_alpha": by_alpha
+            .iter()
+            .map(|(a, fallback, v)| json!({"alpha": a, "model_without_hits": fallback, "value": v}))
+            .collect::<Vec<_>>(),
         "model": entry(&test.model, t_model),
         "homology": entry(test.homology(blend), t_homology),
         "combined": entry(&test.combined(blend), t_combined),

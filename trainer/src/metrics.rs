@@ -224,6 +224,55 @@ pub fn fmax(truth: &[HashSet<usize>], scores: &[Vec<f32>]) -> (f64, f32) {
     best
 }
 
+/// Protein-centric Fmax (CAFA) over sparse scores: `truth[i]` the annotated terms of protein
+/// `i`, `scores[i]` its scored terms (absent: 0). Returns (Fmax, threshold) over thresholds
+/// 0.01..0.99; proteins without annotations are skipped.
+pub fn fmax_sparse(truth: &[HashSet<String>], scores: &[BTreeMap<String, f32>]) -> (f64, f32) {
+    const STEPS: usize = 99;
+    let mut precision_sum = [0f64; STEPS];
+    let mut covered = [0usize; STEPS];
+    let mut recall_sum = [0f64; STEPS];
+    let mut proteins = 0usize;
+    for (labels, s) in truth.iter().zip(scores) {
+        if labels.is_empty() {
+            continue;
+        }
+        proteins += 1;
+        let (mut predicted, mut hits) = ([0usize; STEPS], [0usize; STEPS]);
+        for (term, &score) in s {
+            // Thresholds t/100 with t/100 <= score.
+            let top = ((score * 100.0).floor() as usize).min(STEPS);
+            let hit = labels.contains(term);
+            for k in 0..top {
+                predicted[k] += 1;
+                hits[k] += usize::from(hit);
+            }
+        }
+        for k in 0..STEPS {
+            if predicted[k] > 0 {
+                covered[k] += 1;
+                precision_sum[k] += hits[k] as f64 / predicted[k] as f64;
+            }
+            recall_sum[k] += hits[k] as f64 / labels.len() as f64;
+        }
+    }
+    let mut best = (0.0, 0.0f32);
+    for k in 0..STEPS {
+        if covered[k] == 0 || proteins == 0 {
+            continue;
+        }
+        let p = precision_sum[k] / covered[k] as f64;
+        let r = recall_sum[k] / proteins as f64;
+        if p + r > 0.0 {
+            let f = 2.0 * p * r / (p + r);
+            if f > best.0 {
+                best = (f, (k + 1) as f32 / 100.0);
+            }
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,53 +340,37 @@ mod tests {
         assert!((f - 2.0 * 0.75 / 1.75).abs() < 1e-9, "{f}");
         assert!(t <= 0.6);
     }
-}
 
-/// Protein-centric Fmax (CAFA) over sparse scores: `truth[i]` the annotated terms of protein
-/// `i`, `scores[i]` its scored terms (absent: 0). Returns (Fmax, threshold) over thresholds
-/// 0.01..0.99; proteins without annotations are skipped.
-pub fn fmax_sparse(truth: &[HashSet<String>], scores: &[BTreeMap<String, f32>]) -> (f64, f32) {
-    const STEPS: usize = 99;
-    let mut precision_sum = [0f64; STEPS];
-    let mut covered = [0usize; STEPS];
-    let mut recall_sum = [0f64; STEPS];
-    let mut proteins = 0usize;
-    for (labels, s) in truth.iter().zip(scores) {
-        if labels.is_empty() {
-            continue;
-        }
-        proteins += 1;
-        let (mut predicted, mut hits) = ([0usize; STEPS], [0usize; STEPS]);
-        for (term, &score) in s {
-            // Thresholds t/100 with t/100 <= score.
-            let top = ((score * 100.0).floor() as usize).min(STEPS);
-            let hit = labels.contains(term);
-            for k in 0..top {
-                predicted[k] += 1;
-                hits[k] += usize::from(hit);
-            }
-        }
-        for k in 0..STEPS {
-            if predicted[k] > 0 {
-                covered[k] += 1;
-                precision_sum[k] += hits[k] as f64 / predicted[k] as f64;
-            }
-            recall_sum[k] += hits[k] as f64 / labels.len() as f64;
-        }
+    #[test]
+    fn sparse_fmax_matches_dense_fmax() {
+        let truth_idx: Vec<HashSet<usize>> = vec![
+            [0, 1].into_iter().collect(),
+            [2].into_iter().collect(),
+            HashSet::new(),
+        ];
+        let dense = vec![
+            vec![0.9, 0.35, 0.2, 0.0],
+            vec![0.1, 0.5, 0.72, 0.3],
+            vec![0.5, 0.5, 0.5, 0.5],
+        ];
+        let name = |k: usize| format!("T{k}");
+        let truth: Vec<HashSet<String>> = truth_idx
+            .iter()
+            .map(|t| t.iter().map(|&k| name(k)).collect())
+            .collect();
+        let sparse: Vec<BTreeMap<String, f32>> = dense
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, &s)| s > 0.0)
+                    .map(|(k, &s)| (name(k), s))
+                    .collect()
+            })
+            .collect();
+        let (fd, td) = fmax(&truth_idx, &dense);
+        let (fs, ts) = fmax_sparse(&truth, &sparse);
+        assert!((fd - fs).abs() < 1e-9, "{fd} vs {fs}");
+        assert_eq!(td, ts);
     }
-    let mut best = (0.0, 0.0f32);
-    for k in 0..STEPS {
-        if covered[k] == 0 || proteins == 0 {
-            continue;
-        }
-        let p = precision_sum[k] / covered[k] as f64;
-        let r = recall_sum[k] / proteins as f64;
-        if p + r > 0.0 {
-            let f = 2.0 * p * r / (p + r);
-            if f > best.0 {
-                best = (f, (k + 1) as f32 / 100.0);
-            }
-        }
-    }
-    best
 }

@@ -164,6 +164,25 @@ fn main() -> Result<()> {
     stored.extend(reference.to_bytes()?);
     put("align", "stored", &stored)?;
 
+    // A small labelled reference-set file, as models/reference holds.
+    let set = plm_model::homology::FunctionReference::build(
+        "go_mf",
+        "fuzz seed",
+        vec!["GO:1".into(), "GO:2".into()],
+        vec!["one".into(), "two".into()],
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("P{i}"), s.to_string(), vec![0, (i % 2) as u32]))
+            .collect(),
+    )?;
+    let path = std::env::temp_dir().join(format!("fuzz-seed-{}.plmref", std::process::id()));
+    set.save(&path)?;
+    let mut file = vec![1u8];
+    file.extend(std::fs::read(&path)?);
+    std::fs::remove_file(&path)?;
+    put("align", "reference-set", &file)?;
+
     println!("wrote {written} seed inputs under {}", corpus.display());
     Ok(())
 }

@@ -34,8 +34,9 @@ pub struct FinetuneArgs {
     /// Language-model checkpoint directory (not modified).
     #[arg(long)]
     pub model: PathBuf,
-    /// The shared data directory (`function/`, `ppi/`, `binding/`).
-    #[arg(long, default_value = "../shared/data")]
+    /// The task data directory (`function/`, `ppi/`, `binding/`; layout in the README,
+    /// "Task heads").
+    #[arg(long)]
     pub data: PathBuf,
     /// Output directory: a copy of the model with the trained heads.
     #[arg(long)]
