@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh build                 # install cargo-afl if missing, build the targets
 #   scripts/fuzz.sh run TARGET [SECONDS]  # fuzz one target (default 600 s), resuming runs/fuzz/TARGET
 #   scripts/fuzz.sh all [SECONDS]         # every target in turn
-#   scripts/fuzz.sh keep TARGET           # minimise the queue into fuzz/corpus/TARGET (commit it)
+#   scripts/fuzz.sh keep TARGET           # add the queue's coverage-increasing inputs to fuzz/corpus/TARGET
 #
 # Targets: sequence structure checkpoint protocol align (see fuzz/src/lib.rs). A crash is
 # saved under runs/fuzz/TARGET/default/crashes; copy it to fuzz/regressions/TARGET once fixed:
@@ -47,15 +47,17 @@ run() {
 }
 
 keep() {
-  local target=$1 queue="runs/fuzz/$1/default/queue" tmp
-  tmp=$(mktemp -d)
-  cargo afl cmin -i "$queue" -o "$tmp/min" -t 5000 -m none -- "$CARGO_TARGET_DIR/debug/fuzz_$target" >/dev/null
-  rm -rf "fuzz/corpus/$target"
+  # The queue entries that found new coverage ("+cov"), smallest first, up to a budget per
+  # target, added to the committed corpus under content-addressed names. (afl-cmin of this
+  # cargo-afl release fails on its own scratch files; Debian's speaks another protocol.)
+  local target=$1 queue="runs/fuzz/$1/default/queue" budget=${PLM_FUZZ_CORPUS_BYTES:-1048576} used=0
   mkdir -p "fuzz/corpus/$target"
-  # Short content-addressed names: stable across runs, no afl-specific characters.
-  for f in "$tmp"/min/*; do cp "$f" "fuzz/corpus/$target/$(sha1sum "$f" | cut -c1-16)"; done
-  rm -rf "$tmp"
-  log "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) inputs"
+  while read -r size f; do
+    [ $((used + size)) -gt "$budget" ] && break
+    cp "$f" "fuzz/corpus/$target/$(sha1sum "$f" | cut -c1-16)"
+    used=$((used + size))
+  done < <(find "$queue" -type f -name '*+cov*' -printf '%s %p\n' | sort -n)
+  log "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) inputs, $(du -sh "fuzz/corpus/$target" | cut -f1)"
 }
 
 case "${1:-}" in
