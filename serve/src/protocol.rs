@@ -438,9 +438,20 @@ mod tests {
             class: ErrorClass::TooLarge,
             message: "x".into(),
         });
+        let function = Task::Function {
+            sequence: "MK".into(),
+            ontology: "ec".into(),
+            top_k: 5,
+            min_score: 0.25,
+            method: Method::Homology,
+        };
         let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(PROTOCOL_VERSION, 2);
-        assert_eq!(hex(encode(&hello).unwrap()), "504c4d570205302e322e30");
+        assert_eq!(PROTOCOL_VERSION, 3);
+        assert_eq!(hex(encode(&hello).unwrap()), "504c4d570305302e322e30");
+        assert_eq!(
+            hex(encode(&function).unwrap()),
+            "03024d4b026563050000803e02"
+        );
         assert_eq!(
             hex(encode(&request).unwrap()),
             "00022f6d016d010101ac0205024d4b01025a4e0000003f0000"

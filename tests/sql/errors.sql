@@ -19,7 +19,9 @@ SELECT q, pg_temp.sqlstate_of(q) FROM (VALUES
   ('SELECT plm_embed('''')'),
   ('SELECT plm_embed(''MKT'', model => ''no-such-model'')'),
   ('SELECT plm_embed(''MKT'', model => ''../../etc'')'),
-  ('SELECT plm_embed(repeat(''A'', 1100))')) v(q);
+  ('SELECT plm_embed(repeat(''A'', 1100))'),
+  ('SELECT * FROM plm_function(''MKT'', method => ''blast'')'),
+  ('SELECT * FROM plm_function(''MKT'', ''go_mf'', method => '''')')) v(q);
 -- Still usable after errors.
 SELECT array_length(plm_embed('MKT'), 1) > 0 AS usable;
 -- Superuser-only settings.

@@ -353,6 +353,16 @@ pub fn cluster_split(
     (train, test)
 }
 
+/// Writes `(id, sequence)` pairs as FASTA to `path`, returning it.
+fn write_fasta(path: &Path, sequences: &[(String, String)]) -> Result<PathBuf> {
+    let text: String = sequences
+        .iter()
+        .map(|(id, s)| format!(">{id}\n{s}\n"))
+        .collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
 /// Clusters sequences with MMseqs2 (`mmseqs easy-cluster`) at `min_identity`, returning
 /// member → representative. Needs the `mmseqs` binary (Debian package `mmseqs2`).
 pub fn mmseqs_clusters(
@@ -361,12 +371,7 @@ pub fn mmseqs_clusters(
     work: &Path,
 ) -> Result<HashMap<String, String>> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let fasta = work.join("input.fasta");
-    let mut text = String::new();
-    for (id, s) in sequences {
-        text += &format!(">{id}\n{s}\n");
-    }
-    std::fs::write(&fasta, text).with_context(|| format!("writing {}", fasta.display()))?;
+    let fasta = write_fasta(&work.join("input.fasta"), sequences)?;
     let prefix: PathBuf = work.join("clusters");
     let status = std::process::Command::new("mmseqs")
         .arg("easy-cluster")
@@ -404,14 +409,8 @@ pub fn mmseqs_best_hits(
     work: &Path,
 ) -> Result<HashMap<String, (String, f32)>> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let write = |name: &str, seqs: &[(String, String)]| -> Result<PathBuf> {
-        let path = work.join(name);
-        let text: String = seqs.iter().map(|(id, s)| format!(">{id}\n{s}\n")).collect();
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    };
-    let q = write("queries.fasta", queries)?;
-    let t = write("targets.fasta", targets)?;
+    let q = write_fasta(&work.join("queries.fasta"), queries)?;
+    let t = write_fasta(&work.join("targets.fasta"), targets)?;
     let out = work.join("hits.m8");
     let status = std::process::Command::new("mmseqs")
         .arg("easy-search")

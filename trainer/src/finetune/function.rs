@@ -18,9 +18,6 @@ use super::{rows_tensor, split_validation, FinetuneArgs, TaskOutput};
 use crate::metrics::{fmax, weighted_prf};
 use crate::taskdata::{self, GoGraph, LabeledProtein};
 
-/// GO roots, excluded from labels and metrics.
-const GO_ROOTS: [&str; 3] = ["GO:0003674", "GO:0008150", "GO:0005575"];
-
 /// A trained multi-label MLP.
 struct Fitted {
     varmap: VarMap,
@@ -339,17 +336,7 @@ pub fn run_go(
 ) -> Result<TaskOutput> {
     let path = args.data.join(format!("function/go/{ontology}_18000.tsv"));
     let proteins = taskdata::seeded_subset(&taskdata::read_go(&path)?, args.go_proteins, args.seed);
-    let roots: HashSet<&str> = GO_ROOTS.into_iter().collect();
-    let annotations: Vec<BTreeSet<String>> = proteins
-        .iter()
-        .map(|p| {
-            graph
-                .propagate(&p.labels)
-                .into_iter()
-                .filter(|t| !roots.contains(t.as_str()))
-                .collect()
-        })
-        .collect();
+    let annotations: Vec<BTreeSet<String>> = crate::reference::propagated_go(&proteins, graph);
     // Sequence-identity split: whole MMseqs2 clusters (30 % identity) go to the test set.
     let ids: Vec<String> = proteins.iter().map(|p| p.id.clone()).collect();
     let clusters = taskdata::mmseqs_clusters(
