@@ -32,7 +32,8 @@ struct Entry {
     model: LoadedModel,
     weights: PathBuf,
     stamp: Stamp,
-    heads_stamp: Stamp,
+    /// Stamps of `heads.safetensors` and `heads.json` (the blend lives in the latter).
+    heads_stamp: (Stamp, Stamp),
 }
 
 /// Models loaded in this process, keyed by directory, all sharing one embedding cache.
@@ -45,6 +46,13 @@ fn stamp(path: &Path) -> Stamp {
     std::fs::metadata(path)
         .map(|m| (m.len(), m.modified().ok()))
         .unwrap_or((0, None))
+}
+
+fn heads_stamp(dir: &Path) -> (Stamp, Stamp) {
+    (
+        stamp(&dir.join(head_files::WEIGHTS)),
+        stamp(&dir.join(head_files::CONFIG)),
+    )
 }
 
 impl ModelRegistry {
@@ -90,7 +98,7 @@ impl ModelRegistry {
             options,
             self.cache.clone(),
         )?);
-        let heads_stamp = stamp(&dir.join(head_files::WEIGHTS));
+        let heads_stamp = heads_stamp(dir);
         let heads = TaskHeads::open(dir, &candle_core::Device::Cpu)?.map(Arc::new);
         let weights = dir.join(files::WEIGHTS);
         let model = LoadedModel { engine, heads };
@@ -124,7 +132,7 @@ impl ModelRegistry {
             entry.stamp = now;
         }
         let heads_path = dir.join(head_files::WEIGHTS);
-        if stamp(&heads_path) != entry.heads_stamp {
+        if heads_stamp(dir) != entry.heads_stamp {
             return Err(PlmError::bad_file(
                 heads_path,
                 format!(
@@ -148,5 +156,34 @@ impl ModelRegistry {
     pub fn is_loaded(&self, dir: &Path) -> bool {
         let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         models.contains_key(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A changed `heads.json` (a refitted blend, say) would change the answers of IMMUTABLE
+    /// functions as surely as new weights: it is refused until the model is renamed.
+    #[test]
+    fn changed_heads_configuration_is_refused() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plm-default");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        let registry = ModelRegistry::new(Arc::new(EmbeddingCache::new(0)));
+        let get = || registry.get(&dir, "m", DeviceSpec::Cpu, EngineOptions::default());
+        assert!(get().unwrap().heads.is_some());
+        assert!(get().is_ok(), "unchanged files load from the registry");
+        let config = dir.join(head_files::CONFIG);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push('\n');
+        std::fs::write(&config, text).unwrap();
+        let err = get().err().expect("changed heads.json is refused");
+        assert!(err.to_string().contains("task heads"), "{err}");
     }
 }
