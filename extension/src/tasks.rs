@@ -84,6 +84,8 @@ fn function(model: Option<&str>, sequence: &str, args: FunctionArgs<'_>) -> Func
 /// model head; the head alone where no annotated protein is similar), `'model'` or
 /// `'homology'`. Each row says which evidence supports the term and, for homology, the most
 /// similar annotated protein carrying it and its sequence identity.
+// pgrx generates the SQL signature from the spelled-out return type (an alias breaks it).
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe, cost = 100000)]
 fn plm_function(
     sequence: Option<&str>,
@@ -115,6 +117,8 @@ fn plm_function(
 }
 
 /// Predicted function terms of a protein with `model`.
+// pgrx generates the SQL signature from the spelled-out return type (an alias breaks it).
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_function")]
 fn plm_function_with_model(
     sequence: Option<&str>,
