@@ -92,8 +92,6 @@ pub struct Transfer {
     pub scores: BTreeMap<u32, f32>,
     /// For each supported term: the best hit carrying it (accession, identity).
     pub evidence: HashMap<u32, (String, f32)>,
-    /// Number of hits used.
-    pub hits: usize,
 }
 
 impl FunctionReference {
@@ -219,26 +217,14 @@ impl FunctionReference {
 
     /// Similar proteins of `query`, best first (at most [`MAX_HITS`], E-value ≤ [`MAX_EVALUE`]).
     pub fn search(&self, query: &str) -> Result<Vec<Hit>> {
-        self.search_excluding(query, None)
-    }
-
-    /// Like [`FunctionReference::search`], leaving out the protein `exclude` (validation of a
-    /// set against itself).
-    pub fn search_excluding(&self, query: &str, exclude: Option<usize>) -> Result<Vec<Hit>> {
         let params = SearchParams {
-            max_hits: MAX_HITS + usize::from(exclude.is_some()),
+            max_hits: MAX_HITS,
             max_evalue: MAX_EVALUE,
             ..SearchParams::default()
         };
-        let mut hits = self
-            .proteins
+        self.proteins
             .search(query, &params)
-            .map_err(|e| PlmError::InvalidArgument(e.to_string()))?;
-        if let Some(x) = exclude {
-            hits.retain(|h| h.target_index != x);
-        }
-        hits.truncate(MAX_HITS);
-        Ok(hits)
+            .map_err(|e| PlmError::InvalidArgument(e.to_string()))
     }
 
     /// DeepGOPlus' homology score, sharpened: for each term, the weights of the hits carrying
@@ -273,11 +259,7 @@ impl FunctionReference {
         } else {
             BTreeMap::new()
         };
-        Transfer {
-            scores,
-            evidence,
-            hits: hits.len(),
-        }
+        Transfer { scores, evidence }
     }
 }
 
