@@ -212,6 +212,15 @@ pub struct HeadsConfig {
 }
 
 impl HeadsConfig {
+    /// Writes `heads.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        // Compact: label lists and neighbour banks make the pretty form several times larger,
+        // and the model directory has a size budget.
+        let path = dir.join(files::CONFIG);
+        let text = serde_json::to_string(self).map_err(|e| PlmError::bad_file(&path, e))?;
+        std::fs::write(&path, text + "\n").map_err(|e| PlmError::Io { path, source: e })
+    }
+
     /// The blend of homology transfer and the head of `ontology`.
     pub fn blend_for(&self, ontology: &str) -> Blend {
         self.blend
@@ -331,11 +340,7 @@ impl TaskHeads {
         let weights = dir.join(files::WEIGHTS);
         candle_core::safetensors::save(tensors, &weights)
             .map_err(|e| PlmError::bad_file(&weights, e))?;
-        // Compact: label lists and neighbour banks make the pretty form several times larger,
-        // and the model directory has a size budget.
-        let path = dir.join(files::CONFIG);
-        let text = serde_json::to_string(config).map_err(|e| PlmError::bad_file(&path, e))?;
-        std::fs::write(&path, text + "\n").map_err(|e| PlmError::Io { path, source: e })
+        config.save(dir)
     }
 
     /// The function head of an ontology, with its configuration.

@@ -193,8 +193,7 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
     let heads_path = args.model.join(plm_model::heads::files::CONFIG);
     let mut config: plm_model::HeadsConfig = plm_model::checkpoint::read_json(&heads_path)?;
     config.blend.extend(blend);
-    let text = serde_json::to_string(&config)?;
-    std::fs::write(&heads_path, text + "\n")?;
+    config.save(&args.model)?;
     let results_path = args.model.join("results.json");
     let mut all: Value = plm_model::checkpoint::read_json(&results_path).unwrap_or(json!({}));
     let entry = all
