@@ -353,6 +353,21 @@ pub fn cluster_split(
     (train, test)
 }
 
+/// Runs `mmseqs SUBCOMMAND FILES... OPTIONS...` quietly on two threads.
+fn run_mmseqs(subcommand: &str, files: &[&std::ffi::OsStr], options: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("mmseqs")
+        .arg(subcommand)
+        .args(files)
+        .args(options)
+        .args(["-v", "1", "--threads", "2"])
+        .status()
+        .context("running mmseqs (install the Debian package mmseqs2)")?;
+    if !status.success() {
+        bail!("mmseqs {subcommand} failed with {status}");
+    }
+    Ok(())
+}
+
 /// Writes `(id, sequence)` pairs as FASTA to `path`, returning it.
 fn write_fasta(path: &Path, sequences: &[(String, String)]) -> Result<PathBuf> {
     let text: String = sequences
@@ -373,27 +388,22 @@ pub fn mmseqs_clusters(
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let fasta = write_fasta(&work.join("input.fasta"), sequences)?;
     let prefix: PathBuf = work.join("clusters");
-    let status = std::process::Command::new("mmseqs")
-        .arg("easy-cluster")
-        .arg(&fasta)
-        .arg(&prefix)
-        .arg(work.join("tmp"))
-        .args([
+    run_mmseqs(
+        "easy-cluster",
+        &[
+            fasta.as_os_str(),
+            prefix.as_os_str(),
+            work.join("tmp").as_os_str(),
+        ],
+        &[
             "--min-seq-id",
             &min_identity.to_string(),
             "-c",
             "0.8",
             "--cov-mode",
             "0",
-            "-v",
-            "1",
-        ])
-        .args(["--threads", "2"])
-        .status()
-        .context("running mmseqs (install the Debian package mmseqs2)")?;
-    if !status.success() {
-        bail!("mmseqs easy-cluster failed with {status}");
-    }
+        ],
+    )?;
     let tsv = work.join("clusters_cluster.tsv");
     Ok(read_tsv(&tsv, 0, 2)?
         .into_iter()
@@ -412,21 +422,16 @@ pub fn mmseqs_best_hits(
     let q = write_fasta(&work.join("queries.fasta"), queries)?;
     let t = write_fasta(&work.join("targets.fasta"), targets)?;
     let out = work.join("hits.m8");
-    let status = std::process::Command::new("mmseqs")
-        .arg("easy-search")
-        .args([&q, &t, &out, &work.join("tmp")])
-        .args([
-            "--format-output",
-            "query,target,fident,evalue,bits",
-            "-v",
-            "1",
-        ])
-        .args(["--threads", "2"])
-        .status()
-        .context("running mmseqs (install the Debian package mmseqs2)")?;
-    if !status.success() {
-        bail!("mmseqs easy-search failed with {status}");
-    }
+    run_mmseqs(
+        "easy-search",
+        &[
+            q.as_os_str(),
+            t.as_os_str(),
+            out.as_os_str(),
+            work.join("tmp").as_os_str(),
+        ],
+        &["--format-output", "query,target,fident,evalue,bits"],
+    )?;
     let mut best: HashMap<String, (String, f32, f64)> = HashMap::new();
     for r in read_tsv(&out, 0, 5)? {
         let bits: f64 = r[4].parse().unwrap_or(0.0);
@@ -513,5 +518,26 @@ mod tests {
             let mate = format!("p{}", id[1..].parse::<usize>().unwrap() ^ 1);
             assert!(test.contains(&mate), "cluster of {id} split");
         }
+    }
+
+    #[test]
+    fn mmseqs_best_hit_of_a_copy_is_the_original() {
+        if std::process::Command::new("mmseqs")
+            .arg("version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: mmseqs (Debian package mmseqs2) is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let a = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
+        let b = "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADAL";
+        let pair = |id: &str, s: &str| (id.to_string(), s.to_string());
+        let hits =
+            mmseqs_best_hits(&[pair("q", a)], &[pair("ta", a), pair("tb", b)], dir.path()).unwrap();
+        let (target, identity) = &hits["q"];
+        assert_eq!(target, "ta");
+        assert!((identity - 1.0).abs() < 1e-6);
     }
 }
