@@ -293,14 +293,23 @@ impl Checkpoints {
     }
 }
 
-/// Every task of the server on the checkpoint in `dir`, with short valid inputs.
-fn run_every_task(dir: &Path, registry: &ModelRegistry) {
-    let settings = RequestSettings {
-        long_sequences: LongSequencePolicy::Window,
-        max_length: 2000,
-    };
+/// Settings of the sample requests: long sequences in windows.
+pub const SAMPLE_SETTINGS: RequestSettings = RequestSettings {
+    long_sequences: LongSequencePolicy::Window,
+    max_length: 2000,
+};
+
+/// One request of every task the server knows, with short valid inputs.
+pub fn every_task() -> Vec<Task> {
     let seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ".to_string();
-    let tasks = [
+    let function = |ontology: &str| Task::Function {
+        sequence: seq.clone(),
+        ontology: ontology.into(),
+        top_k: 5,
+        min_score: 0.0,
+        method: plm_model::homology::Method::Combined,
+    };
+    vec![
         Task::Embed {
             sequences: vec![seq.clone(), "ACDE".into()],
             layer: Some(-1),
@@ -313,20 +322,8 @@ fn run_every_task(dir: &Path, registry: &ModelRegistry) {
         Task::Contacts {
             sequence: seq.clone(),
         },
-        Task::Function {
-            sequence: seq.clone(),
-            ontology: "go_mf".into(),
-            top_k: 5,
-            min_score: 0.0,
-            method: plm_model::homology::Method::Combined,
-        },
-        Task::Function {
-            sequence: seq.clone(),
-            ontology: "ec".into(),
-            top_k: 5,
-            min_score: 0.0,
-            method: plm_model::homology::Method::Combined,
-        },
+        function("go_mf"),
+        function("ec"),
         Task::Ppi {
             pairs: vec![(seq.clone(), "MSTNPKPQRK".into())],
         },
@@ -337,9 +334,13 @@ fn run_every_task(dir: &Path, registry: &ModelRegistry) {
             structure: None,
             chain: None,
         },
-    ];
-    for task in &tasks {
-        let _ = execute_on(dir, registry, &settings, task);
+    ]
+}
+
+/// Every task of the server on the checkpoint in `dir`.
+fn run_every_task(dir: &Path, registry: &ModelRegistry) {
+    for task in &every_task() {
+        let _ = execute_on(dir, registry, &SAMPLE_SETTINGS, task);
     }
 }
 

@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use plm_model::Pooling;
 use plm_serve::protocol;
-use plm_serve::{ModelRef, Request, RequestSettings, Task};
+use plm_serve::{ModelRef, Request};
 
 fn main() -> Result<()> {
     let data = std::env::args()
@@ -84,50 +83,14 @@ fn main() -> Result<()> {
         put("checkpoint", &format!("half-{name}"), &input)?;
     }
 
-    let seq = "MKTAYIAKQRQISFVKSHFSRQ".to_string();
-    let settings = RequestSettings {
-        long_sequences: plm_model::LongSequencePolicy::Window,
-        max_length: 5000,
-    };
-    let tasks = [
-        Task::Embed {
-            sequences: vec![seq.clone(), "ACD".into()],
-            layer: Some(-2),
-            pooling: Pooling::Mean,
-        },
-        Task::EmbedResidues {
-            sequences: vec![seq.clone()],
-            layers: vec![Some(1), None],
-        },
-        Task::Contacts {
-            sequence: seq.clone(),
-        },
-        Task::Function {
-            sequence: seq.clone(),
-            ontology: "go_mf".into(),
-            top_k: 3,
-            min_score: 0.1,
-            method: plm_model::homology::Method::Combined,
-        },
-        Task::Ppi {
-            pairs: vec![(seq.clone(), "MSTNPKPQRK".into())],
-        },
-        Task::BindingSites {
-            sequence: seq.clone(),
-            ligand: Some("ZN".into()),
-            threshold: 0.5,
-            structure: None,
-            chain: None,
-        },
-    ];
-    for (i, task) in tasks.into_iter().enumerate() {
+    for (i, task) in plm_fuzz::every_task().into_iter().enumerate() {
         let request = Request::Compute {
             model: ModelRef {
                 dir: "/nonexistent".into(),
                 name: "m".into(),
                 device: plm_model::DeviceSpec::Cpu,
             },
-            settings,
+            settings: plm_fuzz::SAMPLE_SETTINGS,
             task,
         };
         let mut frame = Vec::new();
