@@ -22,23 +22,7 @@ q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS plm_soak" -c "CREATE DATABASE plm_soak"
 q -c "CREATE EXTENSION pg_plm" -c "CREATE TABLE soak_proteins (id int PRIMARY KEY, seq text NOT NULL)"
-python3 - "$DATA" <<'PY' | q -c "COPY soak_proteins FROM STDIN"
-import gzip, sys
-n, name, seq = 0, None, []
-def emit():
-    global n
-    s = "".join(seq)[:1000]
-    if name is not None and s and n < 2000:
-        n += 1
-        print(f"{n}\t{s}")
-with gzip.open(sys.argv[1], "rt") as f:
-    for line in f:
-        if line.startswith(">"):
-            emit(); name, seq = line[1:].strip(), []
-        else:
-            seq.append(line.strip())
-emit()
-PY
+"$ROOT/scripts/fasta_rows.py" "$DATA" 2000 1000 | q -c "COPY soak_proteins FROM STDIN"
 [ "$(q -c "SELECT count(*) FROM soak_proteins")" = 2000 ] || { echo "soak: could not load 2,000 proteins" >&2; exit 1; }
 
 . "$ROOT/tests/crash_check.sh"
