@@ -122,6 +122,66 @@ def homology_tables(h):
                        + " | ".join(cells) + f" | {b['alpha']:.2f} / {b['sharpness']:g} |")
     out += ["", "Deployed blend per ontology (in `heads.json`): the one fitted on the random split's "
             "validation proteins.", ""]
+    out += binary_tables(h)
+    return out
+
+
+def binary_row(label, s, items):
+    """One row of AUROC / AUPR for the naive, nearest-neighbour, model, homology and combined scores."""
+    keys = ["naive", "mmseqs2_nearest_neighbour", "model", "homology", "combined"]
+    best = max(s[k]["auroc"] or 0 for k in keys)
+    cells = []
+    for k in keys:
+        a = s[k]["auroc"] or 0
+        text = f"{f(a)} / {f(s[k]['aupr'])}"
+        cells.append(f"**{text}**" if a == best else text)
+    return f"| {label} | {s[items]} ({s['with_homology']}) | " + " | ".join(cells) + " |"
+
+
+def binary_tables(h):
+    """Interaction and binding-site methods (plm-train homology --tasks ppi,binding)."""
+    out = []
+    if "ppi" in h:
+        p = h["ppi"]
+        b = p["blend"]
+        out += ["### Interolog transfer and the combined interaction predictor (`plm_ppi` methods)", "",
+                "AUROC / AUPR per set. *homology* is the interolog score (homologs of both proteins "
+                "that are a known interacting pair in the reference, E ≤ 1e-3; product of their "
+                "identity × coverage, sharpened), *combined* the noisy-OR `1 − (1−m)(1−α·h)` with "
+                f"α = {b['alpha']:.2f} and sharpness {b['sharpness']:g} fitted on {p['blend_from']}; "
+                "*MMseqs2 nearest neighbour*: the best MMseqs2 hit of each protein, scored by the product "
+                "of identities when the two hits are a known pair. Naive: a constant. The column after "
+                "the set counts test pairs (pairs with an interolog or a homolog of both proteins).", "",
+                "| set | pairs (with homologs) | naive | MMseqs2 nearest neighbour | model | homology | combined |",
+                "|---|---|---|---|---|---|---|"]
+        labels = {"unseen_proteins": "D-SCRIPT yeast, proteins the head never saw",
+                  "random_split": "D-SCRIPT yeast, random pairs the head was not trained on",
+                  "cross_species_fly": "fly (MCAPS), yeast reference",
+                  "cross_species_human": "human (MCAPS), yeast reference"}
+        for k, label in labels.items():
+            if k in p:
+                out.append(binary_row(label, p[k], "items"))
+        out += ["", *[f"- {labels[k]}: {p[k]['description']}." for k in labels if k in p], ""]
+    if "binding" in h:
+        bnd = h["binding"]
+        out += ["### Template transfer and the combined binding-site predictor (`plm_binding_sites` methods)", "",
+                "AUROC / AUPR over residues, per ligand. *homology*: binding residues of the reference "
+                "chains found by the aligner (E ≤ 1e-3) carried through the alignment, the identity-"
+                "weighted share of aligned template residues that bind; *combined*: `α·h + (1−α)·m` on "
+                "covered residues, the GNN alone elsewhere, α and sharpness per ligand fitted on the "
+                "random split's validation chains; *MMseqs2 nearest neighbour*: the labels of the best "
+                "MMseqs2 hit annotated for the ligand, through its alignment, scored by its identity. "
+                "The column after the ligand counts test residues (covered by a template).", ""]
+        for split, title in (("held_out_chains", "Held-out chains (each ligand's test file; reference = every training file)"),
+                             ("random_split", "Random split (a third of each test file joins the reference)")):
+            out += [f"{title}:", "",
+                    "| ligand | residues (covered) | naive | MMseqs2 nearest neighbour | model | homology | combined | α / sharpness |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for lig, e in bnd.items():
+                if split in e:
+                    bl = e["blend"]
+                    out.append(binary_row(lig, e[split], "items") + f" {bl['alpha']:.2f} / {bl['sharpness']:g} |")
+            out.append("")
     return out
 
 

@@ -172,6 +172,11 @@ impl Reference {
         self.ids.get(index).map(String::as_str)
     }
 
+    /// Length of sequence `index` (0 when there is none).
+    pub fn sequence_len(&self, index: usize) -> usize {
+        self.codes(index).map_or(0, <[u8]>::len)
+    }
+
     /// Sequence `index` (upper case, rare letters folded as in [`crate::alphabet`]).
     pub fn sequence(&self, index: usize) -> Option<String> {
         self.codes(index)

@@ -53,7 +53,7 @@ struct FunctionArgs<'a> {
 fn function(model: Option<&str>, sequence: &str, args: FunctionArgs<'_>) -> FunctionRows {
     let top_k = non_negative(args.top_k.unwrap_or(5), "top_k");
     let min_score = threshold(args.min_score, 0.0);
-    let method = Method::parse(args.method.unwrap_or("combined")).or_raise();
+    let method = method(args.method);
     let task = Task::Function {
         sequence: sequence.to_string(),
         ontology: args.ontology.unwrap_or("ec").to_string(),
@@ -150,9 +150,14 @@ fn plm_function_with_model(
     }
 }
 
-fn ppi(model: Option<&str>, a: &str, b: &str) -> Option<f32> {
+fn method(text: Option<&str>) -> Method {
+    Method::parse(text.unwrap_or("combined")).or_raise()
+}
+
+fn ppi(model: Option<&str>, a: &str, b: &str, method_text: Option<&str>) -> Option<f32> {
     let task = Task::Ppi {
         pairs: vec![(a.to_string(), b.to_string())],
+        method: method(method_text),
     };
     match run(model, task) {
         Output::Scores(mut s) => s.pop(),
@@ -161,9 +166,17 @@ fn ppi(model: Option<&str>, a: &str, b: &str) -> Option<f32> {
 }
 
 /// Probability that two proteins interact, with the default model; symmetric.
+///
+/// `method`: `'combined'` (interolog transfer from the shipped interaction reference set, where
+/// homologs of both proteins are known, blended with the model's pair head; the head alone
+/// otherwise), `'model'` or `'homology'` (0 where no homologous pair is known to interact).
 #[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_ppi(sequence_a: Option<&str>, sequence_b: Option<&str>) -> Option<f32> {
-    ppi(None, sequence_a?, sequence_b?)
+fn plm_ppi(
+    sequence_a: Option<&str>,
+    sequence_b: Option<&str>,
+    method: default!(Option<&str>, "'combined'"),
+) -> Option<f32> {
+    ppi(None, sequence_a?, sequence_b?, method)
 }
 
 /// Probability that two proteins interact, with `model`.
@@ -172,9 +185,10 @@ fn plm_ppi_with_model(
     sequence_a: Option<&str>,
     sequence_b: Option<&str>,
     model: Option<ModelName>,
+    method: default!(Option<&str>, "'combined'"),
 ) -> Option<f32> {
     let (a, b) = (sequence_a?, sequence_b?);
-    ppi(Some(&given(model)), a, b)
+    ppi(Some(&given(model)), a, b, method)
 }
 
 fn binding_sites(
@@ -184,6 +198,7 @@ fn binding_sites(
     threshold: Option<f32>,
     structure: Option<&str>,
     chain: Option<&str>,
+    method_text: Option<&str>,
 ) -> TableIterator<
     'static,
     (
@@ -203,6 +218,7 @@ fn binding_sites(
         threshold,
         structure: structure.map(str::to_string),
         chain: chain.map(str::to_string),
+        method: method(method_text),
     };
     let rows = match run(model, task) {
         Output::Sites(s) => s,
@@ -217,6 +233,10 @@ fn binding_sites(
 /// Per-residue binding-site scores at or above `threshold` for one ligand type (NULL: all),
 /// with the default model, over the residue graph of predicted contacts or of a PDB/mmCIF
 /// `structure` (first protein chain, or `chain`).
+///
+/// `method`: `'combined'` (binding residues of similar annotated chains transferred through
+/// their alignments, blended per residue with the graph network; the network alone on
+/// residues no such chain covers), `'model'` or `'homology'`.
 #[pg_extern(stable, parallel_safe, cost = 100000)]
 fn plm_binding_sites(
     sequence: Option<&str>,
@@ -224,6 +244,7 @@ fn plm_binding_sites(
     threshold: default!(Option<f32>, "0.5"),
     structure: default!(Option<&str>, "NULL"),
     chain: default!(Option<&str>, "NULL"),
+    method: default!(Option<&str>, "'combined'"),
 ) -> TableIterator<
     'static,
     (
@@ -233,7 +254,7 @@ fn plm_binding_sites(
         name!(score, f32),
     ),
 > {
-    binding_sites(None, sequence, ligand, threshold, structure, chain)
+    binding_sites(None, sequence, ligand, threshold, structure, chain, method)
 }
 
 /// Per-residue binding-site scores with `model`.
@@ -245,6 +266,7 @@ fn plm_binding_sites_with_model(
     threshold: default!(Option<f32>, "0.5"),
     structure: default!(Option<&str>, "NULL"),
     chain: default!(Option<&str>, "NULL"),
+    method: default!(Option<&str>, "'combined'"),
 ) -> TableIterator<
     'static,
     (
@@ -264,5 +286,6 @@ fn plm_binding_sites_with_model(
         threshold,
         structure,
         chain,
+        method,
     )
 }

@@ -109,9 +109,9 @@ pub fn structure(data: &[u8]) {
     }
 }
 
-/// The reference search: `0` then a serialized reference, `1` then a labelled reference-set
-/// file (`models/reference/*.plmref`), or anything else then lines of text, the query first
-/// and reference sequences after it.
+/// The reference search: `0` then a serialized reference, `1`, `2` or `3` then a function,
+/// interaction or binding reference-set file (`models/reference/*.plmref`), or anything else
+/// then lines of text, the query first and reference sequences after it.
 pub fn align(data: &[u8]) {
     let params = SearchParams {
         with_pairs: true,
@@ -136,6 +136,29 @@ pub fn align(data: &[u8]) {
                         let t = set.transfer(&hits, 4.0);
                         assert!(t.scores.values().all(|s| (0.0..=1.0).contains(s)));
                         assert!(t.scores.keys().all(|&k| (k as usize) < set.terms.len()));
+                    }
+                }
+            }
+        }
+        Some((2, bytes)) => {
+            if let Ok(set) = plm_model::homology::InteractionReference::from_file_bytes(bytes) {
+                let a = set.search("MKTAYIAKQRQISFVKSHFSRQ").unwrap_or_default();
+                let b = set.search("MQIFVKTLTGKTITLEVEPSD").unwrap_or_default();
+                for (x, y) in [(&a, &b), (&b, &a), (&a, &a)] {
+                    if let Some(i) = set.interolog(x, y, 2.0) {
+                        assert!((0.0..=1.0).contains(&i.score));
+                    }
+                }
+            }
+        }
+        Some((3, bytes)) => {
+            if let Ok(set) = plm_model::homology::BindingReference::from_file_bytes(bytes) {
+                for query in ["MKTAYIAKQRQISFVKSHFSRQ", "WWWWWWWWWWWWW"] {
+                    if let Ok(hits) = set.search(query) {
+                        let t = set.transfer(query.len(), &hits, 2.0);
+                        assert_eq!(t.scores.len(), set.ligands.len());
+                        assert!(t.scores.iter().all(|s| s.len() == query.len()));
+                        assert!(t.scores.iter().flatten().flatten().all(|s| (0.0..=1.0).contains(s)));
                     }
                 }
             }
@@ -326,6 +349,7 @@ pub fn every_task() -> Vec<Task> {
         function("ec"),
         Task::Ppi {
             pairs: vec![(seq.clone(), "MSTNPKPQRK".into())],
+            method: plm_model::homology::Method::Combined,
         },
         Task::BindingSites {
             sequence: seq.clone(),
@@ -333,6 +357,7 @@ pub fn every_task() -> Vec<Task> {
             threshold: 0.0,
             structure: None,
             chain: None,
+            method: plm_model::homology::Method::Combined,
         },
     ]
 }

@@ -30,6 +30,11 @@ pub mod files {
 /// The ontologies a function head can predict.
 pub const ONTOLOGIES: [&str; 4] = ["ec", "go_mf", "go_bp", "go_cc"];
 
+/// Key of a ligand's homology blend in `heads.json` (`binding_ZN`, ...).
+pub fn binding_blend_key(ligand: &str) -> String {
+    format!("binding_{ligand}")
+}
+
 /// Binding-site ligand types: the ten GPSite ligands and the protein–protein interface of
 /// GraphPPIS (`PPI`).
 pub const LIGANDS: [&str; 11] = [
@@ -222,9 +227,9 @@ impl HeadsConfig {
     }
 
     /// The blend of homology transfer and the head of `ontology`.
-    pub fn blend_for(&self, ontology: &str) -> Blend {
+    pub fn blend_for(&self, key: &str) -> Blend {
         self.blend
-            .get(ontology)
+            .get(key)
             .copied()
             .filter(|b| (0.0..=1.0).contains(&b.alpha) && (0.0..=64.0).contains(&b.sharpness))
             .unwrap_or_default()

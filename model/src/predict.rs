@@ -10,7 +10,10 @@ use crate::error::{PlmError, Result};
 use crate::gnn::EdgeIndex;
 use crate::graph::{GraphBatch, GraphOptions, ResidueGraph};
 use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
-use crate::homology::{self, Blend, FunctionReference, Method};
+use crate::homology::{
+    self, combine_score, BindingReference, Blend, Evidence, FunctionReference,
+    InteractionReference, Method,
+};
 use crate::structure::{map_to_sequence, parse_structure};
 
 /// One predicted function term.
@@ -226,11 +229,8 @@ pub fn predict_function(
     let mut homology = BTreeMap::new();
     let mut templates = HashMap::new();
     if query.method != Method::Model {
-        let reference = reference.ok_or_else(|| {
-            PlmError::NotSupported(format!(
-                "no {ontology} reference set is installed for homology transfer (method 'homology' or 'combined'); install models/reference (scripts/install-models.sh) or use method => 'model'"
-            ))
-        })?;
+        let reference =
+            reference.ok_or_else(|| missing_reference(&format!("{ontology} function")))?;
         let clean = crate::tokenizer::clean_sequence(sequence)?;
         let transfer = reference.transfer(&reference.search(&clean)?, blend.sharpness);
         for (t, score) in transfer.scores {
@@ -272,29 +272,101 @@ pub fn predict_function(
         .collect())
 }
 
-/// Interaction probabilities of pairs of sequences.
-pub fn predict_ppi(
+/// The error for a homology method without the reference set it needs.
+fn missing_reference(what: &str) -> PlmError {
+    PlmError::NotSupported(format!(
+        "no {what} reference set is installed for homology transfer (method 'homology' or 'combined'); install models/reference (scripts/install-models.sh) or use method => 'model'"
+    ))
+}
+
+/// The interaction head's probabilities of pairs of pooled feature vectors.
+pub fn ppi_head_scores(heads: &TaskHeads, a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let head = heads
+        .ppi
+        .as_ref()
+        .ok_or_else(|| PlmError::Internal("no interaction head".into()))?;
+    let logits = head
+        .forward(
+            &rows_tensor(a, &Device::Cpu)?,
+            &rows_tensor(b, &Device::Cpu)?,
+            false,
+        )?
+        .to_vec1::<f32>()?;
+    Ok(sigmoid(&logits))
+}
+
+/// The language-model head's interaction probabilities of pairs of sequences.
+fn model_ppi_scores(
     engine: &Engine,
     heads: Option<&TaskHeads>,
     pairs: &[(&str, &str)],
 ) -> Result<Vec<f32>> {
     let heads = heads_or_err(engine, heads, "interaction (ppi)")?;
-    let head = heads
-        .ppi
-        .as_ref()
-        .ok_or_else(|| missing_head(engine, "interaction (ppi)"))?;
+    if heads.ppi.is_none() {
+        return Err(missing_head(engine, "interaction (ppi)"));
+    }
     let a: Vec<&str> = pairs.iter().map(|p| p.0).collect();
     let b: Vec<&str> = pairs.iter().map(|p| p.1).collect();
     let fa = pooled_features(engine, heads, &a)?;
     let fb = pooled_features(engine, heads, &b)?;
-    let logits = head
-        .forward(
-            &rows_tensor(&fa, &Device::Cpu)?,
-            &rows_tensor(&fb, &Device::Cpu)?,
-            false,
-        )?
-        .to_vec1::<f32>()?;
-    Ok(sigmoid(&logits))
+    ppi_head_scores(heads, &fa, &fb)
+}
+
+/// Interolog evidence of each pair (`None` where a protein has no homolog in `reference`);
+/// each distinct sequence is searched once.
+pub fn interolog_scores(
+    reference: &InteractionReference,
+    pairs: &[(&str, &str)],
+    sharpness: f32,
+) -> Result<Vec<Option<f32>>> {
+    let mut hits: HashMap<&str, Vec<plm_align::Hit>> = HashMap::new();
+    for &(a, b) in pairs {
+        for s in [a, b] {
+            if !hits.contains_key(s) {
+                let clean = crate::tokenizer::clean_sequence(s)?;
+                hits.insert(s, reference.search(&clean)?);
+            }
+        }
+    }
+    Ok(pairs
+        .iter()
+        .map(|(a, b)| {
+            reference
+                .interolog(&hits[a], &hits[b], sharpness)
+                .map(|i| i.score)
+        })
+        .collect())
+}
+
+/// Interaction probabilities of pairs of sequences (symmetric): from the language-model pair
+/// head, from interolog transfer over `reference`, or the two blended as `blend` says (a
+/// noisy-OR: a known interacting pair of homologs raises the model's score, nothing lowers
+/// it).
+pub fn predict_ppi(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    reference: Option<&InteractionReference>,
+    pairs: &[(&str, &str)],
+    method: Method,
+    blend: Blend,
+) -> Result<Vec<f32>> {
+    let model = match method {
+        Method::Homology => vec![0.0; pairs.len()],
+        _ => model_ppi_scores(engine, heads, pairs)?,
+    };
+    let homology = match method {
+        Method::Model => vec![None; pairs.len()],
+        _ => interolog_scores(
+            reference.ok_or_else(|| missing_reference("interaction"))?,
+            pairs,
+            blend.sharpness,
+        )?,
+    };
+    Ok(model
+        .into_iter()
+        .zip(homology)
+        .map(|(m, h)| combine_score(m, h, method, blend, Evidence::OnlyFor))
+        .collect())
 }
 
 /// The residue graph of a sequence with contacts from `source`.
@@ -319,48 +391,118 @@ pub fn residue_graph(
     }
 }
 
-/// Per-residue binding-site scores of `sequence` for `ligand` (all types when `None`), keeping
-/// those at or above `threshold`, ordered by position then ligand.
-pub fn predict_binding_sites(
+/// How [`predict_binding_sites`] answers.
+#[derive(Debug, Clone, Copy)]
+pub struct BindingQuery<'a> {
+    /// One ligand type (`None`: all).
+    pub ligand: Option<&'a str>,
+    /// Lowest score returned.
+    pub threshold: f32,
+    /// Where the residue graph's contacts come from.
+    pub source: ContactSource<'a>,
+    /// Model, homology transfer or both.
+    pub method: Method,
+}
+
+/// The binding GNN's probabilities: for each of the head's ligands (in its order), one per
+/// residue.
+pub fn model_binding_scores(
     engine: &Engine,
     heads: Option<&TaskHeads>,
     sequence: &str,
-    ligand: Option<&str>,
-    threshold: f32,
     source: ContactSource,
-) -> Result<Vec<BindingPrediction>> {
-    let ligand = ligand.map(check_ligand).transpose()?;
+) -> Result<Vec<(String, Vec<f32>)>> {
     let heads = heads_or_err(engine, heads, "binding-site")?;
     let (head, config) = match (&heads.binding, &heads.config.binding) {
         (Some(h), Some(c)) => (h, c),
         _ => return Err(missing_head(engine, "binding-site")),
     };
-    let columns: Vec<usize> = match &ligand {
-        Some(l) => vec![config
-            .ligands
-            .iter()
-            .position(|x| x == l)
-            .ok_or_else(|| missing_head(engine, &format!("binding-site ({l})")))?],
-        None => (0..config.ligands.len()).collect(),
-    };
-    let cleaned = crate::tokenizer::clean_sequence(sequence)?;
     let features = residue_features(engine, heads, &[sequence])?;
     let x = &features[0];
     let graph = residue_graph(engine, sequence, x.rows, source, &config.graph)?;
     let edges = EdgeIndex::new(&GraphBatch::new(&[&graph]), &Device::Cpu)?;
     let input = Tensor::from_slice(&x.data, (x.rows, x.cols), &Device::Cpu)?;
-    let logits = head.forward(&input, &edges, false)?.to_vec2::<f32>()?;
+    let probs: Vec<Vec<f32>> = head
+        .forward(&input, &edges, false)?
+        .to_vec2::<f32>()?
+        .iter()
+        .map(|row| sigmoid(row))
+        .collect();
+    Ok(config
+        .ligands
+        .iter()
+        .enumerate()
+        .map(|(c, l)| (l.clone(), probs.iter().map(|p| p[c]).collect()))
+        .collect())
+}
+
+/// Per-residue binding-site scores of `sequence` for the query's ligand (all types when
+/// `None`), keeping those at or above its threshold, ordered by position then ligand (in
+/// [`LIGANDS`] order): from the GNN head, from template transfer over `reference`, or their
+/// per-residue blend (`blend(ligand)`), the GNN alone on residues no template covers.
+pub fn predict_binding_sites(
+    engine: &Engine,
+    heads: Option<&TaskHeads>,
+    reference: Option<&BindingReference>,
+    sequence: &str,
+    query: BindingQuery<'_>,
+    blend: &dyn Fn(&str) -> Blend,
+) -> Result<Vec<BindingPrediction>> {
+    let ligand = query.ligand.map(check_ligand).transpose()?;
+    let cleaned = crate::tokenizer::clean_sequence(sequence)?;
     let residues: Vec<char> = cleaned.chars().collect();
+    let wanted = |l: &str| ligand.as_deref().is_none_or(|x| x == l);
+    let model = match query.method {
+        Method::Homology => Vec::new(),
+        _ => model_binding_scores(engine, heads, sequence, query.source)?,
+    };
+    if let (Some(l), Method::Model | Method::Combined) = (&ligand, query.method) {
+        if !model.iter().any(|(x, _)| x == l) {
+            return Err(missing_head(engine, &format!("binding-site ({l})")));
+        }
+    }
+    let mut homology: HashMap<String, Vec<Option<f32>>> = HashMap::new();
+    if query.method != Method::Model {
+        let reference = reference.ok_or_else(|| missing_reference("binding-site"))?;
+        let hits = reference.search(&cleaned)?;
+        // Transfers by hit sharpness (ligands' blends may differ).
+        let mut transfers: HashMap<u32, Vec<Vec<Option<f32>>>> = HashMap::new();
+        for (k, l) in reference.ligands.iter().enumerate() {
+            if wanted(l) {
+                let sharpness = blend(l).sharpness;
+                let scores = transfers.entry(sharpness.to_bits()).or_insert_with(|| {
+                    reference.transfer(residues.len(), &hits, sharpness).scores
+                });
+                homology.insert(l.clone(), std::mem::take(&mut scores[k]));
+            }
+        }
+    }
+    let mut columns: Vec<(String, Vec<f32>)> = Vec::new();
+    for l in LIGANDS.iter().filter(|l| wanted(l)) {
+        let m = model.iter().find(|(x, _)| x == l).map(|(_, v)| v);
+        let h = homology.get(*l);
+        if m.is_none() && (query.method != Method::Homology || h.is_none()) {
+            continue;
+        }
+        let b = blend(l);
+        let scores = (0..residues.len())
+            .map(|i| {
+                let mi = m.and_then(|v| v.get(i)).copied().unwrap_or(0.0);
+                let hi = h.and_then(|v| v.get(i)).copied().flatten();
+                combine_score(mi, hi, query.method, b, Evidence::ForAndAgainst)
+            })
+            .collect();
+        columns.push((l.to_string(), scores));
+    }
     let mut out = Vec::new();
-    for (i, row) in logits.iter().enumerate() {
-        let probs = sigmoid(row);
-        for &c in &columns {
-            if probs[c] >= threshold {
+    for (i, &residue) in residues.iter().enumerate() {
+        for (l, scores) in &columns {
+            if scores[i] >= query.threshold {
                 out.push(BindingPrediction {
                     position: i + 1,
-                    residue: residues.get(i).copied().unwrap_or('X'),
-                    ligand: config.ligands[c].clone(),
-                    score: probs[c],
+                    residue,
+                    ligand: l.clone(),
+                    score: scores[i],
                 });
             }
         }

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
-use plm_model::Result;
+use plm_model::heads::binding_blend_key;
+use plm_model::{Result, TaskHeads};
 
 use crate::limits;
 use crate::protocol::{ModelRef, Output, RequestSettings, Task};
@@ -42,6 +43,11 @@ pub fn reference_dir(model_dir: &Path) -> PathBuf {
 
 /// Name of the directory of reference sets beside the model directories.
 pub const REFERENCE_DIR: &str = "reference";
+
+/// The fitted blend of task `key` (`heads.json` → `blend`), or the default.
+fn blend_for(heads: Option<&TaskHeads>, key: &str) -> Blend {
+    heads.map_or_else(Blend::default, |h| h.config.blend_for(key))
+}
 
 /// Computes `task` with the model `model`, loading it into `registry` on first use, after
 /// checking that its estimated memory stays under `options.max_request_bytes`.
@@ -99,7 +105,7 @@ pub fn execute(
                 Method::Model => None,
                 _ => references().function(&reference_dir(&model.dir), &ontology)?,
             };
-            let blend = heads.map_or_else(Blend::default, |h| h.config.blend_for(&ontology));
+            let blend = blend_for(heads, &ontology);
             Output::Functions(predict::predict_function(
                 engine,
                 heads,
@@ -109,12 +115,23 @@ pub fn execute(
                 blend,
             )?)
         }
-        Task::Ppi { pairs } => {
+        Task::Ppi { pairs, method } => {
             let pairs: Vec<(&str, &str)> = pairs
                 .iter()
                 .map(|(a, b)| (a.as_str(), b.as_str()))
                 .collect();
-            Output::Scores(predict::predict_ppi(engine, heads, &pairs)?)
+            let reference = match method {
+                Method::Model => None,
+                _ => references().interaction(&reference_dir(&model.dir))?,
+            };
+            Output::Scores(predict::predict_ppi(
+                engine,
+                heads,
+                reference.as_deref(),
+                &pairs,
+                *method,
+                blend_for(heads, "ppi"),
+            )?)
         }
         Task::BindingSites {
             sequence,
@@ -122,6 +139,7 @@ pub fn execute(
             threshold,
             structure,
             chain,
+            method,
         } => {
             let source = match structure {
                 Some(text) => ContactSource::Structure {
@@ -130,13 +148,23 @@ pub fn execute(
                 },
                 None => ContactSource::Predicted,
             };
+            let reference = match method {
+                Method::Model => None,
+                _ => references().binding(&reference_dir(&model.dir))?,
+            };
+            let query = predict::BindingQuery {
+                ligand: ligand.as_deref(),
+                threshold: *threshold,
+                source,
+                method: *method,
+            };
             Output::Sites(predict::predict_binding_sites(
                 engine,
                 heads,
+                reference.as_deref(),
                 sequence,
-                ligand.as_deref(),
-                *threshold,
-                source,
+                query,
+                &|l| blend_for(heads, &binding_blend_key(l)),
             )?)
         }
     })

@@ -149,7 +149,7 @@ pub fn estimate(task: &Task, shape: &Shape, settings: &RequestSettings) -> Estim
                 largest_value: 0,
             }
         }
-        Task::Ppi { pairs } => {
+        Task::Ppi { pairs, .. } => {
             let residues: u64 = pairs.iter().map(|(a, b)| len(a) + len(b)).sum();
             let longest_seq = longest(&mut pairs.iter().map(|(a, b)| len(a).max(len(b))));
             Estimate {
@@ -187,7 +187,7 @@ fn describe(task: &Task) -> String {
         Task::Function { sequence, .. } => {
             format!("function prediction for {} residues", sequence.len())
         }
-        Task::Ppi { pairs } => format!("interaction scores of {} pair(s)", pairs.len()),
+        Task::Ppi { pairs, .. } => format!("interaction scores of {} pair(s)", pairs.len()),
         Task::BindingSites {
             sequence,
             structure,

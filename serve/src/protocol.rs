@@ -17,7 +17,7 @@ use plm_model::{
 };
 
 /// Bumped whenever a message changes shape (the golden-bytes test below fails until it is).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Residues shared by neighbouring windows of a long sequence: fixed, so that results never
 /// depend on session settings.
@@ -147,6 +147,8 @@ pub enum Task {
     Ppi {
         /// Pairs of sequences.
         pairs: Vec<(String, String)>,
+        /// Model, interolog transfer or both.
+        method: Method,
     },
     /// Binding sites.
     BindingSites {
@@ -160,6 +162,8 @@ pub enum Task {
         structure: Option<String>,
         /// Chain of the structure.
         chain: Option<String>,
+        /// Model, template transfer or both.
+        method: Method,
     },
 }
 
@@ -183,7 +187,7 @@ impl Task {
             Task::Contacts { sequence }
             | Task::Function { sequence, .. }
             | Task::BindingSites { sequence, .. } => sequence.len(),
-            Task::Ppi { pairs } => pairs.iter().map(|(a, b)| a.len() + b.len()).sum(),
+            Task::Ppi { pairs, .. } => pairs.iter().map(|(a, b)| a.len() + b.len()).sum(),
         }
     }
 }
@@ -432,6 +436,7 @@ mod tests {
                 threshold: 0.5,
                 structure: None,
                 chain: None,
+                method: Method::Combined,
             },
         };
         let response: Response = Err(RemoteError {
@@ -446,15 +451,15 @@ mod tests {
             method: Method::Homology,
         };
         let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(PROTOCOL_VERSION, 3);
-        assert_eq!(hex(encode(&hello).unwrap()), "504c4d570305302e322e30");
+        assert_eq!(PROTOCOL_VERSION, 4);
+        assert_eq!(hex(encode(&hello).unwrap()), "504c4d570405302e322e30");
         assert_eq!(
             hex(encode(&function).unwrap()),
             "03024d4b026563050000803e02"
         );
         assert_eq!(
             hex(encode(&request).unwrap()),
-            "00022f6d016d010101ac0205024d4b01025a4e0000003f0000"
+            "00022f6d016d010101ac0205024d4b01025a4e0000003f000000"
         );
         assert_eq!(hex(encode(&response).unwrap()), "01050178");
     }

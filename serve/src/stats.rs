@@ -60,7 +60,7 @@ impl Counters {
             self.max_queue_wait_us.fetch_max(waited, Ordering::Relaxed);
             let sequences = match (&job.task, job.task.embedding_sequences()) {
                 (_, Some(sequences)) => sequences.len(),
-                (Task::Ppi { pairs }, None) => 2 * pairs.len(),
+                (Task::Ppi { pairs, .. }, None) => 2 * pairs.len(),
                 _ => 1,
             };
             self.sequences

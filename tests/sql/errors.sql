@@ -21,7 +21,9 @@ SELECT q, pg_temp.sqlstate_of(q) FROM (VALUES
   ('SELECT plm_embed(''MKT'', model => ''../../etc'')'),
   ('SELECT plm_embed(repeat(''A'', 1100))'),
   ('SELECT * FROM plm_function(''MKT'', method => ''blast'')'),
-  ('SELECT * FROM plm_function(''MKT'', ''go_mf'', method => '''')')) v(q);
+  ('SELECT * FROM plm_function(''MKT'', ''go_mf'', method => '''')'),
+  ('SELECT plm_ppi(''MKT'', ''MKT'', method => ''interolog'')'),
+  ('SELECT * FROM plm_binding_sites(''MKT'', method => ''templates'')')) v(q);
 -- Still usable after errors.
 SELECT array_length(plm_embed('MKT'), 1) > 0 AS usable;
 -- Superuser-only settings.

@@ -1,15 +1,21 @@
 //! `plm-train reference`: builds the labelled reference sets that homology transfer searches
-//! (`models/reference/function_<ontology>.plmref`) from the shared data, deterministically:
-//! the same input files give the same bytes.
+//! (`models/reference/*.plmref`: function terms, interacting pairs, binding residues) from the
+//! shared data, deterministically: the same input files give the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use plm_model::homology::{function_file, FunctionReference};
+use plm_model::heads::LIGANDS;
+use plm_model::homology::{
+    binding_file, function_file, interaction_file, BindingReference, FunctionReference,
+    InteractionReference,
+};
 
-use crate::taskdata::{self, GoGraph, LabeledProtein, GO_ROOTS};
+use crate::finetune::binding::label_files;
+use crate::finetune::ppi::first_word;
+use crate::taskdata::{self, GoGraph, LabeledProtein, ResidueLabels, GO_ROOTS};
 
 /// Arguments of `plm-train reference`.
 #[derive(Debug, Clone, Args)]
@@ -132,19 +138,161 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
             &FunctionSet::new(&rows, |t| graph.name(t)),
         )?;
     }
+    let path = args.out.join(interaction_file());
+    let interactions = interaction_set(&args.data)?;
+    interactions.save(&path)?;
+    report(&path, &format!("{} proteins, {} interacting pairs", interactions.len(), interactions.pair_count()))?;
+    let path = args.out.join(binding_file());
+    let binding = binding_set(&args.data)?;
+    binding.save(&path)?;
+    report(&path, &format!("{} chains", binding.len()))?;
     Ok(())
 }
 
 fn write(out: &Path, task: &str, source: &str, set: &FunctionSet) -> Result<()> {
     let path = out.join(function_file(task));
     set.build(task, source)?.save(&path)?;
-    let bytes = std::fs::metadata(&path)?.len();
-    println!(
-        "{}: {} proteins, {} terms, {:.1} MB",
-        path.display(),
-        set.proteins.len(),
-        set.terms.len(),
-        bytes as f64 / 1e6
-    );
+    report(&path, &format!("{} proteins, {} terms", set.proteins.len(), set.terms.len()))
+}
+
+fn report(path: &Path, what: &str) -> Result<()> {
+    let bytes = std::fs::metadata(path)?.len();
+    println!("{}: {what}, {:.1} MB", path.display(), bytes as f64 / 1e6);
     Ok(())
+}
+
+/// The interaction files under `ppi/`: pairs, then sequences.
+pub const INTERACTION_FILES: [(&str, &str); 4] = [
+    ("dscript_yeast_pairs.tsv", "dscript_yeast.fasta"),
+    ("guo_yeast_pairs.tsv", "guo_yeast_sequences.tsv"),
+    ("mcaps_human_pairs.tsv", "mcaps_human.fasta"),
+    ("mcaps_fly_pairs.tsv", "mcaps_fly.fasta"),
+];
+
+/// The labelled pairs of one interaction file, with their sequences (pairs whose sequence is
+/// missing are dropped).
+pub fn read_interactions(data: &Path, pairs: &str, sequences: &str) -> Result<Vec<(String, String, String, String, bool)>> {
+    let dir = data.join("ppi");
+    let seqs = first_word(taskdata::read_sequences(&dir.join(sequences))?);
+    Ok(taskdata::read_pairs(&dir.join(pairs))?
+        .into_iter()
+        .filter_map(|(a, b, l)| Some((a.clone(), seqs.get(&a)?.clone(), b.clone(), seqs.get(&b)?.clone(), l)))
+        .collect())
+}
+
+/// Interacting pairs being gathered into an [`InteractionReference`]; proteins with the same
+/// sequence are one protein.
+#[derive(Debug, Default, Clone)]
+pub struct PairSet {
+    proteins: Vec<(String, String)>,
+    by_sequence: HashMap<String, u32>,
+    pairs: Vec<(u32, u32)>,
+}
+
+impl PairSet {
+    fn protein(&mut self, id: &str, sequence: &str) -> u32 {
+        if let Some(&i) = self.by_sequence.get(sequence) {
+            return i;
+        }
+        let i = self.proteins.len() as u32;
+        self.proteins.push((id.to_string(), sequence.to_string()));
+        self.by_sequence.insert(sequence.to_string(), i);
+        i
+    }
+
+    /// Adds one interacting pair.
+    pub fn add(&mut self, id_a: &str, seq_a: &str, id_b: &str, seq_b: &str) {
+        let (a, b) = (self.protein(id_a, seq_a), self.protein(id_b, seq_b));
+        self.pairs.push((a, b));
+    }
+
+    /// The proteins, `(accession, sequence)`.
+    pub fn proteins(&self) -> &[(String, String)] {
+        &self.proteins
+    }
+
+    /// The interacting pairs, as indices into [`PairSet::proteins`].
+    pub fn pairs(&self) -> &[(u32, u32)] {
+        &self.pairs
+    }
+
+    /// The searchable set.
+    pub fn build(&self, source: &str) -> Result<InteractionReference> {
+        Ok(InteractionReference::build(source, &self.proteins, &self.pairs)?)
+    }
+}
+
+/// Chains with binding residues being gathered into a [`BindingReference`]; chains with the
+/// same sequence are merged (their labels for different ligands combined).
+#[derive(Debug, Default, Clone)]
+pub struct BindingSet {
+    chains: Vec<(String, String, BTreeMap<u16, BTreeSet<u32>>)>,
+    by_sequence: HashMap<String, usize>,
+}
+
+impl BindingSet {
+    /// Adds the labels of `chain` for ligand `ligand` (an index into [`LIGANDS`]).
+    pub fn add(&mut self, chain: &ResidueLabels, ligand: usize) {
+        let i = *self.by_sequence.entry(chain.sequence.clone()).or_insert_with(|| {
+            self.chains.push((chain.id.clone(), chain.sequence.clone(), BTreeMap::new()));
+            self.chains.len() - 1
+        });
+        let positions = self.chains[i].2.entry(ligand as u16).or_default();
+        positions.extend(
+            chain
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b)
+                .map(|(p, _)| p as u32),
+        );
+    }
+
+    /// The chains, `(accession, sequence, positions by ligand index)`.
+    pub fn chains(&self) -> &[(String, String, BTreeMap<u16, BTreeSet<u32>>)] {
+        &self.chains
+    }
+
+    /// The searchable set.
+    pub fn build(&self, source: &str) -> Result<BindingReference> {
+        Ok(BindingReference::build(
+            source,
+            LIGANDS.iter().map(|l| l.to_string()).collect(),
+            self.chains
+                .iter()
+                .map(|(id, s, l)| {
+                    (
+                        id.clone(),
+                        s.clone(),
+                        l.iter().map(|(k, p)| (*k, p.iter().copied().collect())).collect(),
+                    )
+                })
+                .collect(),
+        )?)
+    }
+}
+
+/// The interaction set of every positive pair of [`INTERACTION_FILES`].
+fn interaction_set(data: &Path) -> Result<InteractionReference> {
+    let mut set = PairSet::default();
+    for (pairs, sequences) in INTERACTION_FILES {
+        for (a, sa, b, sb, positive) in read_interactions(data, pairs, sequences)? {
+            if positive {
+                set.add(&a, &sa, &b, &sb);
+            }
+        }
+    }
+    set.build("D-SCRIPT yeast (STRING v11), Guo 2008 yeast core set (DIP), MCAPS human and fly subsets of D-SCRIPT: positive pairs")
+}
+
+/// The binding set of every training chain of every ligand.
+fn binding_set(data: &Path) -> Result<BindingReference> {
+    let mut set = BindingSet::default();
+    for (k, ligand) in LIGANDS.iter().enumerate() {
+        let (train, _) = label_files(ligand);
+        for chain in taskdata::read_residue_labels(&data.join(train))? {
+            set.add(&chain, k);
+        }
+    }
+    set.build("GPSite training files (BioLiP: DNA, RNA, PEP, PRO, ATP, HEM, ZN, CA, MG, MN) and GraphPPIS Train_335 (PPI)")
 }

@@ -411,13 +411,46 @@ pub fn mmseqs_clusters(
         .collect())
 }
 
+/// One MMseqs2 alignment of a query to a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MmseqsHit {
+    /// Target identifier.
+    pub target: String,
+    /// Sequence identity in [0, 1].
+    pub identity: f32,
+    /// Bit score.
+    pub bits: f64,
+    /// Aligned `(query, target)` positions, 0-based (gap columns left out).
+    pub pairs: Vec<(u32, u32)>,
+}
+
+/// Aligned position pairs of an MMseqs2 alignment given by its start positions (1-based) and
+/// aligned strings (`-` for gaps).
+fn aligned_pairs(qstart: usize, tstart: usize, qaln: &str, taln: &str) -> Vec<(u32, u32)> {
+    let (mut q, mut t) = (qstart.saturating_sub(1) as u32, tstart.saturating_sub(1) as u32);
+    let mut pairs = Vec::new();
+    for (a, b) in qaln.bytes().zip(taln.bytes()) {
+        match (a == b'-', b == b'-') {
+            (false, false) => {
+                pairs.push((q, t));
+                q += 1;
+                t += 1;
+            }
+            (false, true) => q += 1,
+            (true, false) => t += 1,
+            (true, true) => {}
+        }
+    }
+    pairs
+}
+
 /// The best MMseqs2 hit (`mmseqs easy-search`, default sensitivity) of each query in the
-/// targets: query → (target, identity in [0, 1]). Queries without a hit are absent.
-pub fn mmseqs_best_hits(
+/// targets, with its alignment. Queries without a hit are absent.
+pub fn mmseqs_best_alignments(
     queries: &[(String, String)],
     targets: &[(String, String)],
     work: &Path,
-) -> Result<HashMap<String, (String, f32)>> {
+) -> Result<HashMap<String, MmseqsHit>> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let q = write_fasta(&work.join("queries.fasta"), queries)?;
     let t = write_fasta(&work.join("targets.fasta"), targets)?;
@@ -430,25 +463,59 @@ pub fn mmseqs_best_hits(
             out.as_os_str(),
             work.join("tmp").as_os_str(),
         ],
-        &["--format-output", "query,target,fident,evalue,bits"],
+        &[
+            "--format-output",
+            "query,target,fident,evalue,bits,qstart,tstart,qaln,taln",
+        ],
     )?;
-    let mut best: HashMap<String, (String, f32, f64)> = HashMap::new();
-    for r in read_tsv(&out, 0, 5)? {
-        let bits: f64 = r[4].parse().unwrap_or(0.0);
-        let identity: f32 = r[2].parse().unwrap_or(0.0);
-        let e = best
-            .entry(r[0].clone())
-            .or_insert((r[1].clone(), identity, bits));
-        if bits > e.2 {
-            *e = (r[1].clone(), identity, bits);
+    let mut best: HashMap<String, MmseqsHit> = HashMap::new();
+    for r in read_tsv(&out, 0, 9)? {
+        let hit = MmseqsHit {
+            target: r[1].clone(),
+            identity: r[2].parse().unwrap_or(0.0),
+            bits: r[4].parse().unwrap_or(0.0),
+            pairs: aligned_pairs(
+                r[5].parse().unwrap_or(1),
+                r[6].parse().unwrap_or(1),
+                &r[7],
+                &r[8],
+            ),
+        };
+        match best.get(&r[0]) {
+            Some(b) if b.bits >= hit.bits => {}
+            _ => {
+                best.insert(r[0].clone(), hit);
+            }
         }
     }
-    Ok(best.into_iter().map(|(q, (t, i, _))| (q, (t, i))).collect())
+    Ok(best)
+}
+
+/// The best MMseqs2 hit of each query in the targets: query → (target, identity in [0, 1]).
+/// Queries without a hit are absent.
+pub fn mmseqs_best_hits(
+    queries: &[(String, String)],
+    targets: &[(String, String)],
+    work: &Path,
+) -> Result<HashMap<String, (String, f32)>> {
+    Ok(mmseqs_best_alignments(queries, targets, work)?
+        .into_iter()
+        .map(|(q, h)| (q, (h.target, h.identity)))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_pairs_skip_gap_columns() {
+        // Query positions 3.., target 1..: "AC-DE" over "A-QDE".
+        assert_eq!(
+            aligned_pairs(3, 1, "AC-DE", "A-QDE"),
+            vec![(2, 0), (4, 2), (5, 3)]
+        );
+    }
 
     #[test]
     fn go_propagation_follows_every_parent() {

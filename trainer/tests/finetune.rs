@@ -213,17 +213,26 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
     let p = predict::predict_ppi(
         &engine,
         Some(&heads),
+        None,
         &[(seq, "MQIFVKTLTG"), ("MQIFVKTLTG", seq)],
+        plm_model::homology::Method::Model,
+        Default::default(),
     )
     .unwrap();
     assert_eq!(p[0], p[1]);
+    let query = predict::BindingQuery {
+        ligand: None,
+        threshold: 0.0,
+        source: ContactSource::Predicted,
+        method: plm_model::homology::Method::Model,
+    };
     let b = predict::predict_binding_sites(
         &engine,
         Some(&heads),
-        seq,
         None,
-        0.0,
-        ContactSource::Predicted,
+        seq,
+        query,
+        &|_| Default::default(),
     )
     .unwrap();
     assert_eq!(b.len(), seq.len() * 11);

@@ -140,11 +140,34 @@ fn main() -> Result<()> {
             .collect(),
     )?;
     let path = std::env::temp_dir().join(format!("fuzz-seed-{}.plmref", std::process::id()));
+    let file_bytes = |selector: u8| -> Result<Vec<u8>> {
+        let mut file = vec![selector];
+        file.extend(std::fs::read(&path)?);
+        std::fs::remove_file(&path)?;
+        Ok(file)
+    };
     set.save(&path)?;
-    let mut file = vec![1u8];
-    file.extend(std::fs::read(&path)?);
-    std::fs::remove_file(&path)?;
-    put("align", "reference-set", &file)?;
+    put("align", "reference-set", &file_bytes(1)?)?;
+    let proteins: Vec<(String, String)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("P{i}"), s.to_string()))
+        .collect();
+    let pairs: Vec<(u32, u32)> = (1..proteins.len() as u32).map(|i| (i - 1, i)).collect();
+    plm_model::homology::InteractionReference::build("fuzz seed", &proteins, &pairs)?
+        .save(&path)?;
+    put("align", "interaction-set", &file_bytes(2)?)?;
+    plm_model::homology::BindingReference::build(
+        "fuzz seed",
+        vec!["ZN".into(), "PPI".into()],
+        proteins
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, s))| (id, s, vec![((i % 2) as u16, vec![0, 2])]))
+            .collect(),
+    )?
+    .save(&path)?;
+    put("align", "binding-set", &file_bytes(3)?)?;
 
     println!("wrote {written} seed inputs under {}", corpus.display());
     Ok(())

@@ -199,6 +199,22 @@ fn fit(
     Ok((varmap, head, config))
 }
 
+/// The training and test label files of `ligand` under the data directory: GraphPPIS for the
+/// protein–protein interface (`PPI`), GPSite for the others.
+pub fn label_files(ligand: &str) -> (String, String) {
+    if ligand == "PPI" {
+        (
+            "binding/graphppis/Train_335.fa".to_string(),
+            "binding/graphppis/Test_60.fa".to_string(),
+        )
+    } else {
+        (
+            format!("binding/gpsite/{ligand}_train.txt"),
+            format!("binding/gpsite/{ligand}_test.txt"),
+        )
+    }
+}
+
 /// Trains the binding-site head and its ablations and evaluates them on the test sets.
 pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
     let n = LIGANDS.len();
@@ -210,17 +226,7 @@ pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
     let mut index = HashMap::new();
     let mut tests: Vec<(usize, Vec<ResidueLabels>)> = Vec::new();
     for (c, ligand) in LIGANDS.iter().enumerate() {
-        let (train_file, test_file) = if *ligand == "PPI" {
-            (
-                "binding/graphppis/Train_335.fa".to_string(),
-                "binding/graphppis/Test_60.fa".to_string(),
-            )
-        } else {
-            (
-                format!("binding/gpsite/{ligand}_train.txt"),
-                format!("binding/gpsite/{ligand}_test.txt"),
-            )
-        };
+        let (train_file, test_file) = label_files(ligand);
         let proteins = taskdata::read_residue_labels(&args.data.join(&train_file))?;
         for p in taskdata::seeded_subset(&proteins, args.binding_proteins, args.seed) {
             train.add(&mut index, &p, c);

@@ -19,7 +19,7 @@ use crate::metrics::{aupr, auroc, Confusion};
 use crate::taskdata;
 
 /// Pairs as indices into a feature table.
-type Pairs = Vec<(usize, usize, bool)>;
+pub type Pairs = Vec<(usize, usize, bool)>;
 
 fn fit(
     what: &str,
@@ -90,7 +90,7 @@ fn evaluate(head: &PpiHead, x: &[Vec<f32>], pairs: &Pairs) -> Result<serde_json:
 }
 
 /// Sequences and index-pairs of a pair file, dropping pairs whose sequences are missing.
-fn indexed(
+pub fn indexed(
     pairs: &[(String, String, bool)],
     sequences: &HashMap<String, String>,
 ) -> Result<(Vec<String>, Vec<String>, Pairs)> {
@@ -125,7 +125,8 @@ fn indexed(
     Ok((ids, seqs, out))
 }
 
-fn first_word(map: HashMap<String, String>) -> HashMap<String, String> {
+/// The map with each identifier cut at its first whitespace (FASTA header words).
+pub fn first_word(map: HashMap<String, String>) -> HashMap<String, String> {
     map.into_iter()
         .map(|(k, v)| {
             (

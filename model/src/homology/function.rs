@@ -1,50 +1,14 @@
-//! Homology transfer: labels of similar annotated proteins, found by [`plm_align`], and their
-//! blend with the language-model heads (the DeepGOPlus recipe: `α·homology + (1−α)·model`
-//! where the query has hits, the model alone where it has none).
-//!
-//! A *reference set* is one task's labelled training proteins with their search index: the
-//! files `function_<ontology>.plmref` under a reference directory (see
-//! `models/reference/README.md`), independent of any language model, so every checkpoint uses
-//! the same ones.
+//! Function reference sets: proteins with EC numbers or GO terms, whose labels are transferred
+//! to a query from its hits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use plm_align::{Hit, Reference, SearchParams};
+use plm_align::{Hit, Reference};
 use serde::{Deserialize, Serialize};
 
+use super::{search, store, ReferenceFile};
 use crate::error::{PlmError, Result};
-
-const MAGIC: &str = "plm-reference-set";
-const VERSION: u32 = 1;
-
-/// How a function prediction is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum Method {
-    /// Homology transfer blended with the model (the model alone where nothing is similar).
-    #[default]
-    Combined,
-    /// The language-model head only.
-    Model,
-    /// Homology transfer only (nothing where nothing is similar).
-    Homology,
-}
-
-impl Method {
-    /// Parses the SQL spelling (`combined`, `model`, `homology`).
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "combined" => Ok(Method::Combined),
-            "model" => Ok(Method::Model),
-            "homology" => Ok(Method::Homology),
-            other => Err(PlmError::InvalidArgument(format!(
-                "unknown method '{other}'; use 'combined', 'model' or 'homology'"
-            ))),
-        }
-    }
-}
 
 /// File name of an ontology's reference set inside a reference directory.
 pub fn function_file(ontology: &str) -> String {
@@ -150,8 +114,8 @@ impl FunctionReference {
     /// Writes the set to `path` (deterministic bytes).
     pub fn save(&self, path: &Path) -> Result<()> {
         let stored = Stored {
-            magic: MAGIC.into(),
-            version: VERSION,
+            magic: store::MAGIC.into(),
+            version: store::VERSION,
             task: self.task.clone(),
             source: self.source.clone(),
             terms: self.terms.clone(),
@@ -162,39 +126,20 @@ impl FunctionReference {
                 .to_bytes()
                 .map_err(|e| PlmError::Internal(e.to_string()))?,
         };
-        let raw = postcard::to_allocvec(&stored).map_err(|e| PlmError::Internal(e.to_string()))?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut gz, &raw)
-            .and_then(|_| gz.finish())
-            .and_then(|bytes| std::fs::write(path, bytes))
-            .map_err(|source| PlmError::Io {
-                path: path.into(),
-                source,
-            })
+        store::write(path, &stored)
     }
 
     /// Reads a set written by [`FunctionReference::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| PlmError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_file_bytes(&bytes).map_err(|reason| PlmError::bad_file(path, reason))
+        store::load(path, Self::from_file_bytes)
     }
 
     /// Parses the bytes of a reference-set file; the error says what is wrong with them.
     pub fn from_file_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let mut raw = Vec::new();
-        // Bounded: a corrupt or hostile file cannot inflate without limit.
-        flate2::read::GzDecoder::new(bytes)
-            .take(MAX_DECOMPRESSED_BYTES)
-            .read_to_end(&mut raw)
-            .map_err(|e| format!("not a gzip reference set: {e}"))?;
-        let stored: Stored =
-            postcard::from_bytes(&raw).map_err(|e| format!("corrupt reference set: {e}"))?;
-        if stored.magic != MAGIC || stored.version != VERSION {
-            return Err("not a pg_plm reference set of this version".into());
-        }
+        let stored: Stored = store::decode(bytes)?;
+        store::check_header(&stored.magic, stored.version, &stored.task, |t| {
+            t == "ec" || t.starts_with("go_")
+        })?;
         let proteins = Reference::from_bytes(&stored.proteins).map_err(|e| e.to_string())?;
         if proteins.len() != stored.labels.len()
             || stored.names.len() != stored.terms.len()
@@ -217,14 +162,7 @@ impl FunctionReference {
 
     /// Similar proteins of `query`, best first (at most [`MAX_HITS`], E-value ≤ [`MAX_EVALUE`]).
     pub fn search(&self, query: &str) -> Result<Vec<Hit>> {
-        let params = SearchParams {
-            max_hits: MAX_HITS,
-            max_evalue: MAX_EVALUE,
-            ..SearchParams::default()
-        };
-        self.proteins
-            .search(query, &params)
-            .map_err(|e| PlmError::InvalidArgument(e.to_string()))
+        search(&self.proteins, query, false)
     }
 
     /// DeepGOPlus' homology score, sharpened: for each term, the weights of the hits carrying
@@ -263,95 +201,9 @@ impl FunctionReference {
     }
 }
 
-/// Most hits a query's labels are transferred from.
-pub const MAX_HITS: usize = 30;
-/// Largest E-value of a hit used for transfer.
-pub const MAX_EVALUE: f64 = 1e-3;
-/// Largest decompressed reference set read.
-const MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
-
-/// How homology transfer is scored and blended with a function head, as fitted on validation
-/// proteins by `plm-train homology` (`heads.json` → `blend`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Blend {
-    /// Weight of homology in [0, 1] where the query has hits.
-    pub alpha: f32,
-    /// Exponent of the hit weights of [`FunctionReference::transfer`].
-    pub sharpness: f32,
-    /// Whether the model answers alone for a query without hits (else nothing is predicted:
-    /// for a head that measured worse than silence on validation).
-    #[serde(default = "yes")]
-    pub model_without_hits: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for Blend {
-    /// DeepGOPlus' choices, for heads without fitted values.
-    fn default() -> Self {
-        Blend {
-            alpha: 0.5,
-            sharpness: 1.0,
-            model_without_hits: true,
-        }
-    }
-}
-
-/// `α·h + (1−α)·m`.
-pub fn mix(model: f32, homology: f32, alpha: f32) -> f32 {
-    alpha * homology + (1.0 - alpha) * model
-}
-
-/// Term scores by `method`: the model's, homology's, or their blend with weight `blend.alpha`
-/// on homology where the query has any homology support and, where it has none, the model's
-/// alone (or nothing, as `blend` says). Both inputs keep the true-path rule, so the blend does
-/// too.
-pub fn combine(
-    model: &BTreeMap<String, f32>,
-    homology: &BTreeMap<String, f32>,
-    method: Method,
-    blend: Blend,
-) -> BTreeMap<String, f32> {
-    let alpha = blend.alpha;
-    match method {
-        Method::Model => model.clone(),
-        Method::Homology => homology.clone(),
-        Method::Combined if homology.is_empty() && blend.model_without_hits => model.clone(),
-        Method::Combined if homology.is_empty() => BTreeMap::new(),
-        Method::Combined => model
-            .keys()
-            .chain(homology.keys())
-            .map(|t| {
-                let m = model.get(t).copied().unwrap_or(0.0);
-                let h = homology.get(t).copied().unwrap_or(0.0);
-                (t.clone(), mix(m, h, alpha))
-            })
-            .collect(),
-    }
-}
-
-/// Reference sets loaded once per process and shared, keyed by file.
-#[derive(Debug, Default)]
-pub struct ReferenceCache {
-    loaded: Mutex<HashMap<PathBuf, Arc<FunctionReference>>>,
-}
-
-impl ReferenceCache {
-    /// The reference set of `ontology` in `dir`, or `None` when the directory has none.
-    pub fn function(&self, dir: &Path, ontology: &str) -> Result<Option<Arc<FunctionReference>>> {
-        let path = dir.join(function_file(ontology));
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = loaded.get(&path) {
-            return Ok(Some(r.clone()));
-        }
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let r = Arc::new(FunctionReference::load(&path)?);
-        loaded.insert(path, r.clone());
-        Ok(Some(r))
+impl ReferenceFile for FunctionReference {
+    fn load(path: &Path) -> Result<Self> {
+        FunctionReference::load(path)
     }
 }
 
@@ -410,12 +262,5 @@ mod tests {
         assert_eq!(back.labels(1), &[0, 2]);
         std::fs::write(&path, &first[..first.len() / 2]).unwrap();
         assert!(FunctionReference::load(&path).is_err());
-    }
-
-    #[test]
-    fn methods_parse_and_bad_ones_are_argument_errors() {
-        assert_eq!(Method::parse(" Homology").unwrap(), Method::Homology);
-        let e = Method::parse("blast").unwrap_err();
-        assert_eq!(e.class(), crate::ErrorClass::InvalidInput);
     }
 }

@@ -1,7 +1,8 @@
-//! `plm-train homology`: evaluates a deployed model's function heads alone, homology transfer
+//! `plm-train homology`: evaluates a deployed model's task heads alone, homology transfer
 //! alone and their blend, on two splits, against the naive and MMseqs2 nearest-neighbour
-//! baselines; fits the blend weight on validation proteins and writes it into the model's
-//! `heads.json` (`blend`) with the results (`results.json` → `homology`).
+//! baselines; fits the blend weights on validation data and writes them into the model's
+//! `heads.json` (`blend`) with the results (`results.json` → `homology`). Function terms here;
+//! interactions in [`ppi`], binding sites in [`binding`].
 //!
 //! Every prediction goes through the served code ([`plm_model::predict`],
 //! [`plm_model::homology`]), so the figures are those of `plm_function`. No test protein is
@@ -11,6 +12,10 @@
 //!   (enzymes added to Swiss-Prot later), reference = the EC training file.
 //! - *random split*: proteins drawn at random from those the head never saw, reference = every
 //!   other protein of the file (how a user's protein usually relates to annotated ones).
+
+mod binary;
+mod binding;
+mod ppi;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -41,9 +46,24 @@ pub struct HomologyArgs {
     /// The shared data directory (`function/`).
     #[arg(long)]
     pub data: PathBuf,
-    /// Ontologies, comma-separated.
+    /// Tasks, comma-separated: `function`, `ppi`, `binding`.
+    #[arg(long, default_value = "function,ppi,binding", value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Ontologies of the function task, comma-separated.
     #[arg(long, default_value = "go_mf,go_bp,go_cc,ec", value_delimiter = ',')]
     pub ontologies: Vec<String>,
+    /// Test pairs of the interaction random split.
+    #[arg(long, default_value_t = 4000)]
+    pub test_pairs: usize,
+    /// Validation pairs (blend weight) of the interaction random split.
+    #[arg(long, default_value_t = 2000)]
+    pub validation_pairs: usize,
+    /// Pairs drawn from each cross-species interaction set.
+    #[arg(long, default_value_t = 2000)]
+    pub cross_species_pairs: usize,
+    /// Longest binding test chain evaluated (residues).
+    #[arg(long, default_value_t = 1000)]
+    pub max_binding_length: usize,
     /// Test proteins of each random split.
     #[arg(long, default_value_t = 1000)]
     pub test_proteins: usize,
@@ -102,6 +122,10 @@ struct Evaluator {
     engine: Engine,
     heads: TaskHeads,
     model_cache: HashMap<(String, String), Scores>,
+    /// Pooled features by sequence (interaction).
+    pooled_cache: HashMap<String, Vec<f32>>,
+    /// The binding GNN's scores by sequence, by ligand.
+    binding_cache: HashMap<String, HashMap<String, Vec<f32>>>,
 }
 
 impl Evaluator {
@@ -163,7 +187,10 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         &args.model,
         DeviceSpec::Cpu,
         DType::F32,
-        EngineOptions::default(),
+        EngineOptions {
+            long_sequences: plm_model::LongSequencePolicy::Window,
+            ..EngineOptions::default()
+        },
         Arc::new(EmbeddingCache::new(256 << 20)),
     )?;
     let heads = TaskHeads::open(&args.model, &candle_core::Device::Cpu)?
@@ -172,10 +199,19 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         engine,
         heads,
         model_cache: HashMap::new(),
+        pooled_cache: HashMap::new(),
+        binding_cache: HashMap::new(),
     };
     let mut results = serde_json::Map::new();
     let mut blend = BTreeMap::new();
-    for ontology in &args.ontologies {
+    for task in &args.tasks {
+        if !["function", "ppi", "binding"].contains(&task.as_str()) {
+            bail!("unknown task {task} (function, ppi, binding)");
+        }
+    }
+    let wants = |t: &str| args.tasks.iter().any(|x| x == t);
+    let ontologies = if wants("function") { args.ontologies.as_slice() } else { &[] };
+    for ontology in ontologies {
         let (value, fitted) = if ontology == "ec" {
             evaluate_ec(args, &mut eval)?
         } else if let Some(o) = ontology.strip_prefix("go_") {
@@ -186,6 +222,16 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         println!("{ontology}: {}", summary(&value));
         results.insert(ontology.clone(), value);
         blend.insert(ontology.clone(), fitted);
+    }
+    if wants("ppi") {
+        let (value, fitted) = ppi::evaluate(args, &mut eval)?;
+        results.insert("ppi".into(), value);
+        blend.insert("ppi".into(), fitted);
+    }
+    if wants("binding") {
+        let (value, fitted) = binding::evaluate(args, &mut eval)?;
+        results.insert("binding".into(), value);
+        blend.extend(fitted);
     }
     if args.dry_run {
         return Ok(());
@@ -229,6 +275,20 @@ fn summary(v: &Value) -> String {
         }
     }
     parts.join("; ")
+}
+
+/// One line of a binary task's test figures (AUROC).
+fn binary_summary(v: &Value) -> String {
+    let f = |k: &str| v[k]["auroc"].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "AUROC model {:.3} homology {:.3} combined {:.3} mmseqs2-nn {:.3} ({} of {} with homology)",
+        f("model"),
+        f("homology"),
+        f("combined"),
+        f("mmseqs2_nearest_neighbour"),
+        v["with_homology"],
+        v["items"]
+    )
 }
 
 fn reference_of(
@@ -428,6 +488,7 @@ fn evaluate_split(
                 alpha: 1.0,
                 sharpness,
                 model_without_hits: false,
+                evidence: None,
             };
             (
                 sharpness,
@@ -444,6 +505,7 @@ fn evaluate_split(
                 alpha,
                 sharpness,
                 model_without_hits,
+                evidence: None,
             };
             by_alpha.push((
                 alpha,
@@ -466,6 +528,7 @@ fn evaluate_split(
         alpha,
         sharpness,
         model_without_hits,
+        evidence: None,
     };
     // Thresholds (weighted F1) come from validation too.
     let threshold = |scores: &[Scores]| match metric {

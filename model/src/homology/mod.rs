@@ -1,0 +1,265 @@
+//! Homology transfer: labels of similar annotated proteins, found by [`plm_align`], and their
+//! blend with the language-model heads (the DeepGOPlus recipe: `α·homology + (1−α)·model`
+//! where the query has hits, the model alone where it has none).
+//!
+//! A *reference set* is one task's labelled training proteins with their search index, stored
+//! under a reference directory (see `models/reference/README.md`) and independent of any
+//! language model, so every checkpoint uses the same ones:
+//! - [`FunctionReference`] (`function_<ontology>.plmref`): terms of each protein;
+//! - [`InteractionReference`] (`interaction.plmref`): known interacting pairs, for interolog
+//!   transfer;
+//! - [`BindingReference`] (`binding.plmref`): binding residues per ligand, transferred
+//!   through alignments.
+
+mod binding;
+mod function;
+mod interaction;
+mod store;
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use plm_align::{Hit, Reference, SearchParams};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PlmError, Result};
+
+pub use binding::{binding_file, BindingReference, BindingTransfer};
+pub use function::{function_file, FunctionReference, Transfer};
+pub use interaction::{interaction_file, InteractionReference, Interolog};
+
+/// How a prediction is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Method {
+    /// Homology transfer blended with the model (the model alone where nothing is similar).
+    #[default]
+    Combined,
+    /// The language-model head only.
+    Model,
+    /// Homology transfer only (nothing where nothing is similar).
+    Homology,
+}
+
+impl Method {
+    /// Parses the SQL spelling (`combined`, `model`, `homology`).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "combined" => Ok(Method::Combined),
+            "model" => Ok(Method::Model),
+            "homology" => Ok(Method::Homology),
+            other => Err(PlmError::InvalidArgument(format!(
+                "unknown method '{other}'; use 'combined', 'model' or 'homology' (a model is named with model => '...')"
+            ))),
+        }
+    }
+}
+
+/// Most hits a query's labels are transferred from.
+pub const MAX_HITS: usize = 30;
+/// Largest E-value of a hit used for transfer.
+pub const MAX_EVALUE: f64 = 1e-3;
+
+/// Similar proteins of `query` in `proteins`, best first (at most [`MAX_HITS`], E-value ≤
+/// [`MAX_EVALUE`]); `with_pairs` also returns the aligned positions.
+fn search(proteins: &Reference, query: &str, with_pairs: bool) -> Result<Vec<Hit>> {
+    let params = SearchParams {
+        max_hits: MAX_HITS,
+        max_evalue: MAX_EVALUE,
+        with_pairs,
+        ..SearchParams::default()
+    };
+    proteins
+        .search(query, &params)
+        .map_err(|e| PlmError::InvalidArgument(e.to_string()))
+}
+
+/// How homology transfer is scored and blended with a head, as fitted on validation data by
+/// `plm-train homology` (`heads.json` → `blend`, keyed by task: `ec`, `go_mf`, ..., `ppi`,
+/// `binding_<ligand>`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Blend {
+    /// Weight of homology in [0, 1] where the query has hits.
+    pub alpha: f32,
+    /// Exponent of the hit weights (larger values trust the closest homologs more).
+    pub sharpness: f32,
+    /// Whether the model answers alone for a query without hits (else nothing is predicted:
+    /// for a head that measured worse than silence on validation).
+    #[serde(default = "yes")]
+    pub model_without_hits: bool,
+    /// How homology and the model are blended for a single score, where fitted (`None`: the
+    /// task's own rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Blend {
+    /// DeepGOPlus' choices, for heads without fitted values.
+    fn default() -> Self {
+        Blend {
+            alpha: 0.5,
+            sharpness: 1.0,
+            model_without_hits: true,
+            evidence: None,
+        }
+    }
+}
+
+/// `α·h + (1−α)·m`.
+pub fn mix(model: f32, homology: f32, alpha: f32) -> f32 {
+    alpha * homology + (1.0 - alpha) * model
+}
+
+/// What homology evidence can say about one score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// For and against (binding residues: a template residue that does not bind is evidence
+    /// that the aligned query residue does not either): `α·h + (1−α)·m`.
+    ForAndAgainst,
+    /// Only for (interologs: known interactomes are far from complete, so homologs not known
+    /// to interact are no evidence that the query pair does not): the noisy-OR
+    /// `1 − (1−m)·(1−α·h)`, which never lowers the model's score.
+    OnlyFor,
+}
+
+/// One score by `method`: the model's, homology's (`None`: no homology information, scored 0),
+/// or their blend (as `blend.evidence` says, else as the task's `evidence` rule) where homology
+/// has information and the model's alone where it has none.
+pub fn combine_score(
+    model: f32,
+    homology: Option<f32>,
+    method: Method,
+    blend: Blend,
+    evidence: Evidence,
+) -> f32 {
+    match (method, homology) {
+        (Method::Model, _) => model,
+        (Method::Homology, h) => h.unwrap_or(0.0),
+        (Method::Combined, Some(h)) => match blend.evidence.unwrap_or(evidence) {
+            Evidence::ForAndAgainst => mix(model, h, blend.alpha),
+            Evidence::OnlyFor => 1.0 - (1.0 - model) * (1.0 - blend.alpha * h),
+        },
+        (Method::Combined, None) if blend.model_without_hits => model,
+        (Method::Combined, None) => 0.0,
+    }
+}
+
+/// Term scores by `method`: the model's, homology's, or their blend with weight `blend.alpha`
+/// on homology where the query has any homology support and, where it has none, the model's
+/// alone (or nothing, as `blend` says). Both inputs keep the true-path rule, so the blend does
+/// too.
+pub fn combine(
+    model: &BTreeMap<String, f32>,
+    homology: &BTreeMap<String, f32>,
+    method: Method,
+    blend: Blend,
+) -> BTreeMap<String, f32> {
+    match method {
+        Method::Model => model.clone(),
+        Method::Homology => homology.clone(),
+        Method::Combined if homology.is_empty() && blend.model_without_hits => model.clone(),
+        Method::Combined if homology.is_empty() => BTreeMap::new(),
+        Method::Combined => model
+            .keys()
+            .chain(homology.keys())
+            .map(|t| {
+                let m = model.get(t).copied().unwrap_or(0.0);
+                let h = homology.get(t).copied().unwrap_or(0.0);
+                (t.clone(), mix(m, h, blend.alpha))
+            })
+            .collect(),
+    }
+}
+
+/// A reference-set file kind the [`ReferenceCache`] can hold.
+pub trait ReferenceFile: Send + Sync + Sized + 'static {
+    /// Reads the file at `path`.
+    fn load(path: &Path) -> Result<Self>;
+}
+
+/// Reference sets loaded once per process and shared, keyed by file.
+#[derive(Debug, Default)]
+pub struct ReferenceCache {
+    loaded: Mutex<HashMap<PathBuf, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl ReferenceCache {
+    /// The set stored as `file` in `dir`, or `None` when the directory has none.
+    pub fn get<T: ReferenceFile>(&self, dir: &Path, file: &str) -> Result<Option<Arc<T>>> {
+        let path = dir.join(file);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = loaded.get(&path) {
+            return Ok(Some(r.clone().downcast::<T>().map_err(|_| {
+                PlmError::Internal(format!("{} loaded as another kind", path.display()))
+            })?));
+        }
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let r = Arc::new(T::load(&path)?);
+        loaded.insert(path, r.clone());
+        Ok(Some(r))
+    }
+
+    /// The function reference set of `ontology` in `dir`.
+    pub fn function(&self, dir: &Path, ontology: &str) -> Result<Option<Arc<FunctionReference>>> {
+        self.get(dir, &function_file(ontology))
+    }
+
+    /// The interaction reference set in `dir`.
+    pub fn interaction(&self, dir: &Path) -> Result<Option<Arc<InteractionReference>>> {
+        self.get(dir, interaction_file())
+    }
+
+    /// The binding-site reference set in `dir`.
+    pub fn binding(&self, dir: &Path) -> Result<Option<Arc<BindingReference>>> {
+        self.get(dir, binding_file())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_and_bad_ones_are_argument_errors() {
+        assert_eq!(Method::parse(" Homology").unwrap(), Method::Homology);
+        let e = Method::parse("plm-default").unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::InvalidInput);
+        assert!(e.to_string().contains("model => '...'"), "{e}");
+    }
+
+    #[test]
+    fn one_score_by_method() {
+        let b = Blend {
+            alpha: 0.25,
+            ..Blend::default()
+        };
+        let both = Evidence::ForAndAgainst;
+        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, b, both), 0.6);
+        assert_eq!(combine_score(0.8, None, Method::Combined, b, both), 0.8);
+        assert_eq!(combine_score(0.8, None, Method::Homology, b, both), 0.0);
+        assert_eq!(combine_score(0.8, Some(1.0), Method::Model, b, both), 0.8);
+        let silent = Blend {
+            model_without_hits: false,
+            ..b
+        };
+        assert_eq!(combine_score(0.8, None, Method::Combined, silent, both), 0.0);
+        // Supporting evidence only raises the model's score.
+        let only = Evidence::OnlyFor;
+        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, b, only), 0.8);
+        assert!((combine_score(0.6, Some(0.8), Method::Combined, b, only) - 0.68).abs() < 1e-6);
+        // A fitted rule overrides the task's.
+        let fitted = Blend {
+            evidence: Some(Evidence::ForAndAgainst),
+            ..b
+        };
+        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, fitted, only), 0.6);
+    }
+}

@@ -1,0 +1,131 @@
+//! Fitting and scoring the blend of a binary predictor (interaction per pair, binding per
+//! residue): the model's probability, homology's score at each hit sharpness (`None` where
+//! homology knows nothing), and the truth.
+
+use plm_model::homology::{combine_score, Blend, Evidence, Method};
+use serde_json::{json, Value};
+
+use super::{alphas, SHARPNESS};
+use crate::metrics::{aupr, auroc};
+
+/// Items scored by the model and by homology, with their labels.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// The model's probability of each item.
+    pub model: Vec<f32>,
+    /// Homology's score of each item, for each of [`SHARPNESS`].
+    pub homology: Vec<Vec<Option<f32>>>,
+    /// The truth.
+    pub labels: Vec<bool>,
+    /// What homology can say.
+    pub evidence: Evidence,
+}
+
+impl Scored {
+    /// Nothing scored yet.
+    pub fn new(evidence: Evidence) -> Self {
+        Scored {
+            model: Vec::new(),
+            homology: vec![Vec::new(); SHARPNESS.len()],
+            labels: Vec::new(),
+            evidence,
+        }
+    }
+}
+
+fn sharpness_index(sharpness: f32) -> usize {
+    SHARPNESS.iter().position(|&s| s == sharpness).unwrap_or(0)
+}
+
+impl Scored {
+    /// Scores of `method` under `blend`.
+    pub fn scores(&self, method: Method, blend: Blend) -> Vec<f32> {
+        let h = &self.homology[sharpness_index(blend.sharpness)];
+        self.model
+            .iter()
+            .zip(h)
+            .map(|(&m, &h)| combine_score(m, h, method, blend, self.evidence))
+            .collect()
+    }
+
+    /// Adds `other`'s items.
+    pub fn append(&mut self, other: Scored) {
+        self.model.extend(other.model);
+        for (h, o) in self.homology.iter_mut().zip(other.homology) {
+            h.extend(o);
+        }
+        self.labels.extend(other.labels);
+    }
+
+    /// Items homology knows something about.
+    pub fn with_homology(&self) -> usize {
+        self.homology[0].iter().filter(|h| h.is_some()).count()
+    }
+}
+
+fn value(scores: &[f32], labels: &[bool]) -> f64 {
+    auroc(scores, labels).unwrap_or(0.5)
+}
+
+/// The sharpness best for homology alone, then the blend rule (of `rules`) and weight best
+/// for the blend, by AUROC on `validation`; ties go to the larger weight on homology.
+pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
+    let at = |alpha: f32, sharpness: f32, evidence: Evidence| Blend {
+        alpha,
+        sharpness,
+        model_without_hits: true,
+        evidence: Some(evidence),
+    };
+    let sharpness = SHARPNESS
+        .iter()
+        .map(|&s| {
+            let v = value(
+                &validation.scores(Method::Homology, at(1.0, s, validation.evidence)),
+                &validation.labels,
+            );
+            (s, v)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(1.0, |(s, _)| s);
+    let mut tried: Vec<(Blend, f64)> = Vec::new();
+    for &rule in rules {
+        for a in alphas() {
+            let blend = at(a, sharpness, rule);
+            let v = value(&validation.scores(Method::Combined, blend), &validation.labels);
+            tried.push((blend, v));
+        }
+    }
+    let best = tried
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
+        .map_or(at(0.5, sharpness, validation.evidence), |(b, _)| b);
+    (
+        best,
+        tried
+            .iter()
+            .map(|(b, v)| json!({"alpha": b.alpha, "evidence": b.evidence, "auroc": v}))
+            .collect(),
+    )
+}
+
+fn metrics(scores: &[f32], labels: &[bool]) -> Value {
+    json!({"auroc": auroc(scores, labels), "aupr": aupr(scores, labels)})
+}
+
+/// Test figures of the model, homology and their blend, with the naive (constant) and MMseqs2
+/// nearest-neighbour baselines scored by the same code.
+pub fn report(test: &Scored, blend: Blend, nearest_neighbour: &[f32]) -> Value {
+    let constant = vec![test.labels.iter().filter(|&&l| l).count() as f32 / test.labels.len().max(1) as f32; test.labels.len()];
+    json!({
+        "items": test.labels.len(),
+        "positives": test.labels.iter().filter(|&&l| l).count(),
+        "with_homology": test.with_homology(),
+        "blend": blend,
+        "model": metrics(&test.scores(Method::Model, blend), &test.labels),
+        "homology": metrics(&test.scores(Method::Homology, blend), &test.labels),
+        "combined": metrics(&test.scores(Method::Combined, blend), &test.labels),
+        "naive": metrics(&constant, &test.labels),
+        "mmseqs2_nearest_neighbour": metrics(nearest_neighbour, &test.labels),
+    })
+}
