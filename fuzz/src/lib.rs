@@ -158,7 +158,12 @@ pub fn align(data: &[u8]) {
                         let t = set.transfer(query.len(), &hits, 2.0);
                         assert_eq!(t.scores.len(), set.ligands.len());
                         assert!(t.scores.iter().all(|s| s.len() == query.len()));
-                        assert!(t.scores.iter().flatten().flatten().all(|s| (0.0..=1.0).contains(s)));
+                        assert!(t
+                            .scores
+                            .iter()
+                            .flatten()
+                            .flatten()
+                            .all(|s| (0.0..=1.0).contains(s)));
                     }
                 }
             }

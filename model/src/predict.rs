@@ -470,9 +470,9 @@ pub fn predict_binding_sites(
         for (k, l) in reference.ligands.iter().enumerate() {
             if wanted(l) {
                 let sharpness = blend(l).sharpness;
-                let scores = transfers.entry(sharpness.to_bits()).or_insert_with(|| {
-                    reference.transfer(residues.len(), &hits, sharpness).scores
-                });
+                let scores = transfers
+                    .entry(sharpness.to_bits())
+                    .or_insert_with(|| reference.transfer(residues.len(), &hits, sharpness).scores);
                 homology.insert(l.clone(), std::mem::take(&mut scores[k]));
             }
         }

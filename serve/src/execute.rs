@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plm_model::heads::binding_blend_key;
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
-use plm_model::heads::binding_blend_key;
 use plm_model::{Result, TaskHeads};
 
 use crate::limits;

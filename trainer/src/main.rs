@@ -54,8 +54,9 @@ enum Command {
         #[command(flatten)]
         args: plm_train::reference::ReferenceArgs,
     },
-    /// Evaluate a model's function heads, homology transfer and their blend on an identity
-    /// and a random split; write the blend weights fitted on validation into its heads.json.
+    /// Evaluate a model's task heads (function, interaction, binding sites), homology transfer
+    /// and their blend on a held-out and a random split; write the blend weights fitted on
+    /// validation into its heads.json.
     Homology {
         #[command(flatten)]
         args: plm_train::homology_eval::HomologyArgs,

@@ -141,7 +141,14 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     let path = args.out.join(interaction_file());
     let interactions = interaction_set(&args.data)?;
     interactions.save(&path)?;
-    report(&path, &format!("{} proteins, {} interacting pairs", interactions.len(), interactions.pair_count()))?;
+    report(
+        &path,
+        &format!(
+            "{} proteins, {} interacting pairs",
+            interactions.len(),
+            interactions.pair_count()
+        ),
+    )?;
     let path = args.out.join(binding_file());
     let binding = binding_set(&args.data)?;
     binding.save(&path)?;
@@ -152,7 +159,10 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
 fn write(out: &Path, task: &str, source: &str, set: &FunctionSet) -> Result<()> {
     let path = out.join(function_file(task));
     set.build(task, source)?.save(&path)?;
-    report(&path, &format!("{} proteins, {} terms", set.proteins.len(), set.terms.len()))
+    report(
+        &path,
+        &format!("{} proteins, {} terms", set.proteins.len(), set.terms.len()),
+    )
 }
 
 fn report(path: &Path, what: &str) -> Result<()> {
@@ -169,14 +179,31 @@ pub const INTERACTION_FILES: [(&str, &str); 4] = [
     ("mcaps_fly_pairs.tsv", "mcaps_fly.fasta"),
 ];
 
+/// One labelled pair of an interaction file.
+#[derive(Debug, Clone)]
+pub struct LabelledPair {
+    /// First protein: identifier and sequence.
+    pub a: (String, String),
+    /// Second protein: identifier and sequence.
+    pub b: (String, String),
+    /// Whether the two interact.
+    pub positive: bool,
+}
+
 /// The labelled pairs of one interaction file, with their sequences (pairs whose sequence is
 /// missing are dropped).
-pub fn read_interactions(data: &Path, pairs: &str, sequences: &str) -> Result<Vec<(String, String, String, String, bool)>> {
+pub fn read_interactions(data: &Path, pairs: &str, sequences: &str) -> Result<Vec<LabelledPair>> {
     let dir = data.join("ppi");
     let seqs = first_word(taskdata::read_sequences(&dir.join(sequences))?);
     Ok(taskdata::read_pairs(&dir.join(pairs))?
         .into_iter()
-        .filter_map(|(a, b, l)| Some((a.clone(), seqs.get(&a)?.clone(), b.clone(), seqs.get(&b)?.clone(), l)))
+        .filter_map(|(a, b, positive)| {
+            Some(LabelledPair {
+                a: (a.clone(), seqs.get(&a)?.clone()),
+                b: (b.clone(), seqs.get(&b)?.clone()),
+                positive,
+            })
+        })
         .collect())
 }
 
@@ -200,6 +227,19 @@ impl PairSet {
         i
     }
 
+    /// The positive pairs of interaction `files` (pairs file, sequences file) under `ppi/`.
+    pub fn positives_of(data: &Path, files: &[(&str, &str)]) -> Result<Self> {
+        let mut set = PairSet::default();
+        for (pairs, sequences) in files {
+            for p in read_interactions(data, pairs, sequences)? {
+                if p.positive {
+                    set.add(&p.a.0, &p.a.1, &p.b.0, &p.b.1);
+                }
+            }
+        }
+        Ok(set)
+    }
+
     /// Adds one interacting pair.
     pub fn add(&mut self, id_a: &str, seq_a: &str, id_b: &str, seq_b: &str) {
         let (a, b) = (self.protein(id_a, seq_a), self.protein(id_b, seq_b));
@@ -218,25 +258,36 @@ impl PairSet {
 
     /// The searchable set.
     pub fn build(&self, source: &str) -> Result<InteractionReference> {
-        Ok(InteractionReference::build(source, &self.proteins, &self.pairs)?)
+        Ok(InteractionReference::build(
+            source,
+            &self.proteins,
+            &self.pairs,
+        )?)
     }
 }
+
+/// A chain of a [`BindingSet`]: accession, sequence, binding positions by ligand index.
+pub type BindingChain = (String, String, BTreeMap<u16, BTreeSet<u32>>);
 
 /// Chains with binding residues being gathered into a [`BindingReference`]; chains with the
 /// same sequence are merged (their labels for different ligands combined).
 #[derive(Debug, Default, Clone)]
 pub struct BindingSet {
-    chains: Vec<(String, String, BTreeMap<u16, BTreeSet<u32>>)>,
+    chains: Vec<BindingChain>,
     by_sequence: HashMap<String, usize>,
 }
 
 impl BindingSet {
     /// Adds the labels of `chain` for ligand `ligand` (an index into [`LIGANDS`]).
     pub fn add(&mut self, chain: &ResidueLabels, ligand: usize) {
-        let i = *self.by_sequence.entry(chain.sequence.clone()).or_insert_with(|| {
-            self.chains.push((chain.id.clone(), chain.sequence.clone(), BTreeMap::new()));
-            self.chains.len() - 1
-        });
+        let i = *self
+            .by_sequence
+            .entry(chain.sequence.clone())
+            .or_insert_with(|| {
+                self.chains
+                    .push((chain.id.clone(), chain.sequence.clone(), BTreeMap::new()));
+                self.chains.len() - 1
+            });
         let positions = self.chains[i].2.entry(ligand as u16).or_default();
         positions.extend(
             chain
@@ -248,8 +299,8 @@ impl BindingSet {
         );
     }
 
-    /// The chains, `(accession, sequence, positions by ligand index)`.
-    pub fn chains(&self) -> &[(String, String, BTreeMap<u16, BTreeSet<u32>>)] {
+    /// The chains.
+    pub fn chains(&self) -> &[BindingChain] {
         &self.chains
     }
 
@@ -264,7 +315,9 @@ impl BindingSet {
                     (
                         id.clone(),
                         s.clone(),
-                        l.iter().map(|(k, p)| (*k, p.iter().copied().collect())).collect(),
+                        l.iter()
+                            .map(|(k, p)| (*k, p.iter().copied().collect()))
+                            .collect(),
                     )
                 })
                 .collect(),
@@ -274,15 +327,7 @@ impl BindingSet {
 
 /// The interaction set of every positive pair of [`INTERACTION_FILES`].
 fn interaction_set(data: &Path) -> Result<InteractionReference> {
-    let mut set = PairSet::default();
-    for (pairs, sequences) in INTERACTION_FILES {
-        for (a, sa, b, sb, positive) in read_interactions(data, pairs, sequences)? {
-            if positive {
-                set.add(&a, &sa, &b, &sb);
-            }
-        }
-    }
-    set.build("D-SCRIPT yeast (STRING v11), Guo 2008 yeast core set (DIP), MCAPS human and fly subsets of D-SCRIPT: positive pairs")
+    PairSet::positives_of(data, &INTERACTION_FILES)?.build("D-SCRIPT yeast (STRING v11), Guo 2008 yeast core set (DIP), MCAPS human and fly subsets of D-SCRIPT: positive pairs")
 }
 
 /// The binding set of every training chain of every ligand.

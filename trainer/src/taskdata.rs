@@ -427,7 +427,10 @@ pub struct MmseqsHit {
 /// Aligned position pairs of an MMseqs2 alignment given by its start positions (1-based) and
 /// aligned strings (`-` for gaps).
 fn aligned_pairs(qstart: usize, tstart: usize, qaln: &str, taln: &str) -> Vec<(u32, u32)> {
-    let (mut q, mut t) = (qstart.saturating_sub(1) as u32, tstart.saturating_sub(1) as u32);
+    let (mut q, mut t) = (
+        qstart.saturating_sub(1) as u32,
+        tstart.saturating_sub(1) as u32,
+    );
     let mut pairs = Vec::new();
     for (a, b) in qaln.bytes().zip(taln.bytes()) {
         match (a == b'-', b == b'-') {

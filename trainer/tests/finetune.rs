@@ -226,14 +226,9 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
         source: ContactSource::Predicted,
         method: plm_model::homology::Method::Model,
     };
-    let b = predict::predict_binding_sites(
-        &engine,
-        Some(&heads),
-        None,
-        seq,
-        query,
-        &|_| Default::default(),
-    )
+    let b = predict::predict_binding_sites(&engine, Some(&heads), None, seq, query, &|_| {
+        Default::default()
+    })
     .unwrap();
     assert_eq!(b.len(), seq.len() * 11);
 

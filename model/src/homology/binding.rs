@@ -157,7 +157,10 @@ impl BindingReference {
         let mut bound = vec![vec![0f64; length]; self.ligands.len()];
         let mut covered = vec![vec![0f64; length]; self.ligands.len()];
         for hit in hits {
-            let w = hit.identity.clamp(0.0, 1.0).powf(f64::from(sharpness.max(0.0)));
+            let w = hit
+                .identity
+                .clamp(0.0, 1.0)
+                .powf(f64::from(sharpness.max(0.0)));
             let Some(chain) = self.labels.get(hit.target_index) else {
                 continue;
             };
@@ -242,7 +245,10 @@ mod tests {
         let path = dir.path().join(binding_file());
         r.save(&path).unwrap();
         let back = BindingReference::load(&path).unwrap();
-        assert_eq!((back.len(), back.annotated(0), back.annotated(1)), (2, 2, 1));
+        assert_eq!(
+            (back.len(), back.annotated(0), back.annotated(1)),
+            (2, 2, 1)
+        );
         let bad = BindingReference::build(
             "t",
             vec!["ZN".into()],

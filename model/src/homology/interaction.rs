@@ -56,7 +56,11 @@ pub struct Interolog {
 
 impl InteractionReference {
     /// Builds a set from `(accession, sequence)` and interacting pairs of indices into it.
-    pub fn build(source: &str, proteins: &[(String, String)], pairs: &[(u32, u32)]) -> Result<Self> {
+    pub fn build(
+        source: &str,
+        proteins: &[(String, String)],
+        pairs: &[(u32, u32)],
+    ) -> Result<Self> {
         if pairs
             .iter()
             .any(|&(a, b)| a as usize >= proteins.len() || b as usize >= proteins.len())
@@ -145,7 +149,11 @@ impl InteractionReference {
         if hits_a.is_empty() || hits_b.is_empty() {
             return None;
         }
-        let weight = |h: &Hit| (h.identity * h.query_coverage).clamp(0.0, 1.0).powf(f64::from(sharpness.max(0.0)));
+        let weight = |h: &Hit| {
+            (h.identity * h.query_coverage)
+                .clamp(0.0, 1.0)
+                .powf(f64::from(sharpness.max(0.0)))
+        };
         let mut best_b: HashMap<u32, (f64, &Hit)> = HashMap::new();
         for h in hits_b {
             let w = weight(h);
@@ -196,7 +204,8 @@ mod tests {
     const C: &str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
 
     fn set() -> InteractionReference {
-        let proteins = [("PA", A), ("PB", B), ("PC", C)].map(|(i, s)| (i.to_string(), s.to_string()));
+        let proteins =
+            [("PA", A), ("PB", B), ("PC", C)].map(|(i, s)| (i.to_string(), s.to_string()));
         InteractionReference::build("test", &proteins, &[(1, 0)]).unwrap()
     }
 
@@ -213,7 +222,12 @@ mod tests {
         let mutant = A.replacen("AYIAK", "AWIAK", 1);
         let m = r.interolog(&r.search(&mutant).unwrap(), &b, 1.0).unwrap();
         assert!(m.score < 1.0 && m.score > 0.9, "{m:?}");
-        assert!(r.interolog(&r.search(&mutant).unwrap(), &b, 8.0).unwrap().score < m.score);
+        assert!(
+            r.interolog(&r.search(&mutant).unwrap(), &b, 8.0)
+                .unwrap()
+                .score
+                < m.score
+        );
     }
 
     #[test]

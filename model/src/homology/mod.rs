@@ -242,7 +242,10 @@ mod tests {
             ..Blend::default()
         };
         let both = Evidence::ForAndAgainst;
-        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, b, both), 0.6);
+        assert_eq!(
+            combine_score(0.8, Some(0.0), Method::Combined, b, both),
+            0.6
+        );
         assert_eq!(combine_score(0.8, None, Method::Combined, b, both), 0.8);
         assert_eq!(combine_score(0.8, None, Method::Homology, b, both), 0.0);
         assert_eq!(combine_score(0.8, Some(1.0), Method::Model, b, both), 0.8);
@@ -250,16 +253,25 @@ mod tests {
             model_without_hits: false,
             ..b
         };
-        assert_eq!(combine_score(0.8, None, Method::Combined, silent, both), 0.0);
+        assert_eq!(
+            combine_score(0.8, None, Method::Combined, silent, both),
+            0.0
+        );
         // Supporting evidence only raises the model's score.
         let only = Evidence::OnlyFor;
-        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, b, only), 0.8);
+        assert_eq!(
+            combine_score(0.8, Some(0.0), Method::Combined, b, only),
+            0.8
+        );
         assert!((combine_score(0.6, Some(0.8), Method::Combined, b, only) - 0.68).abs() < 1e-6);
         // A fitted rule overrides the task's.
         let fitted = Blend {
             evidence: Some(Evidence::ForAndAgainst),
             ..b
         };
-        assert_eq!(combine_score(0.8, Some(0.0), Method::Combined, fitted, only), 0.6);
+        assert_eq!(
+            combine_score(0.8, Some(0.0), Method::Combined, fitted, only),
+            0.6
+        );
     }
 }

@@ -31,7 +31,10 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Reads the file bytes at `path` and parses them with `parse`.
-pub fn load<T>(path: &Path, parse: impl FnOnce(&[u8]) -> std::result::Result<T, String>) -> Result<T> {
+pub fn load<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|source| PlmError::Io {
         path: path.into(),
         source,
@@ -50,7 +53,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, Strin
 }
 
 /// Checks the magic string, version and task of a decoded file.
-pub fn check_header(magic: &str, version: u32, task: &str, expected: impl Fn(&str) -> bool) -> std::result::Result<(), String> {
+pub fn check_header(
+    magic: &str,
+    version: u32,
+    task: &str,
+    expected: impl Fn(&str) -> bool,
+) -> std::result::Result<(), String> {
     if magic != MAGIC || version != VERSION {
         return Err("not a pg_plm reference set of this version".into());
     }

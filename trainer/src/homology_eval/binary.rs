@@ -67,46 +67,41 @@ fn value(scores: &[f32], labels: &[bool]) -> f64 {
     auroc(scores, labels).unwrap_or(0.5)
 }
 
-/// The sharpness best for homology alone, then the blend rule (of `rules`) and weight best
-/// for the blend, by AUROC on `validation`; ties go to the larger weight on homology.
+/// The hit sharpness, blend rule (of `rules`) and weight best for the blend, by AUROC on
+/// `validation`, searched together (AUROC of homology alone hardly depends on the sharpness,
+/// the blend does); ties go to the larger weight on homology.
 pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
-    let at = |alpha: f32, sharpness: f32, evidence: Evidence| Blend {
-        alpha,
-        sharpness,
-        model_without_hits: true,
-        evidence: Some(evidence),
-    };
-    let sharpness = SHARPNESS
-        .iter()
-        .map(|&s| {
-            let v = value(
-                &validation.scores(Method::Homology, at(1.0, s, validation.evidence)),
-                &validation.labels,
-            );
-            (s, v)
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(1.0, |(s, _)| s);
     let mut tried: Vec<(Blend, f64)> = Vec::new();
-    for &rule in rules {
-        for a in alphas() {
-            let blend = at(a, sharpness, rule);
-            let v = value(&validation.scores(Method::Combined, blend), &validation.labels);
-            tried.push((blend, v));
+    for &sharpness in &SHARPNESS {
+        for &rule in rules {
+            for alpha in alphas() {
+                let blend = Blend {
+                    alpha,
+                    sharpness,
+                    model_without_hits: true,
+                    evidence: Some(rule),
+                };
+                let v = value(
+                    &validation.scores(Method::Combined, blend),
+                    &validation.labels,
+                );
+                tried.push((blend, v));
+            }
         }
     }
     let best = tried
         .iter()
         .copied()
         .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
-        .map_or(at(0.5, sharpness, validation.evidence), |(b, _)| b);
-    (
-        best,
-        tried
-            .iter()
-            .map(|(b, v)| json!({"alpha": b.alpha, "evidence": b.evidence, "auroc": v}))
-            .collect(),
-    )
+        .map_or_else(Blend::default, |(b, _)| b);
+    // Reported: the best weight of each sharpness and rule, and the weight 0 (the model alone).
+    let mut summary: Vec<Value> = Vec::new();
+    for group in tried.chunks(alphas().count()) {
+        if let Some((b, v)) = group.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            summary.push(json!({"sharpness": b.sharpness, "evidence": b.evidence, "best_alpha": b.alpha, "auroc": v, "auroc_model_alone": group[0].1}));
+        }
+    }
+    (best, summary)
 }
 
 fn metrics(scores: &[f32], labels: &[bool]) -> Value {
@@ -116,7 +111,11 @@ fn metrics(scores: &[f32], labels: &[bool]) -> Value {
 /// Test figures of the model, homology and their blend, with the naive (constant) and MMseqs2
 /// nearest-neighbour baselines scored by the same code.
 pub fn report(test: &Scored, blend: Blend, nearest_neighbour: &[f32]) -> Value {
-    let constant = vec![test.labels.iter().filter(|&&l| l).count() as f32 / test.labels.len().max(1) as f32; test.labels.len()];
+    let constant = vec![
+        test.labels.iter().filter(|&&l| l).count() as f32
+            / test.labels.len().max(1) as f32;
+        test.labels.len()
+    ];
     json!({
         "items": test.labels.len(),
         "positives": test.labels.iter().filter(|&&l| l).count(),

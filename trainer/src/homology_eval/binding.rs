@@ -30,20 +30,36 @@ impl Evaluator {
     /// The GNN's per-residue probabilities of every ligand for `sequence` (cached).
     fn binding_model(&mut self, sequence: &str) -> Result<&HashMap<String, Vec<f32>>> {
         if !self.binding_cache.contains_key(sequence) {
-            let scores = model_binding_scores(&self.engine, Some(&self.heads), sequence, ContactSource::Predicted)?;
-            self.binding_cache.insert(sequence.to_string(), scores.into_iter().collect());
+            let scores = model_binding_scores(
+                &self.engine,
+                Some(&self.heads),
+                sequence,
+                ContactSource::Predicted,
+            )?;
+            self.binding_cache
+                .insert(sequence.to_string(), scores.into_iter().collect());
         }
         Ok(&self.binding_cache[sequence])
     }
 
     /// The GNN's and template transfer's scores of `ligand` on the residues of `chains`.
-    fn score_chains(&mut self, ligand: usize, chains: &[ResidueLabels], reference: &BindingReference) -> Result<Scored> {
+    fn score_chains(
+        &mut self,
+        ligand: usize,
+        chains: &[ResidueLabels],
+        reference: &BindingReference,
+    ) -> Result<Scored> {
         let mut out = Scored::new(Evidence::ForAndAgainst);
         let name = LIGANDS[ligand];
         let bar = progress(chains.len(), &format!("binding {name}"));
         for chain in chains {
             let model = self.binding_model(&chain.sequence)?;
-            out.model.extend(model.get(name).cloned().unwrap_or_else(|| vec![0.0; chain.sequence.len()]));
+            out.model.extend(
+                model
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| vec![0.0; chain.sequence.len()]),
+            );
             out.labels.extend(&chain.labels);
             let hits = reference.search(&chain.sequence)?;
             for (k, &s) in SHARPNESS.iter().enumerate() {
@@ -59,20 +75,51 @@ impl Evaluator {
 
 /// The MMseqs2 nearest neighbour: labels of the best hit among the reference chains annotated
 /// for `ligand`, carried through the alignment and scored by the hit's identity.
-fn nearest_neighbour(args: &HomologyArgs, name: &str, ligand: usize, chains: &[ResidueLabels], set: &BindingSet) -> Result<Vec<f32>> {
+fn nearest_neighbour(
+    args: &HomologyArgs,
+    name: &str,
+    ligand: usize,
+    chains: &[ResidueLabels],
+    set: &BindingSet,
+) -> Result<Vec<f32>> {
     let annotated: Vec<(String, String, Vec<u32>)> = set
         .chains()
         .iter()
-        .filter_map(|(id, s, l)| Some((id.clone(), s.clone(), l.get(&(ligand as u16))?.iter().copied().collect())))
+        .filter_map(|(id, s, l)| {
+            Some((
+                id.clone(),
+                s.clone(),
+                l.get(&(ligand as u16))?.iter().copied().collect(),
+            ))
+        })
         .collect();
-    let targets: Vec<(String, String)> = annotated.iter().enumerate().map(|(i, c)| (i.to_string(), c.1.clone())).collect();
-    let queries: Vec<(String, String)> = chains.iter().enumerate().map(|(i, c)| (i.to_string(), c.sequence.clone())).collect();
-    let hits = taskdata::mmseqs_best_alignments(&queries, &targets, &args.work.join(format!("binding-{name}-{}", LIGANDS[ligand])))?;
+    let targets: Vec<(String, String)> = annotated
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i.to_string(), c.1.clone()))
+        .collect();
+    let queries: Vec<(String, String)> = chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i.to_string(), c.sequence.clone()))
+        .collect();
+    let hits = taskdata::mmseqs_best_alignments(
+        &queries,
+        &targets,
+        &args
+            .work
+            .join(format!("binding-{name}-{}", LIGANDS[ligand])),
+    )?;
     let mut out = Vec::new();
     for (i, chain) in chains.iter().enumerate() {
         let mut scores = vec![0f32; chain.sequence.len()];
         if let Some(hit) = hits.get(&i.to_string()) {
-            if let Some(target) = hit.target.parse::<usize>().ok().and_then(|t| annotated.get(t)) {
+            if let Some(target) = hit
+                .target
+                .parse::<usize>()
+                .ok()
+                .and_then(|t| annotated.get(t))
+            {
                 for &(q, t) in &hit.pairs {
                     if target.2.binary_search(&t).is_ok() {
                         if let Some(s) = scores.get_mut(q as usize) {
@@ -89,7 +136,10 @@ fn nearest_neighbour(args: &HomologyArgs, name: &str, ligand: usize, chains: &[R
 
 /// Evaluates binding-site prediction and returns the figures and the fitted blend per ligand
 /// (`binding_<ligand>`).
-pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Vec<(String, Blend)>)> {
+pub fn evaluate(
+    args: &HomologyArgs,
+    eval: &mut Evaluator,
+) -> Result<(Value, Vec<(String, Blend)>)> {
     let mut train = BindingSet::default();
     let mut tests = Vec::new();
     for (k, ligand) in LIGANDS.iter().enumerate() {
@@ -97,14 +147,17 @@ pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Vec
         for chain in taskdata::read_residue_labels(&args.data.join(train_file))? {
             train.add(&chain, k);
         }
-        let mut test: Vec<ResidueLabels> = taskdata::read_residue_labels(&args.data.join(test_file))?
-            .into_iter()
-            .filter_map(|mut c| {
-                // As the server reads it; chains whose cleaning changes their length are left out.
-                c.sequence = clean_sequence(&c.sequence).ok()?;
-                (c.sequence.len() == c.labels.len() && c.sequence.len() <= args.max_binding_length).then_some(c)
-            })
-            .collect();
+        let mut test: Vec<ResidueLabels> =
+            taskdata::read_residue_labels(&args.data.join(test_file))?
+                .into_iter()
+                .filter_map(|mut c| {
+                    // As the server reads it; chains whose cleaning changes their length are left out.
+                    c.sequence = clean_sequence(&c.sequence).ok()?;
+                    (c.sequence.len() == c.labels.len()
+                        && c.sequence.len() <= args.max_binding_length)
+                        .then_some(c)
+                })
+                .collect();
         test.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
         tests.push(test);
     }
@@ -133,7 +186,7 @@ pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Vec
         let mut entry = json!({
             "blend": blend,
             "blend_from": format!("{} validation chains of the random split (AUROC over residues)", validation.len()),
-            "validation_by_alpha": by_alpha,
+            "validation_by_sharpness": by_alpha,
         });
         for (name, description, chains, set, reference) in [
             ("held_out_chains", format!("all {} chains of the test file (up to {} residues); reference = every training file", tests[k].len(), args.max_binding_length), &tests[k][..], &train, &held_out_ref),

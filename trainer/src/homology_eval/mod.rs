@@ -210,7 +210,11 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         }
     }
     let wants = |t: &str| args.tasks.iter().any(|x| x == t);
-    let ontologies = if wants("function") { args.ontologies.as_slice() } else { &[] };
+    let ontologies = if wants("function") {
+        args.ontologies.as_slice()
+    } else {
+        &[]
+    };
     for ontology in ontologies {
         let (value, fitted) = if ontology == "ec" {
             evaluate_ec(args, &mut eval)?

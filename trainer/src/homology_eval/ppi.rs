@@ -47,7 +47,10 @@ impl Evaluator {
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        Ok(sequences.iter().map(|s| self.pooled_cache[s.as_str()].clone()).collect())
+        Ok(sequences
+            .iter()
+            .map(|s| self.pooled_cache[s.as_str()].clone())
+            .collect())
     }
 
     /// The pair head's and interolog transfer's scores of `pairs`.
@@ -62,7 +65,8 @@ impl Evaluator {
         for (x, y) in fa.chunks(512).zip(fb.chunks(512)) {
             out.model.extend(ppi_head_scores(&self.heads, x, y)?);
         }
-        let as_str: Vec<(&str, &str)> = pairs.iter().map(|p| (p.0.as_str(), p.1.as_str())).collect();
+        let as_str: Vec<(&str, &str)> =
+            pairs.iter().map(|p| (p.0.as_str(), p.1.as_str())).collect();
         let bar = progress(SHARPNESS.len(), "interaction: interologs");
         for (k, &s) in SHARPNESS.iter().enumerate() {
             out.homology[k] = interolog_scores(reference, &as_str, s)?;
@@ -75,7 +79,12 @@ impl Evaluator {
 
 /// The MMseqs2 nearest-neighbour interolog: the best hit of each protein, and the product of
 /// the two identities where those hits are a known interacting pair (else 0).
-fn nearest_neighbour(args: &HomologyArgs, name: &str, pairs: &[Pair], reference: &PairSet) -> Result<Vec<f32>> {
+fn nearest_neighbour(
+    args: &HomologyArgs,
+    name: &str,
+    pairs: &[Pair],
+    reference: &PairSet,
+) -> Result<Vec<f32>> {
     let mut ids: HashMap<&str, String> = HashMap::new();
     for p in pairs {
         for s in [&p.0, &p.1] {
@@ -83,14 +92,18 @@ fn nearest_neighbour(args: &HomologyArgs, name: &str, pairs: &[Pair], reference:
             ids.entry(s.as_str()).or_insert_with(|| format!("q{n}"));
         }
     }
-    let queries: Vec<(String, String)> = ids.iter().map(|(s, id)| (id.clone(), s.to_string())).collect();
+    let queries: Vec<(String, String)> = ids
+        .iter()
+        .map(|(s, id)| (id.clone(), s.to_string()))
+        .collect();
     let targets: Vec<(String, String)> = reference
         .proteins()
         .iter()
         .enumerate()
         .map(|(i, (_, s))| (i.to_string(), s.clone()))
         .collect();
-    let hits = taskdata::mmseqs_best_hits(&queries, &targets, &args.work.join(format!("ppi-{name}")))?;
+    let hits =
+        taskdata::mmseqs_best_hits(&queries, &targets, &args.work.join(format!("ppi-{name}")))?;
     let known: HashSet<(u32, u32)> = reference
         .pairs()
         .iter()
@@ -131,7 +144,8 @@ pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Ble
     proteins.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let test_proteins: HashSet<usize> = proteins[..ids.len() / 5].iter().copied().collect();
     let as_pair = |&(a, b, l): &(usize, usize, bool)| (seqs[a].clone(), seqs[b].clone(), l);
-    let trained = |p: &(usize, usize, bool)| !test_proteins.contains(&p.0) && !test_proteins.contains(&p.1);
+    let trained =
+        |p: &(usize, usize, bool)| !test_proteins.contains(&p.0) && !test_proteins.contains(&p.1);
     let train: Vec<Pair> = pairs.iter().filter(|p| trained(p)).map(as_pair).collect();
     let unseen: Vec<Pair> = pairs
         .iter()
@@ -144,25 +158,34 @@ pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Ble
     let n_test = args.test_pairs.min(pool.len() - n_val);
     let held: HashSet<usize> = pool[..n_val + n_test].iter().copied().collect();
     let validation: Vec<Pair> = pool[..n_val].iter().map(|&i| as_pair(&pairs[i])).collect();
-    let random_test: Vec<Pair> = pool[n_val..n_val + n_test].iter().map(|&i| as_pair(&pairs[i])).collect();
-    let random_reference: Vec<Pair> = (0..pairs.len()).filter(|i| !held.contains(i)).map(|i| as_pair(&pairs[i])).collect();
+    let random_test: Vec<Pair> = pool[n_val..n_val + n_test]
+        .iter()
+        .map(|&i| as_pair(&pairs[i]))
+        .collect();
+    let random_reference: Vec<Pair> = (0..pairs.len())
+        .filter(|i| !held.contains(i))
+        .map(|i| as_pair(&pairs[i]))
+        .collect();
 
-    let mut yeast = PairSet::default();
-    for (pairs, sequences) in [("dscript_yeast_pairs.tsv", "dscript_yeast.fasta"), ("guo_yeast_pairs.tsv", "guo_yeast_sequences.tsv")] {
-        for (a, sa, b, sb, positive) in read_interactions(&args.data, pairs, sequences)? {
-            if positive {
-                yeast.add(&a, &sa, &b, &sb);
-            }
-        }
-    }
+    let yeast = PairSet::positives_of(
+        &args.data,
+        &[
+            ("dscript_yeast_pairs.tsv", "dscript_yeast.fasta"),
+            ("guo_yeast_pairs.tsv", "guo_yeast_sequences.tsv"),
+        ],
+    )?;
     let yeast_ref = yeast.build("evaluation")?;
     // Each cross-species set: test pairs, then validation pairs, drawn at random.
     let mut species_sets = Vec::new();
     for species in ["fly", "human"] {
-        let mut all: Vec<Pair> = read_interactions(&args.data, &format!("mcaps_{species}_pairs.tsv"), &format!("mcaps_{species}.fasta"))?
-            .into_iter()
-            .map(|(_, a, _, b, l)| (a, b, l))
-            .collect();
+        let mut all: Vec<Pair> = read_interactions(
+            &args.data,
+            &format!("mcaps_{species}_pairs.tsv"),
+            &format!("mcaps_{species}.fasta"),
+        )?
+        .into_iter()
+        .map(|p| (p.a.1, p.b.1, p.positive))
+        .collect();
         all.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
         let n_test = args.cross_species_pairs.min(all.len() / 2);
         let rest = all.split_off(n_test);
@@ -183,7 +206,7 @@ pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Ble
     let mut out = json!({
         "blend": blend,
         "blend_from": format!("{n_val} validation pairs of the random split and {n_species_val} of the cross-species sets (AUROC)"),
-        "validation_by_alpha": by_alpha,
+        "validation_by_sharpness": by_alpha,
     });
     let mut run = |name: &str, description: String, test: &[Pair], set: &PairSet| -> Result<()> {
         let reference = set.build("evaluation")?;
