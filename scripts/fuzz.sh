@@ -33,7 +33,17 @@ run() {
   local target=$1 seconds=${2:-600} out="runs/fuzz/$1" input
   mkdir -p "$out"
   input="fuzz/corpus/$target"
-  [ -d "$out/default/queue" ] && input=-   # resume
+  # afl cannot add inputs to a resumed run: when the committed corpus changed (new seeds, kept
+  # entries), start afresh from it and keep the old output beside it.
+  local signature
+  signature="$(cd "$input" && ls | sha1sum | cut -c1-16)"
+  if [ -d "$out/default/queue" ] && [ "$(cat "$out/corpus.sig" 2>/dev/null)" = "$signature" ]; then
+    input=-   # resume
+  elif [ -d "$out/default/queue" ]; then
+    rm -rf "$out.old" && mv "$out" "$out.old" && mkdir -p "$out"
+    log "$target: the corpus changed since the last run; starting from it (previous output in $out.old)"
+  fi
+  echo "$signature" >"$out/corpus.sig"
   log "$target for ${seconds}s (output $out)"
   # -t: per-input time limit (ms); the checkpoint target loads a model per input.
   cargo afl fuzz -i "$input" -o "$out" -V "$seconds" -t 5000 -m none \

@@ -151,7 +151,8 @@ def binary_tables(h):
                 f"α = {b['alpha']:.2f} and sharpness {b['sharpness']:g} fitted on {p['blend_from']}; "
                 "*MMseqs2 nearest neighbour*: the best MMseqs2 hit of each protein, scored by the product "
                 "of identities when the two hits are a known pair. Naive: a constant. The column after "
-                "the set counts test pairs (pairs with an interolog or a homolog of both proteins).", "",
+                "the set counts test pairs (in brackets: those whose two proteins both have homologs "
+                "in the reference).", "",
                 "| set | pairs (with homologs) | naive | MMseqs2 nearest neighbour | model | homology | combined |",
                 "|---|---|---|---|---|---|---|"]
         labels = {"unseen_proteins": "D-SCRIPT yeast, proteins the head never saw",

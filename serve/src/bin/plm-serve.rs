@@ -11,27 +11,6 @@ use plm_model::{DeviceSpec, EmbeddingCache, EngineOptions};
 use plm_serve::process::ServeOptions;
 use plm_serve::{ModelRegistry, Server, ServerConfig};
 
-/// jemalloc instead of glibc malloc, returning freed pages to the kernel on a timer (its
-/// background thread) rather than whenever a large block happens to be unmapped: freed pages
-/// are kept for reuse and returned gradually over two minutes. Under steady load the server's
-/// resident memory therefore stays at the working set of its recent requests instead of jumping
-/// with each one (glibc kept one arena per client thread and moved by ±20 %), and after a burst
-/// it falls back within minutes.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// A C string pointer jemalloc reads at start-up.
-#[repr(transparent)]
-pub struct MallocConf(*const std::ffi::c_char);
-
-// SAFETY: points to a static, immutable C string.
-unsafe impl Sync for MallocConf {}
-
-/// jemalloc's options (its `malloc_conf` symbol under the crate's `_rjem_` prefix).
-#[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:120000,muzzy_decay_ms:0".as_ptr());
-
 fn log(message: impl std::fmt::Display) {
     eprintln!("plm-serve[{}]: {message}", std::process::id());
 }
