@@ -22,17 +22,11 @@ const TASK: &str = "binding";
 /// of its binding residues (an annotated ligand with no positions: binds nowhere).
 pub type ChainLabels = Vec<(u16, Vec<u32>)>;
 
-/// The stored form.
+/// The labels of a binding reference-set file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    magic: String,
-    version: u32,
-    task: String,
-    source: String,
+struct Labels {
     ligands: Vec<String>,
     labels: Vec<ChainLabels>,
-    /// The chains ([`plm_align::Reference::to_bytes`]).
-    proteins: Vec<u8>,
 }
 
 /// Chains with binding residues, searchable.
@@ -111,37 +105,26 @@ impl BindingReference {
 
     /// Writes the set to `path` (deterministic bytes).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let stored = Stored {
-            magic: store::MAGIC.into(),
-            version: store::VERSION,
-            task: TASK.into(),
-            source: self.source.clone(),
+        let labels = Labels {
             ligands: self.ligands.clone(),
             labels: self.labels.clone(),
-            proteins: self
-                .proteins
-                .to_bytes()
-                .map_err(|e| PlmError::Internal(e.to_string()))?,
         };
-        store::write(path, &stored)
+        store::save(path, TASK, &self.source, &labels, &self.proteins)
     }
 
     /// Parses the bytes of a binding reference-set file.
     pub fn from_file_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let stored: Stored = store::decode(bytes)?;
-        store::check_header(&stored.magic, stored.version, &stored.task, |t| t == TASK)?;
-        let proteins = Reference::from_bytes(&stored.proteins).map_err(|e| e.to_string())?;
-        if proteins.len() != stored.labels.len()
-            || !valid(&stored.labels, stored.ligands.len(), |i| {
-                proteins.sequence_len(i)
-            })
+        let opened: store::Opened<Labels> = store::open(bytes, |t| t == TASK)?;
+        let (l, proteins) = (opened.labels, opened.proteins);
+        if proteins.len() != l.labels.len()
+            || !valid(&l.labels, l.ligands.len(), |i| proteins.sequence_len(i))
         {
             return Err("labels do not match the chains".into());
         }
         Ok(Self {
-            source: stored.source,
-            ligands: stored.ligands,
-            labels: stored.labels,
+            source: opened.source,
+            ligands: l.ligands,
+            labels: l.labels,
             proteins,
         })
     }
@@ -202,8 +185,7 @@ impl ReferenceFile for BindingReference {
 mod tests {
     use super::*;
 
-    const A: &str = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
-    const B: &str = "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADAL";
+    use crate::homology::fixtures::{A, B};
 
     fn set() -> BindingReference {
         BindingReference::build(

@@ -15,23 +15,15 @@ pub fn function_file(ontology: &str) -> String {
     format!("function_{ontology}.plmref")
 }
 
-/// The stored form of a labelled reference set (gzip-compressed postcard).
+/// The labels of a function reference-set file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    magic: String,
-    version: u32,
-    /// What the labels are (`ec`, `go_mf`, ...).
-    task: String,
-    /// Where the proteins and labels come from.
-    source: String,
+struct Labels {
     /// Term identifiers.
     terms: Vec<String>,
     /// Term names, parallel to `terms`.
     names: Vec<String>,
     /// Indices into `terms` of each protein's labels (GO: propagated to the root).
     labels: Vec<Vec<u32>>,
-    /// The proteins ([`plm_align::Reference::to_bytes`]).
-    proteins: Vec<u8>,
 }
 
 /// Proteins with function labels, searchable.
@@ -113,20 +105,12 @@ impl FunctionReference {
 
     /// Writes the set to `path` (deterministic bytes).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let stored = Stored {
-            magic: store::MAGIC.into(),
-            version: store::VERSION,
-            task: self.task.clone(),
-            source: self.source.clone(),
+        let labels = Labels {
             terms: self.terms.clone(),
             names: self.names.clone(),
             labels: self.labels.clone(),
-            proteins: self
-                .proteins
-                .to_bytes()
-                .map_err(|e| PlmError::Internal(e.to_string()))?,
         };
-        store::write(path, &stored)
+        store::save(path, &self.task, &self.source, &labels, &self.proteins)
     }
 
     /// Reads a set written by [`FunctionReference::save`].
@@ -136,27 +120,24 @@ impl FunctionReference {
 
     /// Parses the bytes of a reference-set file; the error says what is wrong with them.
     pub fn from_file_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let stored: Stored = store::decode(bytes)?;
-        store::check_header(&stored.magic, stored.version, &stored.task, |t| {
-            t == "ec" || t.starts_with("go_")
-        })?;
-        let proteins = Reference::from_bytes(&stored.proteins).map_err(|e| e.to_string())?;
-        if proteins.len() != stored.labels.len()
-            || stored.names.len() != stored.terms.len()
-            || stored
-                .labels
+        let opened: store::Opened<Labels> =
+            store::open(bytes, |t| t == "ec" || t.starts_with("go_"))?;
+        let l = opened.labels;
+        if opened.proteins.len() != l.labels.len()
+            || l.names.len() != l.terms.len()
+            || l.labels
                 .iter()
-                .any(|l| l.iter().any(|&t| t as usize >= stored.terms.len()))
+                .any(|p| p.iter().any(|&t| t as usize >= l.terms.len()))
         {
             return Err("labels do not match the proteins".into());
         }
         Ok(Self {
-            task: stored.task,
-            source: stored.source,
-            terms: stored.terms,
-            names: stored.names,
-            labels: stored.labels,
-            proteins,
+            task: opened.task,
+            source: opened.source,
+            terms: l.terms,
+            names: l.names,
+            labels: l.labels,
+            proteins: opened.proteins,
         })
     }
 
@@ -211,8 +192,7 @@ impl ReferenceFile for FunctionReference {
 mod tests {
     use super::*;
 
-    const A: &str = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
-    const B: &str = "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADAL";
+    use crate::homology::fixtures::{A, B};
 
     fn set() -> FunctionReference {
         FunctionReference::build(

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use plm_align::{Hit, Reference};
-use serde::{Deserialize, Serialize};
 
 use super::{search, store, ReferenceFile};
 use crate::error::{PlmError, Result};
@@ -18,19 +17,6 @@ pub fn interaction_file() -> &'static str {
 }
 
 const TASK: &str = "ppi";
-
-/// The stored form.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    magic: String,
-    version: u32,
-    task: String,
-    source: String,
-    /// Interacting pairs, as indices into the proteins, each `(a, b)` with `a <= b`.
-    pairs: Vec<(u32, u32)>,
-    /// The proteins ([`plm_align::Reference::to_bytes`]).
-    proteins: Vec<u8>,
-}
 
 /// Proteins with known interactions, searchable.
 #[derive(Debug)]
@@ -109,33 +95,22 @@ impl InteractionReference {
 
     /// Writes the set to `path` (deterministic bytes).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let stored = Stored {
-            magic: store::MAGIC.into(),
-            version: store::VERSION,
-            task: TASK.into(),
-            source: self.source.clone(),
-            pairs: self.pairs.clone(),
-            proteins: self
-                .proteins
-                .to_bytes()
-                .map_err(|e| PlmError::Internal(e.to_string()))?,
-        };
-        store::write(path, &stored)
+        // Labels: the interacting pairs, as indices into the proteins, each `(a, b)`, `a <= b`.
+        store::save(path, TASK, &self.source, &self.pairs, &self.proteins)
     }
 
     /// Parses the bytes of an interaction reference-set file.
     pub fn from_file_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let stored: Stored = store::decode(bytes)?;
-        store::check_header(&stored.magic, stored.version, &stored.task, |t| t == TASK)?;
-        let proteins = Reference::from_bytes(&stored.proteins).map_err(|e| e.to_string())?;
-        if stored
-            .pairs
-            .iter()
-            .any(|&(a, b)| a > b || b as usize >= proteins.len())
-        {
+        let opened: store::Opened<Vec<(u32, u32)>> = store::open(bytes, |t| t == TASK)?;
+        let n = opened.proteins.len();
+        if opened.labels.iter().any(|&(a, b)| a > b || b as usize >= n) {
             return Err("pairs do not match the proteins".into());
         }
-        Ok(Self::assemble(stored.source, stored.pairs, proteins))
+        Ok(Self::assemble(
+            opened.source,
+            opened.labels,
+            opened.proteins,
+        ))
     }
 
     /// Similar proteins of `query`, best first.
@@ -199,8 +174,7 @@ impl ReferenceFile for InteractionReference {
 mod tests {
     use super::*;
 
-    const A: &str = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
-    const B: &str = "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADAL";
+    use crate::homology::fixtures::{A, B};
     const C: &str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
 
     fn set() -> InteractionReference {

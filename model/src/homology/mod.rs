@@ -223,6 +223,13 @@ impl ReferenceCache {
     }
 }
 
+/// Unrelated test proteins shared by the reference-set tests.
+#[cfg(test)]
+mod fixtures {
+    pub const A: &str = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ";
+    pub const B: &str = "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADAL";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
