@@ -312,14 +312,12 @@ fn model_ppi_scores(
     ppi_head_scores(heads, &fa, &fb)
 }
 
-/// Interolog evidence of each pair (`None` where a protein has no homolog in `reference`);
-/// each distinct sequence is searched once.
-pub fn interolog_scores(
+/// Hits in `reference` of each distinct sequence of `pairs`, each searched once.
+pub fn pair_hits<'a>(
     reference: &InteractionReference,
-    pairs: &[(&str, &str)],
-    sharpness: f32,
-) -> Result<Vec<Option<f32>>> {
-    let mut hits: HashMap<&str, Vec<plm_align::Hit>> = HashMap::new();
+    pairs: &[(&'a str, &'a str)],
+) -> Result<HashMap<&'a str, Vec<plm_align::Hit>>> {
+    let mut hits = HashMap::new();
     for &(a, b) in pairs {
         for s in [a, b] {
             if !hits.contains_key(s) {
@@ -328,14 +326,25 @@ pub fn interolog_scores(
             }
         }
     }
-    Ok(pairs
+    Ok(hits)
+}
+
+/// Interolog evidence of each pair (`None` where a protein has no homolog in `reference`),
+/// from the hits found by [`pair_hits`].
+pub fn interolog_scores(
+    reference: &InteractionReference,
+    pairs: &[(&str, &str)],
+    hits: &HashMap<&str, Vec<plm_align::Hit>>,
+    sharpness: f32,
+) -> Vec<Option<f32>> {
+    pairs
         .iter()
         .map(|(a, b)| {
             reference
                 .interolog(&hits[a], &hits[b], sharpness)
                 .map(|i| i.score)
         })
-        .collect())
+        .collect()
 }
 
 /// Interaction probabilities of pairs of sequences (symmetric): from the language-model pair
@@ -356,11 +365,11 @@ pub fn predict_ppi(
     };
     let homology = match method {
         Method::Model => vec![None; pairs.len()],
-        _ => interolog_scores(
-            reference.ok_or_else(|| missing_reference("interaction"))?,
-            pairs,
-            blend.sharpness,
-        )?,
+        _ => {
+            let reference = reference.ok_or_else(|| missing_reference("interaction"))?;
+            let hits = pair_hits(reference, pairs)?;
+            interolog_scores(reference, pairs, &hits, blend.sharpness)
+        }
     };
     Ok(model
         .into_iter()

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use plm_model::homology::{Blend, Evidence, InteractionReference};
-use plm_model::predict::{interolog_scores, pooled_features, ppi_head_scores};
+use plm_model::predict::{interolog_scores, pair_hits, pooled_features, ppi_head_scores};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -67,12 +67,11 @@ impl Evaluator {
         }
         let as_str: Vec<(&str, &str)> =
             pairs.iter().map(|p| (p.0.as_str(), p.1.as_str())).collect();
-        let bar = progress(SHARPNESS.len(), "interaction: interologs");
+        // Each protein is searched once; the hits are scored at every sharpness.
+        let hits = pair_hits(reference, &as_str)?;
         for (k, &s) in SHARPNESS.iter().enumerate() {
-            out.homology[k] = interolog_scores(reference, &as_str, s)?;
-            bar.inc(1);
+            out.homology[k] = interolog_scores(reference, &as_str, &hits, s);
         }
-        bar.finish_and_clear();
         Ok(out)
     }
 }
