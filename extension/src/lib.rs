@@ -18,9 +18,13 @@ mod operators;
 mod registry;
 mod server;
 mod settings;
+mod sync_worker;
 mod tasks;
 
 ::pgrx::pg_module_magic!(name, version);
+
+// Synced columns and table jobs: tables, triggers and PL/pgSQL over the functions above.
+pgrx::extension_sql_file!("../sql/workflows.sql", name = "workflows", finalize);
 
 /// Registers the settings, and the inference server's supervisor when preloaded. Nothing
 /// heavy happens here: models load in the separate inference server process, never in the
@@ -29,6 +33,7 @@ mod tasks;
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
     server::register();
+    sync_worker::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -4,9 +4,9 @@ use pgrx::prelude::*;
 use plm_model::{CacheStats, Checkpoint};
 use plm_serve::{Output, Request, WorkerStats};
 
-use crate::errors::raise;
+use crate::errors::{raise, OrRaise};
 use crate::inference::unexpected;
-use crate::registry::{available_models, cache, local_registry};
+use crate::registry::{available_models, cache, local_registry, model_ref};
 use crate::server as worker;
 use crate::settings;
 
@@ -85,6 +85,31 @@ fn plm_models() -> TableIterator<
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The model `model` resolves to (NULL: the default model, as the functions without `model`
+/// use it): its name, weights fingerprint and sizes. Raises an error for an unknown or
+/// unreadable model; the synced columns record the fingerprint with each value.
+#[pg_extern(stable, parallel_safe)]
+fn plm_model_info(
+    model: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(fingerprint, String),
+        name!(embedding_dim, i32),
+        name!(layers, i32),
+    ),
+> {
+    let model = model_ref(model);
+    let m = Checkpoint::open(&model.dir).or_raise().describe();
+    TableIterator::once((
+        model.name,
+        m.fingerprint,
+        m.embedding_dim as i32,
+        m.num_layers as i32,
+    ))
 }
 
 /// Counters of the embedding cache: the worker's shared one, or this backend's own.

@@ -76,9 +76,44 @@ pub static WORKER_BATCH_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static WORKER_MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 /// The server executable (reload; empty: `plm-serve` beside the `postgres` executable).
 pub static SERVER_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// How often an idle sync worker looks for queued rows, ms (reload).
+pub static SYNC_POLL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Residue budget of one sync batch (read by `plm_internal.step`).
+pub static SYNC_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(32_768);
+/// The database the sync launcher connects to in order to list the others (postmaster start).
+pub static SYNC_LAUNCHER_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 /// Registers every setting; called from `_PG_init`.
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"plm.sync_poll_ms",
+        c"How often an idle sync worker looks for queued rows, in milliseconds.",
+        c"Rows queued by the sync triggers are picked up within this time.",
+        &SYNC_POLL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"plm.sync_batch_tokens",
+        c"Most residues in one batch of a synced column (one transaction of the sync worker).",
+        c"A batch holds at least one row, and at most the sync's batch_rows.",
+        &SYNC_BATCH_TOKENS,
+        64,
+        10_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"plm.sync_launcher_database",
+        c"Database the sync launcher connects to at server start to list the databases.",
+        c"It starts a sync worker in each database; those without syncs exit at once.",
+        &SYNC_LAUNCHER_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"plm.use_worker",
         c"Send inference to the isolated inference server (plm-serve).",
