@@ -4,6 +4,7 @@
 #
 #   scripts/pg-local.sh start     # initdb if needed, start, create database plm with the extensions
 #   scripts/pg-local.sh stop
+#   scripts/pg-local.sh stop-immediate  # no shutdown checkpoint: crash recovery at the next start
 #   scripts/pg-local.sh psql ARGS # psql connected to it
 #   scripts/pg-local.sh env       # print PGHOST/PGPORT/PGUSER/PGDATABASE exports
 set -euo pipefail
@@ -60,8 +61,10 @@ CONF
 case "${1:-start}" in
   start) start; echo "PostgreSQL running: PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE" ;;
   stop) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true ;;
+  # As if the machine lost power: no shutdown checkpoint, crash recovery at the next start.
+  stop-immediate) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true ;;
   restart) as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true; start ;;
   psql) shift; exec "$PG_BIN/psql" "$@" ;;
   env) echo "export PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=$PGUSER PGDATABASE=$PGDATABASE" ;;
-  *) echo "usage: $0 start|stop|restart|psql|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-immediate|restart|psql|env" >&2; exit 2 ;;
 esac

@@ -82,6 +82,11 @@ step "isolated inference server: faults, cancel, no preloading (tests/worker/run
 tests/worker/run.sh
 passed=$((passed + 1))
 
+step "synced columns under faults (tests/workflows/run.sh)"
+# Terminates the sync worker and stops the server immediately mid-batch.
+tests/workflows/run.sh
+passed=$((passed + 1))
+
 step "soak (scripts/soak.sh, short; the 10-minute run is recorded in docs/BENCHMARKS.md)"
 scripts/soak.sh 30
 passed=$((passed + 1))
