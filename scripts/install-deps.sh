@@ -78,5 +78,9 @@ if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then
   else
     log "Python reference stack present"
   fi
+  # The data-team pipeline that the sync benchmark compares against (scripts/bench_sync.sh).
+  if ! "$VENV/bin/python" -c "import psycopg" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "psycopg[binary]" || log "WARNING: psycopg unavailable; scripts/bench_sync.sh cannot run"
+  fi
 fi
 log "done"
