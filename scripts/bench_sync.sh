@@ -21,10 +21,13 @@ DATA="${PLM_DATA:-$ROOT/../shared/data}/pretrain"
 MODEL_DIR="$(psql -X -A -t -c "SHOW plm.model_dir" 2>/dev/null || true)"
 [ -n "$MODEL_DIR" ] || MODEL_DIR="$(pg_config --sharedir)/extension/pg_plm_models"
 FIXTURE="$ROOT/model/tests/fixtures/generated/esm2_t6_8M"
+# The 8M-shape model is installed for this run only (the test suites list the models).
+trap 'rm -rf "$MODEL_DIR/esm2-8m-shape"' EXIT
 if [ ! -d "$MODEL_DIR/esm2-8m-shape" ]; then
   [ -f "$FIXTURE/model.safetensors" ] || "$PY" "$ROOT/scripts/make_parity_fixtures.py" 8M "$FIXTURE"
   mkdir -p "$MODEL_DIR/esm2-8m-shape"
   cp "$FIXTURE"/config.json "$FIXTURE"/model.safetensors "$FIXTURE"/vocab.txt "$MODEL_DIR/esm2-8m-shape/"
+  chmod -R a+rX "$MODEL_DIR/esm2-8m-shape"
 fi
 export PGDATABASE=plm_bench_sync
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }

@@ -10,6 +10,7 @@ logits, contact map) and, for the whole list, the padded batch outputs.
     python scripts/make_parity_fixtures.py tiny  model/tests/fixtures/esm_tiny
     python scripts/make_parity_fixtures.py 8M    model/tests/fixtures/generated/esm2_t6_8M
     python scripts/make_parity_fixtures.py 8M    DIR --hub-layout   # LayerNorm.weight/bias names
+    python scripts/make_parity_fixtures.py wide  DIR                # 2,560-wide, one block
 """
 import argparse
 import json
@@ -36,6 +37,9 @@ CONFIGS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
     "8M": dict(hidden_size=320, num_hidden_layers=6, num_attention_heads=20, intermediate_size=1280),
     "35M": dict(hidden_size=480, num_hidden_layers=12, num_attention_heads=20, intermediate_size=1920),
+    # ESM-2 3B's width (2,560) in one thin block: embeddings over pgvector's 2,000-dimension
+    # index limit for `vector`, for the halfvec tests (tests/workflows/run.sh).
+    "wide": dict(hidden_size=2560, num_hidden_layers=1, num_attention_heads=20, intermediate_size=256),
 }
 
 

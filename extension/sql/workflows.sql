@@ -21,7 +21,7 @@ CREATE TABLE plm_internal.sync (
     key_column name NOT NULL,
     key_type text NOT NULL,
     sequence_column name NOT NULL,
-    task text NOT NULL CHECK (task IN ('embed', 'function')),
+    task text NOT NULL CHECK (task IN ('embed', 'function', 'residues')),
     target text NOT NULL,
     target_type text,
     model text NOT NULL,
@@ -147,9 +147,9 @@ BEGIN
         RAISE EXCEPTION 'pg_plm: table, sequence and target must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF task NOT IN ('embed', 'function') THEN
+    IF task NOT IN ('embed', 'function', 'residues') THEN
         RAISE EXCEPTION 'pg_plm: unknown task ''%''', task
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''embed'' or ''function''.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''embed'', ''function'' or ''residues''.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl AND relkind IN ('r', 'p')) THEN
         RAISE EXCEPTION 'pg_plm: % is not a table', tbl USING ERRCODE = 'wrong_object_type';
@@ -204,6 +204,9 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Use mean, cls or max.';
         END IF;
         ontology := NULL; top_k := NULL; method := NULL;
+    ELSIF task = 'residues' THEN
+        s.target_type := format('halfvec(%s)', dims);
+        pooling := NULL; ontology := NULL; top_k := NULL; method := NULL;
     ELSE
         ontology := coalesce(ontology, 'ec');
         top_k := coalesce(top_k, 5);
@@ -364,9 +367,7 @@ BEGIN
         DELETE FROM plm_internal.queue WHERE sync = s.name;
         DELETE FROM plm_internal.errors WHERE sync = s.name;
         DELETE FROM plm_internal.provenance WHERE relid = s.relid AND target = s.target;
-        IF s.task = 'function' THEN
-            EXECUTE format('DELETE FROM %s WHERE ontology = $1', s.target) USING s.ontology;
-        END IF;
+        PERFORM plm_internal.delete_side_rows(s, NULL);
     END IF;
     RETURN NULL;
 END $$;
@@ -381,11 +382,50 @@ BEGIN
     DELETE FROM plm_internal.queue WHERE sync = s.name AND key = ANY (keys);
     DELETE FROM plm_internal.errors WHERE sync = s.name AND key = ANY (keys);
     DELETE FROM plm_internal.provenance WHERE relid = s.relid AND target = s.target AND key = ANY (keys);
-    IF s.task = 'function' THEN
-        EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1::%s[]) AND ontology = $2',
-                       s.target, s.key_column, s.key_type)
-        USING keys, s.ontology;
+    PERFORM plm_internal.delete_side_rows(s, keys);
+END $$;
+
+-- Removes the side-table rows (function terms, residue vectors) of `keys` (NULL: all).
+CREATE FUNCTION plm_internal.delete_side_rows(s plm_internal.sync, keys text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF s.task = 'embed' OR to_regclass(s.target) IS NULL THEN
+        RETURN;
     END IF;
+    EXECUTE format('DELETE FROM %s WHERE ($1::text[] IS NULL OR %I = ANY ($1::%s[])) %s',
+                   s.target, s.key_column, s.key_type,
+                   CASE WHEN s.task = 'function' THEN 'AND ontology = $2' ELSE '' END)
+    USING keys, s.ontology;
+END $$;
+
+-- Creates the side table of a 'function' or 'residues' sync unless it exists; returns its
+-- qualified name. Unqualified names go beside the source table.
+CREATE FUNCTION plm_internal.side_table(s plm_internal.sync, target text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(parse_ident(target)) = 1 THEN
+        target := format('%I.%I', (SELECT nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                   WHERE c.oid = s.relid), target);
+    END IF;
+    IF to_regclass(target) IS NULL THEN
+        IF s.task = 'function' THEN
+            EXECUTE format(
+                'CREATE TABLE %s (%I %s NOT NULL, ontology text NOT NULL, rank int NOT NULL,
+                    term text NOT NULL, name text, score real NOT NULL, evidence text,
+                    template text, template_identity real,
+                    PRIMARY KEY (%2$I, ontology, term))',
+                target, s.key_column, s.key_type);
+        ELSE
+            EXECUTE format(
+                'CREATE TABLE %s (%I %s NOT NULL, position int NOT NULL, residue text NOT NULL,
+                    embedding %s NOT NULL, PRIMARY KEY (%2$I, position))',
+                target, s.key_column, s.key_type, s.target_type);
+        END IF;
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', target, s.owner);
+    END IF;
+    -- Spelled the same whatever the search_path: provenance is matched on it.
+    RETURN (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(target));
 END $$;
 
 CREATE FUNCTION plm_internal.install_triggers(s plm_internal.sync) RETURNS void
@@ -453,10 +493,21 @@ BEGIN
             source, s.relid, s.target, s.target_type, s.key_column, s.sequence_column)
         INTO written, hashes
         USING keys, s.model, s.layer, s.pooling;
+    ELSIF s.task = 'residues' THEN
+        PERFORM plm_internal.delete_side_rows(s, keys);
+        EXECUTE format(
+            'WITH src AS (%1$s),
+                  w AS (INSERT INTO %2$s (%3$I, position, residue, embedding)
+                        SELECT src.key, r.position, r.residue, r.embedding::%4$s
+                        FROM src CROSS JOIN LATERAL @extschema@.plm_residue_embeddings(
+                            src.seq, model => $2, layer => $3) r)
+             SELECT array_agg(src.key::text), array_agg(sha256(convert_to(src.seq, ''UTF8'')))
+             FROM src',
+            source, s.target, s.key_column, s.target_type)
+        INTO written, hashes
+        USING keys, s.model, s.layer;
     ELSE
-        EXECUTE format('DELETE FROM %s WHERE %I = ANY ($1::%s[]) AND ontology = $2',
-                       s.target, s.key_column, s.key_type)
-        USING keys, s.ontology;
+        PERFORM plm_internal.delete_side_rows(s, keys);
         EXECUTE format(
             'WITH src AS (%1$s),
                   w AS (INSERT INTO %2$s (%3$I, ontology, rank, term, name, score, evidence,
@@ -672,26 +723,10 @@ DECLARE
     queued bigint;
 BEGIN
     PERFORM plm_internal.check_owner(tbl);
-    IF task = 'function' THEN
-        -- The side table: one row per protein and term, keyed like the source table.
-        s := plm_internal.describe(tbl, sequence, target, task, model, layer, pooling, ontology, top_k, method, batch_rows);
-        -- Unqualified: beside the source table.
-        IF cardinality(parse_ident(target)) = 1 THEN
-            target := format('%I.%I', (SELECT nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                       WHERE c.oid = tbl), target);
-        END IF;
-        IF to_regclass(target) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %s (%I %s NOT NULL, ontology text NOT NULL, rank int NOT NULL,
-                    term text NOT NULL, name text, score real NOT NULL, evidence text,
-                    template text, template_identity real,
-                    PRIMARY KEY (%2$I, ontology, term))',
-                target, s.key_column, s.key_type);
-            EXECUTE format('ALTER TABLE %s OWNER TO %I', target, s.owner);
-        END IF;
-        s.target := to_regclass(target)::text;
-    ELSE
-        s := plm_internal.describe(tbl, sequence, target, task, model, layer, pooling, ontology, top_k, method, batch_rows);
+    s := plm_internal.describe(tbl, sequence, target, task, model, layer, pooling, ontology, top_k, method, batch_rows);
+    IF s.task <> 'embed' THEN
+        -- A side table: one row per protein and term, or per residue, keyed like the source.
+        s.target := plm_internal.side_table(s, target);
     END IF;
     s.name := coalesce(name, left(regexp_replace(format('%s_%s', (SELECT relname FROM pg_class WHERE oid = tbl),
                                     (parse_ident(s.target))[cardinality(parse_ident(s.target))]), '\W', '_', 'g'), 40));
@@ -743,6 +778,10 @@ BEGIN
         coalesce(model, old.model), coalesce(layer, old.layer), coalesce(pooling, old.pooling),
         old.ontology, coalesce(top_k, old.top_k), coalesce(method, old.method),
         coalesce(batch_rows, old.batch_rows));
+    IF old.task = 'residues' AND s.target_type IS DISTINCT FROM old.target_type THEN
+        RAISE EXCEPTION 'pg_plm: model % gives vectors of another width than the side table holds', s.model
+            USING ERRCODE = 'feature_not_supported', HINT = 'Create a sync into another side table.';
+    END IF;
     UPDATE plm_internal.sync y
     SET model = s.model, layer = s.layer, pooling = s.pooling, top_k = s.top_k, method = s.method,
         target_type = coalesce(s.target_type, y.target_type), spec = s.spec,
@@ -985,30 +1024,19 @@ BEGIN
          JOIN %1$s t ON t.%2$I = k.key::%3$s
          LEFT JOIN plm_internal.provenance p ON p.relid = $2 AND p.target = $3 AND p.key = k.key
          WHERE t.%4$I IS NOT NULL
-           AND NOT (t.%5$I IS NOT NULL AND p.spec IS NOT DISTINCT FROM $4
+           AND NOT (%5$s AND p.spec IS NOT DISTINCT FROM $4
                     AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%4$I, ''UTF8'')))',
-        s.relid, s.key_column, s.key_type, s.sequence_column, s.target)
+        s.relid, s.key_column, s.key_type, s.sequence_column,
+        CASE WHEN s.task = 'embed' THEN format('t.%I IS NOT NULL', s.target) ELSE 'true' END)
     INTO result USING keys, s.relid::oid, s.target, s.spec;
     RETURN result;
 END $$;
 
--- Fills `target` with embeddings of `sequence` for every row of `tbl` whose value is not
--- current, in key order, committing every batch_rows rows. Progress is in plm_job_progress
--- and a NOTICE every notice_every rows; an interrupted run resumes after the last committed
--- key when called again with the same arguments, and rows already current are skipped.
--- Failed rows are listed in plm_job_errors; the rest proceed.
-CREATE PROCEDURE @extschema@.plm_embed_table(
-    tbl regclass,
-    sequence name,
-    target name,
-    model text DEFAULT NULL,
-    layer int DEFAULT NULL,
-    pooling text DEFAULT 'mean',
-    batch_rows int DEFAULT 256,
-    notice_every bigint DEFAULT 10000
-) LANGUAGE plpgsql AS $$
+-- Runs a one-off job for the rows of s.relid whose value is not current, in key order,
+-- committing every s.batch_rows rows; see plm_embed_table.
+CREATE PROCEDURE plm_internal.run_job(s plm_internal.sync, notice_every bigint)
+LANGUAGE plpgsql AS $$
 DECLARE
-    s plm_internal.sync;
     j plm_internal.job;
     chunk text[];
     todo text[];
@@ -1017,7 +1045,6 @@ DECLARE
     noticed bigint := 0;
     seen bigint;
 BEGIN
-    s := plm_internal.describe(tbl, sequence, target, 'embed', model, layer, pooling, NULL, NULL, NULL, batch_rows);
     s.name := 'job';
     j := plm_internal.job_start(s);
     COMMIT;
@@ -1035,7 +1062,7 @@ BEGIN
             IF r.halted_state IS NOT NULL THEN
                 RAISE EXCEPTION 'pg_plm: job % stopped: % (SQLSTATE %)', j.id, r.halted_message, r.halted_state
                     USING ERRCODE = r.halted_state,
-                          HINT = 'Call plm_embed_table again with the same arguments to resume.';
+                          HINT = 'Call it again with the same arguments to resume.';
             END IF;
         ELSE
             SELECT '{}'::text[] AS done, '{}'::text[] AS failed, '{}'::text[] AS states, '{}'::text[] AS messages INTO r;
@@ -1054,6 +1081,48 @@ BEGIN
     RAISE NOTICE 'pg_plm: job % finished: % computed, % already current, % failed',
         j.id, j.rows_done, j.rows_skipped, j.rows_failed;
     COMMIT;
+END $$;
+
+-- Fills `target` with embeddings of `sequence` for every row of `tbl` whose value is not
+-- current, in key order, committing every batch_rows rows. Progress is in plm_job_progress
+-- and a NOTICE every notice_every rows; an interrupted run resumes after the last committed
+-- key when called again with the same arguments, and rows already current are skipped.
+-- Failed rows are listed in plm_job_errors; the rest proceed.
+CREATE PROCEDURE @extschema@.plm_embed_table(
+    tbl regclass,
+    sequence name,
+    target name,
+    model text DEFAULT NULL,
+    layer int DEFAULT NULL,
+    pooling text DEFAULT 'mean',
+    batch_rows int DEFAULT 256,
+    notice_every bigint DEFAULT 10000
+) LANGUAGE plpgsql AS $$
+BEGIN
+    CALL plm_internal.run_job(
+        plm_internal.describe(tbl, sequence, target, 'embed', model, layer, pooling, NULL, NULL, NULL, batch_rows),
+        notice_every);
+END $$;
+
+-- Per-residue vectors of `sequence` for every row of `tbl`, one row per residue in the side
+-- table `target` (created unless it exists: key, position, residue, embedding halfvec), as a
+-- resumable job like plm_embed_table.
+CREATE PROCEDURE @extschema@.plm_embed_residues_table(
+    tbl regclass,
+    sequence name,
+    target text,
+    model text DEFAULT NULL,
+    layer int DEFAULT NULL,
+    batch_rows int DEFAULT 32,
+    notice_every bigint DEFAULT 1000
+) LANGUAGE plpgsql AS $$
+DECLARE
+    s plm_internal.sync;
+BEGIN
+    s := plm_internal.describe(tbl, sequence, target, 'residues', model, layer, NULL, NULL, NULL, NULL, batch_rows);
+    s.target := plm_internal.side_table(s, target);
+    COMMIT;
+    CALL plm_internal.run_job(s, notice_every);
 END $$;
 
 -- Progress of plm_embed_table runs, in the manner of pg_stat_progress_*: a running job shows

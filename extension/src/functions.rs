@@ -219,3 +219,64 @@ fn plm_contacts_with_model(
     }
     contacts(Some(&given(model)), sequence, min_probability)
 }
+
+/// One row per residue: position, letter, vector.
+type ResidueRow = (i32, String, Vec<f32>);
+
+fn residue_rows(
+    model: Option<&str>,
+    sequence: &str,
+    layer: Option<i32>,
+) -> TableIterator<'static, ResidueRow> {
+    let Some(m) = residues(model, sequence, layer, None) else {
+        return TableIterator::new(Vec::new());
+    };
+    let letters: Vec<char> = sequence.chars().collect();
+    let rows: Vec<ResidueRow> = (0..m.rows)
+        .map(|i| {
+            let residue = letters.get(i).map(char::to_string).unwrap_or_default();
+            (i as i32 + 1, residue, m.data[i * m.cols..(i + 1) * m.cols].to_vec())
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Per-residue features with the default model as rows: 1-based position, residue letter and
+/// that residue's vector (cast it to `halfvec` to store or index it).
+#[pg_extern(stable, parallel_safe, cost = 100000)]
+fn plm_residue_embeddings(
+    sequence: Option<&str>,
+    layer: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(residue, String),
+        name!(embedding, Vec<f32>),
+    ),
+> {
+    match sequence {
+        Some(s) => residue_rows(None, s, layer),
+        None => TableIterator::new(Vec::new()),
+    }
+}
+
+/// Per-residue features with `model` as rows.
+#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_residue_embeddings")]
+fn plm_residue_embeddings_with_model(
+    sequence: Option<&str>,
+    model: Option<ModelName>,
+    layer: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(residue, String),
+        name!(embedding, Vec<f32>),
+    ),
+> {
+    match sequence {
+        Some(s) => residue_rows(Some(&given(model)), s, layer),
+        None => TableIterator::new(Vec::new()),
+    }
+}

@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+};
 use pgrx::prelude::*;
 
 use crate::settings;
@@ -189,15 +191,37 @@ pub extern "C-unwind" fn plm_sync_launcher_main(_arg: pg_sys::Datum) {
         })
         .unwrap_or_else(|e| pgrx::error!("pg_plm sync launcher: cannot list databases: {e}"))
     });
+    // One database at a time, so a server with many databases never needs more than one
+    // spare worker slot: a worker that finds no active sync exits within a moment.
     for oid in databases {
-        if worker(oid).load_dynamic().is_err() {
-            pgrx::warning!(
-                "pg_plm sync launcher: no free background worker slot for database {oid} \
-                 (raise max_worker_processes); its syncs start with the next plm_sync_resume"
-            );
-        }
+        start_and_settle(oid);
     }
     exit_quietly();
+}
+
+/// Starts the sync worker of `database` and waits until it either exited (no active sync) or
+/// kept running for a few seconds (it has work). Retries while no worker slot is free.
+fn start_and_settle(database: pg_sys::Oid) {
+    // SAFETY: a plain global of this process.
+    let me = unsafe { pg_sys::MyProcPid };
+    for attempt in 0..30 {
+        match worker(database).set_notify_pid(me).load_dynamic() {
+            Ok(handle) => {
+                for _ in 0..50 {
+                    if matches!(handle.pid(), Err(BackgroundWorkerStatus::Stopped)) {
+                        return;
+                    }
+                    nap(Duration::from_millis(100));
+                }
+                return;
+            }
+            Err(_) if attempt < 29 => nap(Duration::from_secs(1)),
+            Err(_) => pgrx::warning!(
+                "pg_plm sync launcher: no free background worker slot for database {database} \
+                 (raise max_worker_processes); its syncs start with the next plm_sync_resume"
+            ),
+        }
+    }
 }
 
 /// Starts this database's sync worker unless one runs; returns whether one runs or was

@@ -149,6 +149,19 @@ FROM sync_functions f JOIN sync_proteins s USING (id),
 DELETE FROM sync_proteins WHERE id = 1;
 SELECT count(*) AS deleted_protein_rows FROM sync_functions WHERE id = 1;
 
+-- Per-residue vectors: one row per residue in a side table (halfvec), written by a job.
+SELECT position, residue, array_length(embedding, 1) AS width
+FROM plm_residue_embeddings('MKTAY', model => 'plm-default') WHERE position <= 2;
+CALL plm_embed_residues_table('sync_proteins', 'seq', 'sync_residues', batch_rows => 4, notice_every => 0);
+\d sync_residues
+SELECT count(*) = (SELECT sum(length(seq)) FROM sync_proteins) AS every_residue,
+       bool_and(r.residue = substr(p.seq, r.position, 1)) AS letters_match
+FROM sync_residues r JOIN sync_proteins p USING (id);
+SELECT bool_and((r.embedding::vector <-> e.embedding::vector) < 1e-2) AS equal_to_plm_residue_embeddings
+FROM sync_residues r JOIN sync_proteins p USING (id),
+     LATERAL plm_residue_embeddings(p.seq, model => 'plm-default') e
+WHERE e.position = r.position AND p.id = 4;
+
 -- The background worker: resume, and the queue drains without this session.
 UPDATE sync_proteins SET seq = 'MAEGEITTFTALTEKFNLPPGNYKKPKLLYCSNG' WHERE id = 2;
 SELECT plm_sync_resume('prot_mf');
@@ -156,12 +169,13 @@ SELECT plm_sync_wait('prot_mf', '60 s') AS caught_up;
 SELECT state, pending, failed FROM plm_sync_status;
 SELECT p.sequence_sha256 = sha256(convert_to(s.seq, 'UTF8')) AS recomputed_by_worker,
        (SELECT count(*) FROM sync_functions f WHERE f.id = 2) AS terms
-FROM plm_internal.provenance p JOIN sync_proteins s ON s.id::text = p.key WHERE s.id = 2;
+FROM plm_internal.provenance p JOIN sync_proteins s ON s.id::text = p.key
+WHERE s.id = 2 AND p.target = 'public.sync_functions';
 SELECT plm_sync_pause('prot_mf');
 SELECT state FROM plm_sync_status;
 
 -- Dropping the table takes its syncs along.
 DROP TABLE sync_proteins;
 SELECT count(*) AS syncs_left FROM plm_internal.sync;
-DROP TABLE sync_functions, job_proteins;
+DROP TABLE sync_functions, sync_residues, job_proteins;
 DROP FUNCTION sync_count_writes();

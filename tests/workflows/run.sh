@@ -125,6 +125,37 @@ read -r embedded once <<<"$(q -F ' ' -c "SELECT count(emb), count(*) FILTER (WHE
 [ "$embedded" = "$ROWS" ] && [ "$once" = "$ROWS" ] || fail "after resume: $embedded embedded, $once written once"
 ok "resumed the same job: $computed rows computed in all, every row written exactly once"
 
+# 6. Wider than pgvector's 2,000-dimension index limit for vector: a 2,560-wide model (ESM-2
+# 3B's width, one random block) synced into halfvec(2560) and indexed with HNSW.
+PY="${PLM_VENV:-$HOME/.cache/pg_plm/venv}/bin/python"
+WIDE="$ROOT/model/tests/fixtures/generated/esm2_wide"
+MODEL_DIR="$(pg_config --sharedir)/extension/pg_plm_models"
+if [ -x "$PY" ] && "$PY" -c "import torch, transformers" 2>/dev/null; then
+  [ -f "$WIDE/model.safetensors" ] || "$PY" "$ROOT/scripts/make_parity_fixtures.py" wide "$WIDE" >/dev/null 2>&1
+  rm -rf "$MODEL_DIR/esm2-wide-test" && mkdir -p "$MODEL_DIR/esm2-wide-test"
+  cp "$WIDE/config.json" "$WIDE/model.safetensors" "$WIDE/vocab.txt" "$MODEL_DIR/esm2-wide-test/"
+  chmod -R a+rX "$MODEL_DIR/esm2-wide-test"
+  trap 'rm -rf "$MODEL_DIR/esm2-wide-test"' EXIT
+  [ "$(q -c "SELECT embedding_dim FROM plm_model_info('esm2-wide-test')")" = 2560 ] || fail "wide model"
+  q -c "CREATE TABLE wide (id int PRIMARY KEY, seq text NOT NULL, emb halfvec(2560))" \
+    -c "INSERT INTO wide SELECT id, seq FROM proteins WHERE id <= 60"
+  q -c "SELECT plm_sync_create('wide', 'seq', 'emb', model => 'esm2-wide-test', batch_rows => 16)" >/dev/null
+  [ "$(q -c "SELECT plm_sync_wait('wide_emb', '10 min')")" = t ] || fail "the wide sync did not catch up"
+  read -r embedded close <<<"$(q -F ' ' -c "SELECT count(emb), bool_and((emb::vector <=> plm_embed(seq, model => 'esm2-wide-test')::vector) < 1e-5) FROM wide")"
+  [ "$embedded" = 60 ] && [ "$close" = t ] || fail "wide sync: $embedded embedded, equal to plm_embed: $close"
+  q -c "CREATE INDEX ON wide USING hnsw (emb halfvec_cosine_ops)"
+  self="$(q -c "SET enable_seqscan = off" -c "SELECT bool_and((SELECT w2.id FROM wide w2 ORDER BY w2.emb <=> w.emb LIMIT 1) = w.id) FROM wide w")"
+  [ "$self" = t ] || fail "halfvec HNSW: a row's nearest neighbour is not itself"
+  if q -c "CREATE TABLE wide_f32 AS SELECT id, emb::vector(2560) AS emb FROM wide" \
+       -c "CREATE INDEX ON wide_f32 USING hnsw (emb vector_cosine_ops)" 2>/dev/null; then
+    fail "pgvector indexed vector(2560): the halfvec advice is out of date"
+  fi
+  ok "2,560-dimension embeddings synced into halfvec(2560), HNSW-indexed (vector(2560) cannot be)"
+  q -c "SELECT plm_sync_drop('wide_emb')" >/dev/null
+else
+  echo "SKIPPED - halfvec over 2,000 dimensions: the Python stack that builds the wide test model is unavailable"
+fi
+
 crash_check_verify
 ok "no PostgreSQL crash restart since the immediate stop"
 psql -X -q -d postgres -c "DROP DATABASE plm_sync_test WITH (FORCE)"
