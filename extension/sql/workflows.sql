@@ -997,6 +997,9 @@ BEGIN
         updated_at = clock_timestamp()
     WHERE id = job_id AND pid = pg_backend_pid()
     RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pg_plm: job % is not run by this session', job_id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     INSERT INTO plm_internal.errors AS e (sync, key, attempts, sqlstate, message)
     SELECT 'job ' || job_id, f.key, 1, f.st, f.msg FROM unnest(failed, states, messages) f(key, st, msg)
     ON CONFLICT (sync, key) DO UPDATE
@@ -1018,6 +1021,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result text[];
 BEGIN
+    IF NOT has_table_privilege(session_user, s.relid, 'SELECT') THEN
+        RAISE EXCEPTION 'pg_plm: no SELECT privilege on %', s.relid USING ERRCODE = 'insufficient_privilege';
+    END IF;
     EXECUTE format(
         'SELECT coalesce(array_agg(k.key ORDER BY k.ord), ''{}'')
          FROM unnest($1::text[]) WITH ORDINALITY k(key, ord)
