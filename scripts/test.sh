@@ -65,12 +65,14 @@ if ! "$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
 fi
 passed=$((passed + $(echo $suites | wc -w)))
 
-step "sql/examples"
+step "sql/examples and docs/TUTORIAL.md"
 for example in sql/examples/*.sql; do
   echo "-- $example"
   scripts/pg-local.sh psql -X -q -v ON_ERROR_STOP=1 -d plm -f "$example" >/dev/null
   passed=$((passed + 1))
 done
+tests/tutorial.sh
+passed=$((passed + 1))
 
 step "no crash restart during the SQL suites and examples"
 crash_check_verify

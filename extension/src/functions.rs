@@ -235,7 +235,11 @@ fn residue_rows(
     let rows: Vec<ResidueRow> = (0..m.rows)
         .map(|i| {
             let residue = letters.get(i).map(char::to_string).unwrap_or_default();
-            (i as i32 + 1, residue, m.data[i * m.cols..(i + 1) * m.cols].to_vec())
+            (
+                i as i32 + 1,
+                residue,
+                m.data[i * m.cols..(i + 1) * m.cols].to_vec(),
+            )
         })
         .collect();
     TableIterator::new(rows)
@@ -262,7 +266,12 @@ fn plm_residue_embeddings(
 }
 
 /// Per-residue features with `model` as rows.
-#[pg_extern(immutable, parallel_safe, cost = 100000, name = "plm_residue_embeddings")]
+#[pg_extern(
+    immutable,
+    parallel_safe,
+    cost = 100000,
+    name = "plm_residue_embeddings"
+)]
 fn plm_residue_embeddings_with_model(
     sequence: Option<&str>,
     model: Option<ModelName>,

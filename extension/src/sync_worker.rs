@@ -109,7 +109,10 @@ fn nap(timeout: Duration) {
 /// What `pg_stat_activity` shows for this worker: active while it runs a batch.
 fn report_activity(running: bool) {
     let (state, query) = if running {
-        (pg_sys::BackendState::STATE_RUNNING, c"SELECT plm_internal.work()")
+        (
+            pg_sys::BackendState::STATE_RUNNING,
+            c"SELECT plm_internal.work()",
+        )
     } else {
         (pg_sys::BackendState::STATE_IDLE, c"")
     };
