@@ -4,16 +4,20 @@
 # it by default (plm.server_path overrides). The file is replaced atomically, so a running
 # server keeps its old image until it restarts.
 #
-#   scripts/install-server.sh                 # dev profile (numeric code at opt-level 3)
-#   PLM_RELEASE=1 scripts/install-server.sh   # release profile
+#   scripts/install-server.sh                 # release profile (the default)
+#   PLM_RELEASE=0 scripts/install-server.sh   # dev profile: 3.3x slower inference, for debugging
+#
+# The release profile matters: the dev profile's incremental, 256-unit code generation keeps
+# the engine's hot loops from being inlined even at opt-level 3 (128 x 300 residues through
+# plm_embed: 1.5-1.8 s release, 5.0 s dev, same machine, docs/BENCHMARKS.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 cd "$ROOT"
-profile=debug
-flags=()
-if [ "${PLM_RELEASE:-0}" = "1" ]; then profile=release; flags=(--release); fi
+profile=release
+flags=(--release)
+if [ "${PLM_RELEASE:-1}" = "0" ]; then profile=debug; flags=(); fi
 cargo build -q "${flags[@]}" -p plm-serve --bin plm-serve
 bindir="$("$PG_CONFIG" --bindir)"
 SUDO=""

@@ -10,8 +10,10 @@ cd "$ROOT"
 # clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
-# The workspace's dev profile already compiles every numeric crate with opt-level 3, so the
-# default build shares its artifacts with the test suite; PLM_RELEASE=1 builds the release profile.
+# Inference runs in plm-serve, which install-server.sh builds with the release profile. The
+# extension library itself only translates SQL (and computes in-backend only when a superuser
+# turns plm.use_worker off, for debugging), so the dev profile, shared with the test suite,
+# serves it; PLM_RELEASE=1 builds it with the release profile too.
 profile_flag=""
 [ "${PLM_RELEASE:-0}" = "1" ] && profile_flag="--release"
 echo "[setup] building and installing the extension ${profile_flag:-(dev profile, optimised dependencies)}"

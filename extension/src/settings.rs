@@ -106,14 +106,20 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"plm.sync_launcher_database",
-        c"Database the sync launcher connects to at server start to list the databases.",
-        c"It starts a sync worker in each database; those without syncs exit at once.",
-        &SYNC_LAUNCHER_DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // A server-start setting can only be defined while the library is preloaded (defining
+    // it in a backend that loads the library later is a FATAL error); the launcher that
+    // reads it only exists then.
+    // SAFETY: a plain global of the server, read in the process loading the library.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"plm.sync_launcher_database",
+            c"Database the sync launcher connects to at server start to list the databases.",
+            c"It starts a sync worker in each database; those without syncs exit at once.",
+            &SYNC_LAUNCHER_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_bool_guc(
         c"plm.use_worker",
         c"Send inference to the isolated inference server (plm-serve).",
