@@ -397,7 +397,11 @@ fn execute_on(
 /// Writes the committed tiny ESM-2 (`model/tests/fixtures/esm_tiny`) with a tokenizer file, a
 /// manifest and small random function, interaction and binding heads into `dir`.
 pub fn write_seed_checkpoint(dir: &Path) -> plm_model::Result<()> {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/esm_tiny");
+    let fixture = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../model/tests/fixtures/esm_tiny");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| plm_model::PlmError::Io { path, source }

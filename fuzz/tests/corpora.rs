@@ -19,7 +19,11 @@ fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn replay(kind: &str, minimum: usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(kind);
+    let root = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join(kind);
     let checkpoints = Checkpoints::new().expect("seed checkpoint");
     for target in TARGETS {
         let files = inputs(&root.join(target));

@@ -19,7 +19,11 @@ const SEQS: [&str; 5] = [
 ];
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm_tiny")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/esm_tiny")
 }
 
 fn engine_with(options: EngineOptions, cache_bytes: usize) -> Engine {

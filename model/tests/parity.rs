@@ -13,7 +13,11 @@ use plm_model::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, P
 const TOLERANCE: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures")
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

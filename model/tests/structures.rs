@@ -11,9 +11,12 @@ const UBIQUITIN: &str =
 const CRAMBIN: &str = "TTCCPSIVARSNFNVCRLPGTPEALCATYTGCIIIPGATCPGDYAN";
 
 fn structure(name: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/structures")
-        .join(name);
+    let path = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../shared/data/structures")
+    .join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
         Err(_) => {

@@ -167,7 +167,11 @@ mod tests {
     /// functions as surely as new weights: it is refused until the model is renamed.
     #[test]
     fn changed_heads_configuration_is_refused() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plm-default");
+        let shipped = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("../models/plm-default");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m");
         std::fs::create_dir(&dir).unwrap();

@@ -16,7 +16,11 @@ use plm_serve::{
 };
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/esm_tiny")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../model/tests/fixtures/esm_tiny")
 }
 
 fn model() -> ModelRef {

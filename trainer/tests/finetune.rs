@@ -129,7 +129,11 @@ fn mini_data(dir: &Path) {
 }
 
 fn tiny_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/esm_tiny")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../model/tests/fixtures/esm_tiny")
 }
 
 #[test]

@@ -142,7 +142,11 @@ fn bf16_mixed_precision_follows_f32_and_saves_f32_weights() {
 
 #[test]
 fn loss_falls_on_real_sequences() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/pretrain");
+    let data = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../shared/data/pretrain");
     let train = data.join("swissprot2014_train.fasta.gz");
     let valid = data.join("swissprot2014_valid.fasta.gz");
     if !train.is_file() || !valid.is_file() {

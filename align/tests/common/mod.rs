@@ -76,9 +76,12 @@ pub fn naive_sw(q: &str, t: &str) -> i32 {
 
 /// `../shared/data/<rel>` when present; prints a skip message otherwise.
 pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
+    let path = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../shared/data")
+    .join(rel);
     if path.exists() {
         Some(path)
     } else {

@@ -430,7 +430,11 @@ mod tests {
     /// padded batch with a hole in one mask: every hidden state and the logits, real positions.
     #[test]
     fn fast_path_matches_tensor_path() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/esm_tiny");
+        let dir = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("tests/fixtures/esm_tiny");
         let ckpt = crate::checkpoint::Checkpoint::open(&dir).unwrap();
         let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
         assert!(model.fast_path_available());
