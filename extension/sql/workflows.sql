@@ -261,6 +261,16 @@ BEGIN
     RETURN s;
 END $$;
 
+-- The statement that queues the keys `select_keys` yields (its columns: sync name, key)
+-- again: a key already queued counts as new, with its failed attempts forgotten. One
+-- INSERT ... SELECT, so queueing a whole table never builds an array of its keys.
+CREATE FUNCTION plm_internal.enqueue_sql(select_keys text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'INSERT INTO plm_internal.queue (sync, key) ' || select_keys || '
+            ON CONFLICT (sync, key) DO UPDATE
+              SET enqueued_at = excluded.enqueued_at, attempts = 0, not_before = ''-infinity'''
+$$;
+
 -- Queue the rows whose stored value is not current: no provenance with this sequence and
 -- spec, or (for embeddings) a NULL target. With adopt, non-NULL values without provenance
 -- count as current and are recorded as such.
@@ -280,17 +290,14 @@ BEGIN
             s.key_column, s.sequence_column, s.relid, s.target)
         USING s.relid::oid, s.target, s.spec;
     END IF;
-    EXECUTE format(
-        'INSERT INTO plm_internal.queue (sync, key)
-         SELECT $1, t.%1$I::text FROM %2$s t
+    EXECUTE plm_internal.enqueue_sql(format(
+        'SELECT $1, t.%1$I::text FROM %2$s t
          LEFT JOIN plm_internal.provenance p
            ON p.relid = $2 AND p.target = $3 AND p.key = t.%1$I::text
-         WHERE t.%4$I IS NOT NULL
-           AND NOT (%5$s AND p.spec IS NOT DISTINCT FROM $4
-                    AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%4$I, ''UTF8'')))
-         ON CONFLICT (sync, key) DO UPDATE
-           SET enqueued_at = excluded.enqueued_at, attempts = 0, not_before = ''-infinity''',
-        s.key_column, s.relid, s.relid, s.sequence_column, present)
+         WHERE t.%3$I IS NOT NULL
+           AND NOT (%4$s AND p.spec IS NOT DISTINCT FROM $4
+                    AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%3$I, ''UTF8'')))',
+        s.key_column, s.relid, s.sequence_column, present))
     USING s.name, s.relid::oid, s.target, s.spec;
     GET DIAGNOSTICS queued = ROW_COUNT;
     RETURN queued;
@@ -306,12 +313,9 @@ DECLARE
 BEGIN
     SELECT * INTO s FROM plm_internal.sync WHERE name = TG_ARGV[0];
     IF FOUND THEN
-        EXECUTE format(
-            'INSERT INTO plm_internal.queue (sync, key)
-             SELECT $1, n.%I::text FROM new_rows n WHERE n.%I IS NOT NULL
-             ON CONFLICT (sync, key) DO UPDATE
-               SET enqueued_at = excluded.enqueued_at, attempts = 0, not_before = ''-infinity''',
-            s.key_column, s.sequence_column)
+        EXECUTE plm_internal.enqueue_sql(format(
+            'SELECT $1, n.%I::text FROM new_rows n WHERE n.%I IS NOT NULL',
+            s.key_column, s.sequence_column))
         USING s.name;
     END IF;
     RETURN NULL;
@@ -326,13 +330,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    EXECUTE format(
-        'INSERT INTO plm_internal.queue (sync, key)
-         SELECT $1, n.%1$I::text FROM new_rows n LEFT JOIN old_rows o ON o.%1$I = n.%1$I
-         WHERE o.%1$I IS NULL OR n.%2$I IS DISTINCT FROM o.%2$I
-         ON CONFLICT (sync, key) DO UPDATE
-           SET enqueued_at = excluded.enqueued_at, attempts = 0, not_before = ''-infinity''',
-        s.key_column, s.sequence_column)
+    EXECUTE plm_internal.enqueue_sql(format(
+        'SELECT $1, n.%1$I::text FROM new_rows n LEFT JOIN old_rows o ON o.%1$I = n.%1$I
+         WHERE o.%1$I IS NULL OR n.%2$I IS DISTINCT FROM o.%2$I',
+        s.key_column, s.sequence_column))
     USING s.name;
     -- Keys that an update changed: their old rows are gone.
     EXECUTE format(
