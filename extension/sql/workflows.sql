@@ -1158,9 +1158,10 @@ FROM plm_internal.job j
 WHERE has_table_privilege(j.relid, 'SELECT');
 
 CREATE VIEW @extschema@.plm_job_errors AS
-SELECT substr(e.sync, 5)::bigint AS job, e.key, e.sqlstate, e.message, e.failed_at
+SELECT j.id AS job, e.key, e.sqlstate, e.message, e.failed_at
 FROM plm_internal.errors e
-WHERE e.sync LIKE 'job %';
+JOIN plm_internal.job j ON e.sync = 'job ' || j.id
+WHERE has_table_privilege(j.relid, 'SELECT');
 
 -- A dropped table takes its syncs along.
 CREATE FUNCTION plm_internal.on_sql_drop() RETURNS event_trigger
@@ -1174,6 +1175,7 @@ BEGIN
         DELETE FROM plm_internal.errors WHERE sync IN (SELECT name FROM plm_internal.sync WHERE relid = dropped.objid);
         DELETE FROM plm_internal.sync WHERE relid = dropped.objid;
         DELETE FROM plm_internal.provenance WHERE relid = dropped.objid;
+        DELETE FROM plm_internal.errors WHERE sync IN (SELECT 'job ' || id FROM plm_internal.job WHERE relid = dropped.objid);
         DELETE FROM plm_internal.job WHERE relid = dropped.objid;
     END LOOP;
 END $$;
