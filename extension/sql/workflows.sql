@@ -121,12 +121,10 @@ $$;
 
 -- Identifies the model and options that produce a value: two values with the same spec and
 -- sequence are the same value.
-CREATE FUNCTION plm_internal.spec(model text, task text, layer int, pooling text,
+CREATE FUNCTION plm_internal.spec(fingerprint text, task text, layer int, pooling text,
                                   ontology text, top_k int, method text) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT md5(format('%s|%s|%s|%s|%s|%s|%s',
-        (SELECT i.fingerprint FROM @extschema@.plm_model_info(model) i),
-        task, layer, pooling, ontology, top_k, method))
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT md5(format('%s|%s|%s|%s|%s|%s|%s', fingerprint, task, layer, pooling, ontology, top_k, method))
 $$;
 
 -- Validates a table, its key, sequence and target, and describes them as a sync row (not
@@ -175,7 +173,7 @@ BEGIN
         RAISE EXCEPTION 'pg_plm: sequence column "%" is %, not text', sequence, seq_type
             USING ERRCODE = 'datatype_mismatch';
     END IF;
-    SELECT i.name, i.embedding_dim INTO info FROM @extschema@.plm_model_info(model) i;
+    SELECT i.name, i.fingerprint, i.embedding_dim INTO info FROM @extschema@.plm_model_info(model) i;
     s.model := info.name;
     dims := info.embedding_dim;
     IF task = 'embed' THEN
@@ -234,8 +232,17 @@ BEGIN
     IF s.batch_rows NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'pg_plm: batch_rows must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    s.spec := plm_internal.spec(s.model, task, layer, pooling, ontology, top_k, method);
+    s.spec := plm_internal.spec(info.fingerprint, task, layer, pooling, ontology, top_k, method);
     RETURN s;
+END $$;
+
+-- The session user needs `privilege` on `tbl` (the SECURITY DEFINER helpers of jobs check it).
+CREATE FUNCTION plm_internal.check_privilege(tbl regclass, privilege text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT has_table_privilege(session_user, tbl, privilege) THEN
+        RAISE EXCEPTION 'pg_plm: no % privilege on %', privilege, tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
 END $$;
 
 -- The caller must own the table (or be a superuser) to manage its syncs.
@@ -271,6 +278,19 @@ LANGUAGE sql IMMUTABLE AS $$
               SET enqueued_at = excluded.enqueued_at, attempts = 0, not_before = ''-infinity'''
 $$;
 
+-- The condition, over the source row `t` and its provenance row `p` (joined on the key; $2,
+-- $3 and $4 bound to relid, target and spec), under which a row of sync `s` needs computing:
+-- a sequence, and no provenance with this sequence and spec or (for embeddings) a NULL target.
+CREATE FUNCTION plm_internal.needs_work_sql(s plm_internal.sync) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format(
+        't.%1$I IS NOT NULL
+         AND NOT (%2$s AND p.spec IS NOT DISTINCT FROM $4
+                  AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%1$I, ''UTF8'')))',
+        s.sequence_column,
+        CASE WHEN s.task = 'embed' THEN format('t.%I IS NOT NULL', s.target) ELSE 'true' END)
+$$;
+
 -- Queue the rows whose stored value is not current: no provenance with this sequence and
 -- spec, or (for embeddings) a NULL target. With adopt, non-NULL values without provenance
 -- count as current and are recorded as such.
@@ -278,7 +298,6 @@ CREATE FUNCTION plm_internal.enqueue_stale(s plm_internal.sync, adopt boolean) R
 LANGUAGE plpgsql AS $$
 DECLARE
     queued bigint;
-    present text := CASE WHEN s.task = 'embed' THEN format('t.%I IS NOT NULL', s.target) ELSE 'true' END;
 BEGIN
     IF adopt AND s.task = 'embed' THEN
         EXECUTE format(
@@ -294,10 +313,8 @@ BEGIN
         'SELECT $1, t.%1$I::text FROM %2$s t
          LEFT JOIN plm_internal.provenance p
            ON p.relid = $2 AND p.target = $3 AND p.key = t.%1$I::text
-         WHERE t.%3$I IS NOT NULL
-           AND NOT (%4$s AND p.spec IS NOT DISTINCT FROM $4
-                    AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%3$I, ''UTF8'')))',
-        s.key_column, s.relid, s.sequence_column, present))
+         WHERE %3$s',
+        s.key_column, s.relid, plm_internal.needs_work_sql(s)))
     USING s.name, s.relid::oid, s.target, s.spec;
     GET DIAGNOSTICS queued = ROW_COUNT;
     RETURN queued;
@@ -534,9 +551,7 @@ END $$;
 CREATE FUNCTION plm_internal.record(s plm_internal.sync, keys text[], hashes bytea[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT has_table_privilege(session_user, s.relid, 'UPDATE') THEN
-        RAISE EXCEPTION 'pg_plm: no UPDATE privilege on %', s.relid USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM plm_internal.check_privilege(s.relid, 'UPDATE');
     INSERT INTO plm_internal.provenance AS p (relid, target, key, sequence_sha256, spec)
     SELECT s.relid, s.target, k, h, s.spec FROM unnest(keys, hashes) u(k, h)
     ON CONFLICT (relid, target, key) DO UPDATE
@@ -954,9 +969,7 @@ DECLARE
     j plm_internal.job;
     total bigint;
 BEGIN
-    IF NOT has_table_privilege(session_user, s.relid, 'UPDATE') THEN
-        RAISE EXCEPTION 'pg_plm: no UPDATE privilege on %', s.relid USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM plm_internal.check_privilege(s.relid, 'UPDATE');
     SELECT reltuples::bigint INTO total FROM pg_class WHERE oid = s.relid;
     IF total < 0 THEN
         EXECUTE format('SELECT count(*) FROM %s', s.relid) INTO total;
@@ -1022,19 +1035,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result text[];
 BEGIN
-    IF NOT has_table_privilege(session_user, s.relid, 'SELECT') THEN
-        RAISE EXCEPTION 'pg_plm: no SELECT privilege on %', s.relid USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM plm_internal.check_privilege(s.relid, 'SELECT');
     EXECUTE format(
         'SELECT coalesce(array_agg(k.key ORDER BY k.ord), ''{}'')
          FROM unnest($1::text[]) WITH ORDINALITY k(key, ord)
          JOIN %1$s t ON t.%2$I = k.key::%3$s
          LEFT JOIN plm_internal.provenance p ON p.relid = $2 AND p.target = $3 AND p.key = k.key
-         WHERE t.%4$I IS NOT NULL
-           AND NOT (%5$s AND p.spec IS NOT DISTINCT FROM $4
-                    AND p.sequence_sha256 IS NOT DISTINCT FROM sha256(convert_to(t.%4$I, ''UTF8'')))',
-        s.relid, s.key_column, s.key_type, s.sequence_column,
-        CASE WHEN s.task = 'embed' THEN format('t.%I IS NOT NULL', s.target) ELSE 'true' END)
+         WHERE %4$s',
+        s.relid, s.key_column, s.key_type, plm_internal.needs_work_sql(s))
     INTO result USING keys, s.relid::oid, s.target, s.spec;
     RETURN result;
 END $$;
