@@ -49,8 +49,8 @@ fn embed_one(
 
 /// Pooled embedding of a protein sequence with the default model, from `layer` (NULL: the
 /// last; negative: from the end).
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_embed(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_embed")]
+fn plm_embed_default_model(
     sequence: Option<&str>,
     layer: default!(Option<i32>, "NULL"),
     pooling: default!(Option<&str>, "'mean'"),
@@ -103,7 +103,7 @@ fn embed_many(
 /// Pooled embeddings of many sequences with the default model, in length-bucketed batches;
 /// one row per array element, `ordinality` 1-based, NULL elements give NULL embeddings.
 #[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_embed")]
-fn plm_embed_batch(
+fn plm_embed_batch_default_model(
     sequences: Option<Vec<Option<String>>>,
     layer: default!(Option<i32>, "NULL"),
     pooling: default!(Option<&str>, "'mean'"),
@@ -149,8 +149,8 @@ fn residues(
 
 /// Per-residue features with the default model, a 2-D `real[]` (residues × hidden). With
 /// `layers`, the hidden states of those layers side by side (residues × hidden·len(layers)).
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_embed_residues(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_embed_residues")]
+fn plm_embed_residues_default_model(
     sequence: Option<&str>,
     layer: default!(Option<i32>, "NULL"),
     layers: default!(Option<Vec<Option<i32>>>, "NULL"),
@@ -199,8 +199,8 @@ fn contacts(
 
 /// Predicted residue contacts with the default model, probability ≥ `min_probability`:
 /// 1-based positions, i < j.
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_contacts(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_contacts")]
+fn plm_contacts_default_model(
     sequence: Option<&str>,
     min_probability: default!(Option<f32>, "0.5"),
 ) -> TableIterator<'static, (name!(i, i32), name!(j, i32), name!(probability, f32))> {

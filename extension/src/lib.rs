@@ -20,6 +20,7 @@ mod server;
 mod settings;
 mod sync_worker;
 mod tasks;
+mod upgrade;
 
 ::pgrx::pg_module_magic!(name, version);
 

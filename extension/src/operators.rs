@@ -160,9 +160,9 @@ fn plm_cache_clear() -> i64 {
 /// The inference server: its supervisor's state (`running`, `restarting`, `stopped`), the
 /// restarts and how the last server process ended, and the server's counters (NULL while it
 /// is not reachable). No row before a supervisor ever ran in this data directory.
-#[pg_extern]
+#[pg_extern(name = "plm_worker_stats")]
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out here
-fn plm_worker_stats() -> TableIterator<
+fn plm_worker_stats_v2() -> TableIterator<
     'static,
     (
         name!(state, String),

@@ -86,8 +86,8 @@ fn function(model: Option<&str>, sequence: &str, args: FunctionArgs<'_>) -> Func
 /// similar annotated protein carrying it and its sequence identity.
 // pgrx generates the SQL signature from the spelled-out return type (an alias breaks it).
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_function(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_function")]
+fn plm_function_default_model(
     sequence: Option<&str>,
     ontology: default!(Option<&str>, "'ec'"),
     top_k: default!(Option<i32>, "5"),
@@ -170,8 +170,8 @@ fn ppi(model: Option<&str>, a: &str, b: &str, method_text: Option<&str>) -> Opti
 /// `method`: `'combined'` (interolog transfer from the shipped interaction reference set, where
 /// homologs of both proteins are known, blended with the model's pair head; the head alone
 /// otherwise), `'model'` or `'homology'` (0 where no homologous pair is known to interact).
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_ppi(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_ppi")]
+fn plm_ppi_default_model(
     sequence_a: Option<&str>,
     sequence_b: Option<&str>,
     method: default!(Option<&str>, "'combined'"),
@@ -237,8 +237,8 @@ fn binding_sites(
 /// `method`: `'combined'` (binding residues of similar annotated chains transferred through
 /// their alignments, blended per residue with the graph network; the network alone on
 /// residues no such chain covers), `'model'` or `'homology'`.
-#[pg_extern(stable, parallel_safe, cost = 100000)]
-fn plm_binding_sites(
+#[pg_extern(stable, parallel_safe, cost = 100000, name = "plm_binding_sites")]
+fn plm_binding_sites_default_model(
     sequence: Option<&str>,
     ligand: default!(Option<&str>, "NULL"),
     threshold: default!(Option<f32>, "0.5"),
