@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on Debian 12, idempotently and non-interactively:
 # PostgreSQL 15 with headers, clang, OpenMPI, a TrueType font (trainer loss plots), sudo,
-# cargo-pgrx (pinned), pgrx's PG15 config, pgvector (built from Debian's source package when
+# cargo-pgrx (pinned), PostgreSQL 18 built from Debian's source package (scripts/install-pg.sh),
+# pgrx's config for each PostgreSQL, pgvector for each (built from Debian's source package when
 # missing) and, optionally, the Python reference stack (torch + transformers) used by the
 # parity tests and benchmarks.
 #
 #   scripts/install-deps.sh            # everything
 #   PLM_SKIP_PYTHON=1 scripts/install-deps.sh   # no Python reference stack
+#   PLM_PG_EXTRA="" scripts/install-deps.sh     # PostgreSQL 15 only
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -42,27 +44,49 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
 else
   log "cargo-pgrx $PGRX_VERSION present"
 fi
-# Run `cargo pgrx init` only once: re-running rewrites the config and forces a rebuild.
-if ! grep -q "pg$PG_MAJOR *= *\"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
-  log "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
-  cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+# PostgreSQL majors besides Debian 12's 15, built from Debian's source packages and cached
+# (scripts/install-pg.sh): the extension is tested against each. PLM_PG_EXTRA="" skips them.
+PG_EXTRA="${PLM_PG_EXTRA-18}"
+declare -A PG_CONFIGS=([$PG_MAJOR]="$PG_CONFIG")
+for major in $PG_EXTRA; do
+  PG_CONFIGS[$major]="$("$ROOT/scripts/install-pg.sh" "$major" | tail -1)"
+done
+
+# Run `cargo pgrx init` only when a version is missing from its config: re-running rewrites the
+# config and forces a rebuild.
+init_args=()
+need_init=0
+for major in "${!PG_CONFIGS[@]}"; do
+  init_args+=("--pg$major" "${PG_CONFIGS[$major]}")
+  grep -q "pg$major *= *\"${PG_CONFIGS[$major]}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null || need_init=1
+done
+if [ "$need_init" = 1 ]; then
+  log "cargo pgrx init ${init_args[*]}"
+  cargo pgrx init "${init_args[@]}"
 fi
 
-# pgvector from Debian's own source package (trixie), built against PostgreSQL 15.
-if [ ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]; then
-  log "building pgvector from Debian's source package"
+# pgvector from Debian's own source package (trixie, 0.8.0), built against each PostgreSQL; for 18
+# with scripts/patches/pgvector-0.8.0-pg18.patch (0.8.0 predates 18's API).
+for major in "${!PG_CONFIGS[@]}"; do
+  config="${PG_CONFIGS[$major]}"
+  if [ -f "$("$config" --sharedir)/extension/vector.control" ]; then
+    log "pgvector present for PostgreSQL $major"
+    continue
+  fi
+  log "building pgvector for PostgreSQL $major from Debian's source package"
   src_list=/etc/apt/sources.list.d/pg-plm-trixie-src.sources
   if [ ! -f "$src_list" ]; then
     printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
     $SUDO apt-get update -qq
   fi
   build_dir="$(mktemp -d)"
-  (cd "$build_dir" && apt-get source -qq pgvector >/dev/null 2>&1 || apt-get source pgvector)
-  (cd "$build_dir"/pgvector-*/ && make -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null && $SUDO make -s install PG_CONFIG="$PG_CONFIG" >/dev/null)
+  (cd "$build_dir" && apt-get source -qq pgvector/trixie >/dev/null 2>&1 || apt-get source pgvector/trixie)
+  if [ "$major" -ge 18 ]; then
+    (cd "$build_dir"/pgvector-*/ && patch -s -p1 <"$ROOT/scripts/patches/pgvector-0.8.0-pg18.patch")
+  fi
+  (cd "$build_dir"/pgvector-*/ && make -s PG_CONFIG="$config" OPTFLAGS="" >/dev/null && $SUDO make -s install PG_CONFIG="$config" >/dev/null)
   rm -rf "$build_dir"
-else
-  log "pgvector present"
-fi
+done
 
 # Python reference stack for parity tests and side-by-side benchmarks (optional).
 if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then

@@ -6,10 +6,10 @@
 #
 # 17 comes from the trixie source suite, 18 from sid. The build is the server, client tools and
 # PGXS (what an extension build and pg_regress need), without documentation. Set PLM_PG_PREFIX to
-# choose where the versions go (default ~/.cache/pg_plm/postgresql).
+# choose where the versions go (default /usr/local/pg_plm/postgresql, readable by the postgres user).
 set -euo pipefail
 MAJOR="${1:?usage: install-pg.sh MAJOR (17 or 18)}"
-PREFIX_ROOT="${PLM_PG_PREFIX:-$HOME/.cache/pg_plm/postgresql}"
+PREFIX_ROOT="${PLM_PG_PREFIX:-/usr/local/pg_plm/postgresql}"
 PREFIX="$PREFIX_ROOT/$MAJOR"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

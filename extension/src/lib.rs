@@ -15,6 +15,7 @@ mod functions;
 mod inference;
 mod model_name;
 mod operators;
+mod pg_compat;
 mod registry;
 mod server;
 mod settings;

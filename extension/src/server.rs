@@ -25,6 +25,7 @@ use plm_serve::client::SERVER_ENDED;
 use plm_serve::process::{InstanceLock, ServeOptions, Supervisor, SupervisorState};
 use plm_serve::{Output, Request, WorkerClient};
 
+use crate::pg_compat;
 use crate::registry::{self, check_interrupts};
 use crate::settings::{self, Fallback};
 
@@ -89,8 +90,7 @@ pub extern "C-unwind" fn plm_supervisor_main(_arg: pg_sys::Datum) {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             // Another supervisor runs (a backend started one while the server restarted).
-            // SAFETY: ends this process the PostgreSQL way; status 0: not restarted.
-            unsafe { pg_sys::proc_exit(0) };
+            pg_compat::exit_quietly();
         }
         Err(e) => pgrx::error!("pg_plm supervisor: cannot lock {LOCK}: {e}"),
     };
@@ -119,8 +119,7 @@ pub extern "C-unwind" fn plm_supervisor_main(_arg: pg_sys::Datum) {
     }
     supervisor.stop();
     pgrx::log!("pg_plm supervisor: stopped");
-    // SAFETY: ends this process the PostgreSQL way (status 0 at shutdown).
-    unsafe { pg_sys::proc_exit(0) };
+    pg_compat::exit_quietly();
 }
 
 thread_local! {

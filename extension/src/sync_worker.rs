@@ -18,7 +18,7 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 
-use crate::settings;
+use crate::{pg_compat, settings};
 
 /// `backend_type` of the sync workers in `pg_stat_activity` (the status view looks for it).
 const WORKER_TYPE: &str = "pg_plm sync";
@@ -75,8 +75,8 @@ unsafe extern "C-unwind" fn on_sighup(_signal: std::ffi::c_int) {
 fn attach_signal_handlers() {
     // SAFETY: installed before signals are unblocked, as `bgworker.sgml` describes.
     unsafe {
-        pg_sys::pqsignal(libc::SIGTERM, Some(on_sigterm));
-        pg_sys::pqsignal(libc::SIGHUP, Some(on_sighup));
+        pg_compat::pqsignal(libc::SIGTERM, Some(on_sigterm));
+        pg_compat::pqsignal(libc::SIGHUP, Some(on_sighup));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
 }
@@ -120,10 +120,6 @@ fn report_activity(running: bool) {
     unsafe { pg_sys::pgstat_report_activity(state, query.as_ptr()) };
 }
 
-fn exit_quietly() -> ! {
-    // SAFETY: ends this process the PostgreSQL way; status 0: not restarted.
-    unsafe { pg_sys::proc_exit(0) }
-}
 
 /// Entry point of a sync worker; the argument is the database's oid.
 #[pg_guard]
@@ -145,7 +141,7 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
                 .unwrap_or(false)
     });
     if !ready {
-        exit_quietly();
+        pg_compat::exit_quietly();
     }
     loop {
         reload_config_if_asked();
@@ -159,7 +155,7 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
         match processed {
             None => {
                 pgrx::log!("pg_plm sync worker: no active sync in this database; exiting");
-                exit_quietly();
+                pg_compat::exit_quietly();
             }
             Some(0) => nap(Duration::from_millis(
                 settings::SYNC_POLL_MS.get().max(10) as u64
@@ -199,7 +195,7 @@ pub extern "C-unwind" fn plm_sync_launcher_main(_arg: pg_sys::Datum) {
     for oid in databases {
         start_and_settle(oid);
     }
-    exit_quietly();
+    pg_compat::exit_quietly();
 }
 
 /// Starts the sync worker of `database` and waits until it either exited (no active sync) or
