@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: library and trainer unit tests, ESM-2 parity against PyTorch transformers,
-# the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, and
-# the shared-worker tests and the examples in sql/examples/, against a real PostgreSQL 15 with
-# pgvector. In-server tests run without preloading (the inference server is started on demand);
+# the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, the
+# upgrade from every released version, the shared-worker tests and the examples in sql/examples/,
+# against a real PostgreSQL 15 with pgvector; then the in-server tests, the SQL suites and the
+# upgrade again against PostgreSQL 18, and the release artifacts installed on clean 15 and 18. In-server tests run without preloading (the inference server is started on demand);
 # the local server preloads pg_plm. Inference always runs in the isolated plm-serve process.
 # Idempotent and non-interactive; reuses what scripts/setup.sh installed.
 set -euo pipefail
@@ -53,17 +54,26 @@ eval "$(scripts/pg-local.sh env)"
 . tests/crash_check.sh
 crash_check_mark
 
-step "pg_regress suites (tests/sql, tests/expected)"
-OUTDIR="$(mktemp -d)"
-chmod 777 "$OUTDIR"
 suites=$(cd tests/sql && ls *.sql | sed 's/\.sql$//' | sort | tr '\n' ' ')
-if ! "$PG_REGRESS" --host="$PGHOST" --port="$PGPORT" --user=postgres \
-    --dbname=plm_regress --load-extension=vector --load-extension=pg_plm \
-    --inputdir=tests --outputdir="$OUTDIR" $suites; then
-  cat "$OUTDIR/regression.diffs" 2>/dev/null || true
-  exit 1
-fi
-passed=$((passed + $(echo $suites | wc -w)))
+run_regress() { # the pg_regress suites against the server in PGHOST/PGPORT, with that pg_regress
+  local outdir
+  outdir="$(mktemp -d)"
+  chmod 777 "$outdir"
+  if ! "$1" --bindir="$2" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+      --dbname=plm_regress --load-extension=vector --load-extension=pg_plm \
+      --inputdir=tests --outputdir="$outdir" $suites; then
+    cat "$outdir/regression.diffs" 2>/dev/null || true
+    exit 1
+  fi
+  passed=$((passed + $(echo $suites | wc -w)))
+}
+
+step "pg_regress suites (tests/sql, tests/expected)"
+run_regress "$PG_REGRESS" "$($PG_CONFIG --bindir)"
+
+step "ALTER EXTENSION pg_plm UPDATE from every released version (tests/upgrade/run.sh)"
+tests/upgrade/run.sh
+passed=$((passed + 1))
 
 step "sql/examples and docs/TUTORIAL.md"
 for example in sql/examples/*.sql; do
@@ -92,6 +102,31 @@ passed=$((passed + 1))
 step "soak (scripts/soak.sh, short; the 10-minute run is recorded in docs/BENCHMARKS.md)"
 scripts/soak.sh 30
 passed=$((passed + 1))
+
+step "PostgreSQL 18: in-server tests, pg_regress suites, upgrade"
+# Built from Debian's source package by install-deps.sh (scripts/install-pg.sh); its own cluster
+# (port 5418) beside the 15 one.
+PG18_CONFIG="$(scripts/install-pg.sh 18 | tail -1)"
+PG18_BIN="$("$PG18_CONFIG" --bindir)"
+(cd extension && cargo pgrx install --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
+PG_CONFIG="$PG18_CONFIG" scripts/install-server.sh
+PG_CONFIG="$PG18_CONFIG" scripts/install-models.sh >/dev/null
+mkdir -p "$PGRX_TEST_HOME-18" && chown postgres:postgres "$PGRX_TEST_HOME-18"
+(cd extension && cargo pgrx test pg18 --runas postgres --pgdata "$PGRX_TEST_HOME-18/data")
+passed=$((passed + 1))
+PG15_CONFIG="$PG_CONFIG"
+export PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 PLM_PGPORT=5418 PG_CONFIG="$PG18_CONFIG"
+PATH="$PG18_BIN:$PATH" scripts/pg-local.sh restart
+eval "$(scripts/pg-local.sh env)"
+run_regress "$("$PG18_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" "$PG18_BIN"
+PATH="$PG18_BIN:$PATH" tests/upgrade/run.sh
+passed=$((passed + 1))
+scripts/pg-local.sh stop
+
+step "release artifacts on clean PostgreSQL 15 and 18 (tests/package/run.sh)"
+tests/package/run.sh "$PG15_CONFIG"
+tests/package/run.sh "$PG18_CONFIG"
+passed=$((passed + 2))
 
 echo
 echo "summary: $passed passed, 0 failed"
