@@ -37,6 +37,8 @@ install -m 0755 "$(find "$STAGE/pgrx" -name pg_plm.so)" "$pkg/lib/"
 find "$STAGE/pgrx" -name 'pg_plm.control' -exec install -m 0644 {} "$pkg/extension/" \;
 find "$STAGE/pgrx" -name 'pg_plm--*.sql' -exec install -m 0644 {} "$pkg/extension/" \;
 install -m 0755 "$CARGO_TARGET_DIR/release/plm-serve" "$pkg/bin/"
+# The release profile keeps line tables for backtraces during development; artifacts do not.
+strip --strip-debug "$pkg/lib/pg_plm.so" "$pkg/bin/plm-serve"
 for dir in "$ROOT"/models/*/; do
   [ -f "$dir/config.json" ] || [ "$(basename "$dir")" = reference ] || continue
   cp -r "$dir" "$pkg/models/"
@@ -104,6 +106,6 @@ Description: protein language models (ESM-2) in PostgreSQL $MAJOR
  and the reference sets of homology transfer.
 CONTROL
   debfile="$DIST/postgresql-$MAJOR-pg-plm_${VERSION}_$(dpkg --print-architecture).deb"
-  dpkg-deb --root-owner-group -Zxz --build "$deb" "$debfile" >/dev/null
+  dpkg-deb --root-owner-group -Zgzip --build "$deb" "$debfile" >/dev/null
   log "$debfile ($(du -h "$debfile" | cut -f1))"
 fi

@@ -9,7 +9,8 @@ cd "$ROOT"
 # A target directory outside the checkout, so repeated runs on one machine (CI in fresh
 # clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
-PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
+# PostgreSQL 18 is built only for the tests (scripts/test.sh).
+PLM_PG_EXTRA="${PLM_PG_EXTRA-}" PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
 # Inference runs in plm-serve, which install-server.sh builds with the release profile. The
 # extension library itself only translates SQL (and computes in-backend only when a superuser
 # turns plm.use_worker off, for debugging), so the dev profile, shared with the test suite,

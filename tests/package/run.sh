@@ -56,7 +56,7 @@ first_query() {
     "$PORT" "$cluster/run" | as_pg tee -a "$datadir/postgresql.conf" >/dev/null
   as_pg "$pgbin/pg_ctl" -D "$datadir" -l "$cluster/server.log" -w -t 60 start >/dev/null
   local out
-  out="$(as_pg "$pgbin/psql" -X -A -t -v ON_ERROR_STOP=1 -h "$cluster/run" -p "$PORT" -d postgres \
+  out="$(as_pg "$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$cluster/run" -p "$PORT" -d postgres \
     -c "CREATE EXTENSION pg_plm" \
     -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_plm'" \
     -c "SELECT array_length(plm_embed('MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG'), 1)" \
