@@ -120,7 +120,6 @@ fn report_activity(running: bool) {
     unsafe { pg_sys::pgstat_report_activity(state, query.as_ptr()) };
 }
 
-
 /// Entry point of a sync worker; the argument is the database's oid.
 #[pg_guard]
 #[no_mangle]
