@@ -108,6 +108,8 @@ step "PostgreSQL 18: in-server tests, pg_regress suites, upgrade"
 # (port 5418) beside the 15 one.
 PG18_CONFIG="$(scripts/install-pg.sh 18 | tail -1)"
 PG18_BIN="$("$PG18_CONFIG" --bindir)"
+# Installing rewrites pg_plm.so in place: a 18 server left running by an interrupted run must stop.
+PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 scripts/pg-local.sh stop
 (cd extension && cargo pgrx install --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
 PG_CONFIG="$PG18_CONFIG" scripts/install-server.sh
 PG_CONFIG="$PG18_CONFIG" scripts/install-models.sh >/dev/null

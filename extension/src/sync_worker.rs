@@ -151,7 +151,7 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
             })
         });
         report_activity(false);
-        match processed {
+        match processed.or_else(after_starters) {
             None => {
                 pgrx::log!("pg_plm sync worker: no active sync in this database; exiting");
                 pg_compat::exit_quietly();
@@ -164,6 +164,21 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
             }
         }
     }
+}
+
+/// The transaction-level advisory lock that backends starting a sync worker hold (shared)
+/// until their transaction ends: the sync they created or resumed is invisible until then.
+const STARTERS_LOCK: &str = "hashtext('pg_plm sync start')";
+
+/// Runs `plm_internal.work()` again once the transactions that started workers have ended,
+/// so a worker started by a transaction that creates a sync does not exit before seeing it.
+fn after_starters() -> Option<i32> {
+    BackgroundWorker::transaction(|| {
+        Spi::run(&format!("SELECT pg_advisory_xact_lock({STARTERS_LOCK})"))
+            .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"));
+        Spi::get_one::<i32>("SELECT plm_internal.work()")
+            .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"))
+    })
 }
 
 /// Entry point of the launcher: starts a sync worker in every database that accepts
@@ -227,6 +242,12 @@ fn start_and_settle(database: pg_sys::Oid) {
 /// server that does not preload pg_plm.
 #[pg_extern(volatile)]
 fn plm_sync_start_worker() -> bool {
+    // Until this transaction ends, a worker that finds no active sync waits for it instead of
+    // exiting (`after_starters`).
+    Spi::run(&format!(
+        "SELECT pg_advisory_xact_lock_shared({STARTERS_LOCK})"
+    ))
+    .unwrap_or_else(|e| pgrx::error!("pg_plm: {e}"));
     let running = Spi::get_one::<bool>(&format!(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = '{WORKER_TYPE}' \
          AND datid = (SELECT oid FROM pg_database WHERE datname = current_database()))"

@@ -156,6 +156,25 @@ else
   echo "SKIPPED - halfvec over 2,000 dimensions: the Python stack that builds the wide test model is unavailable"
 fi
 
+# 7. A sync created in a transaction that commits only after its worker started: the worker
+# must wait for that transaction instead of exiting because it saw no active sync.
+q -c "SELECT plm_sync_drop(name) FROM plm_sync_status" >/dev/null
+for _ in $(seq 1 100); do
+  [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_plm sync' AND datname = current_database()")" = 0 ] && break
+  sleep 0.1
+done
+q -c "CREATE TABLE late (id int PRIMARY KEY, seq text NOT NULL, emb vector(320))" \
+  -c "INSERT INTO late SELECT id, seq FROM proteins WHERE id <= 20"
+q <<'SQL' >/dev/null
+BEGIN;
+SELECT plm_sync_create('late', 'seq', 'emb');
+SELECT pg_sleep(2);
+COMMIT;
+SQL
+[ "$(q -c "SELECT plm_sync_wait('late_emb', '60 s')")" = t ] || fail "the sync created in a slow transaction was never processed"
+ok "a sync committed after its worker started is processed"
+q -c "SELECT plm_sync_drop('late_emb')" >/dev/null
+
 crash_check_verify
 ok "no PostgreSQL crash restart since the immediate stop"
 psql -X -q -d postgres -c "DROP DATABASE plm_sync_test WITH (FORCE)"
