@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use plm_model::heads::binding_blend_key;
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
-use plm_model::{Result, TaskHeads};
+use plm_model::{PlmError, Result, TaskHeads};
 
 use crate::limits;
 use crate::protocol::{ModelRef, Output, RequestSettings, Task};
@@ -47,6 +47,38 @@ pub const REFERENCE_DIR: &str = "reference";
 /// The fitted blend of task `key` (`heads.json` → `blend`), or the default.
 fn blend_for(heads: Option<&TaskHeads>, key: &str) -> Blend {
     heads.map_or_else(Blend::default, |h| h.config.blend_for(key))
+}
+
+/// The checks a request must pass as a whole before any part of it is computed: its estimated
+/// memory and answer size (see [`limits`]) and, for several sequences, that each is a protein
+/// sequence (the error names the failing one's place in the request). The executor runs them
+/// before computing a bulk request in slices, whose own checks only see one slice.
+pub fn admit(
+    registry: &ModelRegistry,
+    model: &ModelRef,
+    settings: &RequestSettings,
+    task: &Task,
+    options: &ExecOptions,
+) -> Result<()> {
+    let engine_options = settings.engine_options(
+        options.max_tokens_per_batch,
+        options.threads,
+        options.interrupt_check,
+    );
+    let loaded = registry.get(&model.dir, &model.name, model.device, engine_options)?;
+    limits::check(
+        task,
+        &limits::Shape::of(&loaded.engine, options.max_tokens_per_batch),
+        settings,
+        options.max_request_bytes,
+    )?;
+    if let Some(sequences) = task.embedding_sequences().filter(|s| s.len() > 1) {
+        for (i, sequence) in sequences.iter().enumerate() {
+            plm_model::tokenizer::clean_sequence(sequence)
+                .map_err(|e| PlmError::InvalidArgument(format!("sequence {}: {e}", i + 1)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Computes `task` with the model `model`, loading it into `registry` on first use, after

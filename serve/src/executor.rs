@@ -1,7 +1,10 @@
 //! The executor thread: takes batches from the [`Queue`] and runs them on the models, one at
 //! a time (the engine parallelises inside a batch). A merged batch that fails is re-run
 //! request by request, so that one bad sequence does not fail its neighbours; work whose
-//! clients have all gone is abandoned at the engine's next internal batch.
+//! clients have all gone is abandoned at the engine's next internal batch. A bulk embedding
+//! request (more residues than one batch's budget) runs in slices of that budget, and the
+//! requests that arrived meanwhile are served between slices: a 10,000-row `UPDATE` delays a
+//! one-sequence query by one slice, not by its whole run.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +12,7 @@ use std::sync::Arc;
 
 use plm_model::{ErrorClass, PlmError};
 
-use crate::execute::{execute, ExecOptions};
+use crate::execute::{admit, execute, ExecOptions};
 use crate::protocol::{ModelRef, Output, RemoteError, RequestSettings, Response, Task};
 use crate::queue::{BatchLimits, Job, Queue};
 use crate::registry::ModelRegistry;
@@ -34,7 +37,7 @@ pub fn run(cx: &Context<'_>) {
         let Some(batch) = cx.queue.next_batch(limits, cx.counters) else {
             return;
         };
-        run_batch(cx, batch);
+        run_batch(cx, batch, limits);
     }
 }
 
@@ -103,7 +106,7 @@ fn reply(cx: &Context<'_>, job: Job, response: Response) {
     let _ = job.reply.send(response);
 }
 
-fn run_batch(cx: &Context<'_>, mut jobs: Vec<Job>) {
+fn run_batch(cx: &Context<'_>, mut jobs: Vec<Job>, limits: BatchLimits) {
     let before = jobs.len();
     jobs.retain(|j| !j.is_cancelled());
     cx.counters.cancelled((before - jobs.len()) as u64);
@@ -113,6 +116,13 @@ fn run_batch(cx: &Context<'_>, mut jobs: Vec<Job>) {
     cx.counters.batch(&jobs);
     if jobs.len() == 1 {
         let job = jobs.remove(0);
+        let bulk = job
+            .task
+            .embedding_sequences()
+            .is_some_and(|s| s.len() > 1 && job.task.residues() > limits.max_tokens);
+        if bulk {
+            return run_sliced(cx, job, limits);
+        }
         let response = run_one(cx, &[&job], &job.model, &job.settings, &job.task);
         return reply(cx, job, response);
     }
@@ -163,6 +173,75 @@ fn run_batch(cx: &Context<'_>, mut jobs: Vec<Job>) {
             }
         }
     }
+}
+
+/// Runs a bulk embedding request in slices of at most `limits.max_tokens` residues (shortest
+/// sequences first, as the engine would batch them), serving one waiting batch after each slice.
+/// The whole request is admitted first (memory, answer size, sequence validity), so that its
+/// errors are the ones it would get unsliced.
+fn run_sliced(cx: &Context<'_>, job: Job, limits: BatchLimits) {
+    let (_, options) = (cx.settings)();
+    if let Err(e) = admit(cx.registry, &job.model, &job.settings, &job.task, &options) {
+        return reply(cx, job, Err(RemoteError::from(&e)));
+    }
+    let sequences = job.task.embedding_sequences().unwrap_or_default();
+    let mut pieces: Vec<Option<Vec<f32>>> = vec![None; sequences.len()];
+    let mut matrices: Vec<Option<plm_model::Matrix>> = vec![None; sequences.len()];
+    for slice in slices(sequences, limits.max_tokens) {
+        let task = job
+            .task
+            .with_sequences(slice.iter().map(|&i| sequences[i].clone()).collect());
+        match run_one(cx, &[&job], &job.model, &job.settings, &task) {
+            Ok(Output::Vectors(v)) => slice.iter().zip(v).for_each(|(&i, x)| pieces[i] = Some(x)),
+            Ok(Output::Matrices(m)) => slice
+                .iter()
+                .zip(m)
+                .for_each(|(&i, x)| matrices[i] = Some(x)),
+            Ok(_) => {}
+            Err(e) => return reply(cx, job, Err(e)),
+        }
+        if let Some(waiting) = cx.queue.try_next_batch(limits, cx.counters) {
+            run_batch(cx, waiting, limits);
+        }
+    }
+    let output = match job.task {
+        Task::Embed { .. } => pieces
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(Output::Vectors),
+        _ => matrices
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(Output::Matrices),
+    };
+    let response = output.ok_or_else(|| {
+        RemoteError::from(&PlmError::Internal(
+            "a slice of a bulk request returned fewer answers than sequences".into(),
+        ))
+    });
+    reply(cx, job, response);
+}
+
+/// Sequence indices in runs of at most `budget` residues (one sequence at least), shortest first.
+fn slices(sequences: &[String], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| sequences[i].len());
+    let mut runs = Vec::new();
+    let mut run: Vec<usize> = Vec::new();
+    let mut residues = 0;
+    for i in order {
+        let n = sequences[i].len();
+        if !run.is_empty() && residues + n > budget {
+            runs.push(std::mem::take(&mut run));
+            residues = 0;
+        }
+        run.push(i);
+        residues += n;
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
 }
 
 fn split(output: Output, counts: &[usize]) -> Vec<Response> {

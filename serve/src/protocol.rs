@@ -178,6 +178,22 @@ impl Task {
         }
     }
 
+    /// The same embedding task over other sequences (other tasks are returned unchanged).
+    pub fn with_sequences(&self, sequences: Vec<String>) -> Task {
+        match self {
+            Task::Embed { layer, pooling, .. } => Task::Embed {
+                sequences,
+                layer: *layer,
+                pooling: *pooling,
+            },
+            Task::EmbedResidues { layers, .. } => Task::EmbedResidues {
+                sequences,
+                layers: layers.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Residues to compute, for batch budgets.
     pub fn residues(&self) -> usize {
         match self {

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{ModelRef, RequestSettings, Response, Task};
@@ -117,6 +117,25 @@ impl Queue {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        self.gather(queue, limits, true)
+    }
+
+    /// The batch [`Queue::next_batch`] would start with, without waiting: `None` when no
+    /// request is queued. The executor serves such batches between the slices of a bulk request.
+    pub fn try_next_batch(&self, limits: BatchLimits, counters: &Counters) -> Option<Vec<Job>> {
+        let mut queue = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        drop_cancelled(&mut queue, counters);
+        self.gather(queue, limits, false)
+    }
+
+    /// Takes the first queued request and the ones that can join it, waiting up to
+    /// `limits.wait` for more when `wait` is set.
+    fn gather(
+        &self,
+        mut queue: MutexGuard<'_, VecDeque<Job>>,
+        limits: BatchLimits,
+        wait: bool,
+    ) -> Option<Vec<Job>> {
         let first = queue.pop_front()?;
         let mut batch = vec![first];
         if merge_key(&batch[0]).is_none() {
@@ -139,7 +158,7 @@ impl Queue {
                 }
             }
             let now = Instant::now();
-            if residues >= limits.max_tokens || now >= deadline {
+            if !wait || residues >= limits.max_tokens || now >= deadline {
                 return Some(batch);
             }
             queue = self

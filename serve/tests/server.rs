@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plm_model::{DeviceSpec, EmbeddingCache, ErrorClass, LongSequencePolicy, PlmError, Pooling};
 use plm_serve::protocol::{read_frame, write_frame, Frame, Hello, Welcome};
@@ -317,4 +317,61 @@ fn connecting_waits_for_a_starting_worker_then_gives_up_clearly() {
     let mut client = WorkerClient::connect(&path, Duration::from_secs(10), &mut || {}).unwrap();
     assert!(client.call(&embed(&["MKT"]), &mut || {}).is_ok());
     later.join().unwrap().shutdown();
+}
+
+#[test]
+fn a_bulk_request_does_not_hold_up_a_small_one_and_gives_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of one long sequence makes the bulk request below 150 slices.
+    let server = start(
+        dir.path(),
+        ServerConfig {
+            max_batch_tokens: 1024,
+            ..Default::default()
+        },
+    );
+    let handle = server.handle();
+    connect(dir.path())
+        .call(&embed(&["MKT"]), &mut || {})
+        .unwrap();
+    let bulk_sequences: Vec<String> = (0..150)
+        .map(|i| sequence(i % 9).repeat(200)[..900 + i % 100].to_string())
+        .collect();
+    let bulk_refs: Vec<&str> = bulk_sequences.iter().map(String::as_str).collect();
+    let bulk = embed(&bulk_refs);
+    let path = dir.path().to_path_buf();
+    let started = Instant::now();
+    let bulk_thread = {
+        let (path, bulk) = (path.clone(), bulk.clone());
+        std::thread::spawn(move || {
+            let answer = connect(&path).call(&bulk, &mut || {});
+            (answer, started.elapsed())
+        })
+    };
+    // Once the bulk request is queued, a one-sequence request arrives.
+    while handle.stats().requests < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let small = embed(&["MKTAYIAKQRQISFVKSHFSRQ"]);
+    let sent = Instant::now();
+    let small_answer = connect(&path).call(&small, &mut || {});
+    let small_latency = sent.elapsed();
+    let (bulk_answer, bulk_time) = bulk_thread.join().unwrap();
+    assert!(
+        small_latency * 5 < bulk_time,
+        "the small request took {small_latency:?}: it waited for the bulk one ({bulk_time:?})"
+    );
+    assert_eq!(small_answer.unwrap(), local(&small));
+    // Slicing (shortest first) and reassembly give the unsliced answer, in request order.
+    assert_eq!(bulk_answer.unwrap(), local(&bulk));
+    // A bad sequence anywhere in a bulk request is named by its place in the whole request.
+    let mut bad = bulk_sequences.clone();
+    bad[120] = "MKT1AY".into();
+    let bad_refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let err = connect(&path)
+        .call(&embed(&bad_refs), &mut || {})
+        .unwrap_err();
+    assert!(err.to_string().contains("sequence 121: "), "{err}");
+    server.shutdown();
 }
