@@ -46,7 +46,9 @@ mkdir -p "$PGRX_TEST_HOME" && chown postgres:postgres "$PGRX_TEST_HOME"
 passed=$((passed + 1))
 
 step "install the extension into PostgreSQL 15 and start the local server"
-(cd extension && cargo pgrx install --pg-config "$PG_CONFIG")
+# The release profile: tests/package/run.sh packages the same build (cargo pgrx package reuses it)
+# instead of compiling every dependency once more.
+(cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" --no-default-features --features pg15)
 scripts/pg-local.sh restart
 eval "$(scripts/pg-local.sh env)"
 
@@ -110,7 +112,7 @@ PG18_CONFIG="$(scripts/install-pg.sh 18 | tail -1)"
 PG18_BIN="$("$PG18_CONFIG" --bindir)"
 # Installing rewrites pg_plm.so in place: a 18 server left running by an interrupted run must stop.
 PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 scripts/pg-local.sh stop
-(cd extension && cargo pgrx install --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
+(cd extension && cargo pgrx install --release --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
 PG_CONFIG="$PG18_CONFIG" scripts/install-server.sh
 PG_CONFIG="$PG18_CONFIG" scripts/install-models.sh >/dev/null
 mkdir -p "$PGRX_TEST_HOME-18" && chown postgres:postgres "$PGRX_TEST_HOME-18"
