@@ -112,12 +112,13 @@ PG18_CONFIG="$(scripts/install-pg.sh 18 | tail -1)"
 PG18_BIN="$("$PG18_CONFIG" --bindir)"
 # Installing rewrites pg_plm.so in place: a 18 server left running by an interrupted run must stop.
 PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 scripts/pg-local.sh stop
-(cd extension && cargo pgrx install --release --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
 PG_CONFIG="$PG18_CONFIG" scripts/install-server.sh
 PG_CONFIG="$PG18_CONFIG" scripts/install-models.sh >/dev/null
 mkdir -p "$PGRX_TEST_HOME-18" && chown postgres:postgres "$PGRX_TEST_HOME-18"
 (cd extension && cargo pgrx test pg18 --runas postgres --pgdata "$PGRX_TEST_HOME-18/data")
 passed=$((passed + 1))
+# After the in-server tests: they install a test build (with its tests schema) in the same place.
+(cd extension && cargo pgrx install --release --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
 PG15_CONFIG="$PG_CONFIG"
 export PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 PLM_PGPORT=5418 PG_CONFIG="$PG18_CONFIG"
 PATH="$PG18_BIN:$PATH" scripts/pg-local.sh restart
