@@ -145,11 +145,7 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
     loop {
         reload_config_if_asked();
         report_activity(true);
-        let processed = BackgroundWorker::transaction(|| {
-            Spi::get_one::<i32>("SELECT plm_internal.work()").unwrap_or_else(|e| {
-                pgrx::error!("pg_plm sync worker: {e}");
-            })
-        });
+        let processed = BackgroundWorker::transaction(work);
         report_activity(false);
         match processed.or_else(after_starters) {
             None => {
@@ -176,9 +172,15 @@ fn after_starters() -> Option<i32> {
     BackgroundWorker::transaction(|| {
         Spi::run(&format!("SELECT pg_advisory_xact_lock({STARTERS_LOCK})"))
             .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"));
-        Spi::get_one::<i32>("SELECT plm_internal.work()")
-            .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"))
+        work()
     })
+}
+
+/// One batch of this database's syncs (`plm_internal.work()`): rows processed, `None` when no
+/// sync is active.
+fn work() -> Option<i32> {
+    Spi::get_one::<i32>("SELECT plm_internal.work()")
+        .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"))
 }
 
 /// Entry point of the launcher: starts a sync worker in every database that accepts

@@ -15,7 +15,7 @@ use crate::device::DeviceSpec;
 use crate::error::{PlmError, Result};
 use crate::esm::{EsmForMaskedLM, ForwardOptions};
 use crate::pooling::{max_rows, mean_rows, Pooling};
-use crate::tokenizer::{clean_sequence, ProteinTokenizer};
+use crate::tokenizer::{clean_sequences, ProteinTokenizer};
 use crate::window::{merge_windows, plan_windows};
 
 /// What to do with sequences longer than the model limit.
@@ -423,7 +423,7 @@ impl Engine {
                 head: "language-model".into(),
             });
         }
-        let cleaned = self.clean_all(sequences)?;
+        let cleaned = clean_sequences(sequences)?;
         for c in &cleaned {
             if c.len() > self.max_residues() {
                 return Err(PlmError::SequenceTooLong {
@@ -453,23 +453,6 @@ impl Engine {
             .collect())
     }
 
-    /// Validates every sequence, naming the failing one's index when there are several.
-    fn clean_all(&self, sequences: &[&str]) -> Result<Vec<String>> {
-        sequences
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                clean_sequence(s).map_err(|e| {
-                    if sequences.len() > 1 {
-                        PlmError::InvalidArgument(format!("sequence {}: {e}", i + 1))
-                    } else {
-                        e
-                    }
-                })
-            })
-            .collect()
-    }
-
     /// Serves what the cache holds and computes the rest once per distinct sequence.
     fn cached(
         &self,
@@ -477,7 +460,7 @@ impl Engine {
         kind: &str,
         compute: impl FnOnce(&[String]) -> Result<Vec<Vec<f32>>>,
     ) -> Result<Vec<Vec<f32>>> {
-        let cleaned = self.clean_all(sequences)?;
+        let cleaned = clean_sequences(sequences)?;
         let key = |s: &str| CacheKey {
             fingerprint: self.checkpoint.fingerprint.clone(),
             kind: kind.to_string(),

@@ -23,6 +23,24 @@ pub const ACCEPTED_RESIDUES: &str = "ACDEFGHIKLMNPQRSTVWYXBZUO";
 /// The 20 standard amino acids, alphabetical.
 pub const STANDARD_AMINO_ACIDS: &str = "ACDEFGHIKLMNPQRSTVWY";
 
+/// [`clean_sequence`] of each sequence; an error names the failing one's 1-based place when
+/// there are several.
+pub fn clean_sequences(sequences: &[&str]) -> Result<Vec<String>> {
+    sequences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            clean_sequence(s).map_err(|e| {
+                if sequences.len() > 1 {
+                    PlmError::InvalidArgument(format!("sequence {}: {e}", i + 1))
+                } else {
+                    e
+                }
+            })
+        })
+        .collect()
+}
+
 /// Removes whitespace and upper-cases a pasted sequence, rejecting any non-residue character.
 ///
 /// Positions in errors are 1-based and count characters of the input as given.

@@ -7,11 +7,12 @@ use std::sync::OnceLock;
 use plm_model::heads::binding_blend_key;
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
-use plm_model::{PlmError, Result, TaskHeads};
+use plm_model::tokenizer::clean_sequences;
+use plm_model::{Result, TaskHeads};
 
 use crate::limits;
 use crate::protocol::{ModelRef, Output, RequestSettings, Task};
-use crate::registry::ModelRegistry;
+use crate::registry::{LoadedModel, ModelRegistry};
 
 /// Process-level knobs that do not change results.
 #[derive(Debug, Clone, Copy)]
@@ -49,17 +50,16 @@ fn blend_for(heads: Option<&TaskHeads>, key: &str) -> Blend {
     heads.map_or_else(Blend::default, |h| h.config.blend_for(key))
 }
 
-/// The checks a request must pass as a whole before any part of it is computed: its estimated
-/// memory and answer size (see [`limits`]) and, for several sequences, that each is a protein
-/// sequence (the error names the failing one's place in the request). The executor runs them
-/// before computing a bulk request in slices, whose own checks only see one slice.
-pub fn admit(
+/// The model of `model`, loaded into `registry` on first use, once `task`'s estimated memory
+/// and answer size are known to stay under the limits (see [`limits`]): what would not fit is
+/// refused before anything is allocated for it.
+fn load_for(
     registry: &ModelRegistry,
     model: &ModelRef,
     settings: &RequestSettings,
     task: &Task,
     options: &ExecOptions,
-) -> Result<()> {
+) -> Result<LoadedModel> {
     let engine_options = settings.engine_options(
         options.max_tokens_per_batch,
         options.threads,
@@ -72,11 +72,24 @@ pub fn admit(
         settings,
         options.max_request_bytes,
     )?;
-    if let Some(sequences) = task.embedding_sequences().filter(|s| s.len() > 1) {
-        for (i, sequence) in sequences.iter().enumerate() {
-            plm_model::tokenizer::clean_sequence(sequence)
-                .map_err(|e| PlmError::InvalidArgument(format!("sequence {}: {e}", i + 1)))?;
-        }
+    Ok(loaded)
+}
+
+/// The checks a request must pass as a whole before any part of it is computed: those of
+/// [`load_for`] and, for embedding tasks, that every sequence is a protein sequence (an error
+/// names the failing one's place in the request). The executor runs them before computing a
+/// bulk request in slices, whose own checks only see one slice.
+pub fn admit(
+    registry: &ModelRegistry,
+    model: &ModelRef,
+    settings: &RequestSettings,
+    task: &Task,
+    options: &ExecOptions,
+) -> Result<()> {
+    load_for(registry, model, settings, task, options)?;
+    if let Some(sequences) = task.embedding_sequences() {
+        let sequences: Vec<&str> = sequences.iter().map(String::as_str).collect();
+        clean_sequences(&sequences)?;
     }
     Ok(())
 }
@@ -90,21 +103,9 @@ pub fn execute(
     task: &Task,
     options: &ExecOptions,
 ) -> Result<Output> {
-    let engine_options = settings.engine_options(
-        options.max_tokens_per_batch,
-        options.threads,
-        options.interrupt_check,
-    );
-    let loaded = registry.get(&model.dir, &model.name, model.device, engine_options)?;
+    let loaded = load_for(registry, model, settings, task, options)?;
     let engine = &loaded.engine;
     let heads = loaded.heads.as_deref();
-    // Refuse what would not fit before anything is allocated for it.
-    limits::check(
-        task,
-        &limits::Shape::of(engine, options.max_tokens_per_batch),
-        settings,
-        options.max_request_bytes,
-    )?;
     Ok(match task {
         Task::Embed {
             sequences,

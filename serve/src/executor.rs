@@ -185,41 +185,59 @@ fn run_sliced(cx: &Context<'_>, job: Job, limits: BatchLimits) {
         return reply(cx, job, Err(RemoteError::from(&e)));
     }
     let sequences = job.task.embedding_sequences().unwrap_or_default();
-    let mut pieces: Vec<Option<Vec<f32>>> = vec![None; sequences.len()];
-    let mut matrices: Vec<Option<plm_model::Matrix>> = vec![None; sequences.len()];
+    let mut answers = Vec::new();
     for slice in slices(sequences, limits.max_tokens) {
         let task = job
             .task
             .with_sequences(slice.iter().map(|&i| sequences[i].clone()).collect());
         match run_one(cx, &[&job], &job.model, &job.settings, &task) {
-            Ok(Output::Vectors(v)) => slice.iter().zip(v).for_each(|(&i, x)| pieces[i] = Some(x)),
-            Ok(Output::Matrices(m)) => slice
-                .iter()
-                .zip(m)
-                .for_each(|(&i, x)| matrices[i] = Some(x)),
-            Ok(_) => {}
+            Ok(output) => answers.push((slice, output)),
             Err(e) => return reply(cx, job, Err(e)),
         }
         if let Some(waiting) = cx.queue.try_next_batch(limits, cx.counters) {
             run_batch(cx, waiting, limits);
         }
     }
-    let output = match job.task {
-        Task::Embed { .. } => pieces
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .map(Output::Vectors),
-        _ => matrices
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .map(Output::Matrices),
-    };
-    let response = output.ok_or_else(|| {
+    let response = match job.task {
+        Task::Embed { .. } => in_order(sequences.len(), answers, |o| match o {
+            Output::Vectors(v) => Some(v),
+            _ => None,
+        })
+        .map(Output::Vectors),
+        _ => in_order(sequences.len(), answers, |o| match o {
+            Output::Matrices(m) => Some(m),
+            _ => None,
+        })
+        .map(Output::Matrices),
+    }
+    .ok_or_else(|| {
         RemoteError::from(&PlmError::Internal(
-            "a slice of a bulk request returned fewer answers than sequences".into(),
+            "the slices of a bulk request did not answer every sequence once".into(),
         ))
     });
     reply(cx, job, response);
+}
+
+/// The items of the slices' answers (each with its sequence indices) in request order, or
+/// `None` unless every one of the `count` sequences got exactly one item.
+fn in_order<T>(
+    count: usize,
+    answers: Vec<(Vec<usize>, Output)>,
+    items: fn(Output) -> Option<Vec<T>>,
+) -> Option<Vec<T>> {
+    let mut slots: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    for (indices, output) in answers {
+        let items = items(output)?;
+        if indices.len() != items.len() {
+            return None;
+        }
+        for (i, item) in indices.into_iter().zip(items) {
+            if slots[i].replace(item).is_some() {
+                return None;
+            }
+        }
+    }
+    slots.into_iter().collect()
 }
 
 /// Sequence indices in runs of at most `budget` residues (one sequence at least), shortest first.
