@@ -74,11 +74,7 @@ for major in "${!PG_CONFIGS[@]}"; do
     continue
   fi
   log "building pgvector for PostgreSQL $major from Debian's source package"
-  src_list=/etc/apt/sources.list.d/pg-plm-trixie-src.sources
-  if [ ! -f "$src_list" ]; then
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
-    $SUDO apt-get update -qq
-  fi
+  "$ROOT/scripts/deb-src.sh" trixie
   build_dir="$(mktemp -d)"
   (cd "$build_dir" && apt-get source -qq pgvector/trixie >/dev/null 2>&1 || apt-get source pgvector/trixie)
   if [ "$major" -ge 18 ]; then

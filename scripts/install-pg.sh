@@ -27,13 +27,7 @@ if [ -x "$PREFIX/bin/pg_config" ] && [ -f "$PREFIX/.complete" ]; then
   exit 0
 fi
 
-src_list="/etc/apt/sources.list.d/pg-plm-$SUITE-src.sources"
-if [ ! -f "$src_list" ]; then
-  log "adding Debian's $SUITE source suite (deb-src only)"
-  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$SUITE" |
-    $SUDO tee "$src_list" >/dev/null
-  $SUDO apt-get update -qq
-fi
+"$(dirname "${BASH_SOURCE[0]}")/deb-src.sh" "$SUITE"
 
 # Release tarballs of 18 no longer carry the generated parser files: bison and flex build them.
 need=()

@@ -12,8 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PG_CONFIG="${1:-${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}}"
 PORT="${PLM_PACKAGE_TEST_PORT:-5477}"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+. "$ROOT/tests/lib.sh"
 as_pg() { sudo -u postgres env RUST_BACKTRACE=0 "$@"; }
 
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"

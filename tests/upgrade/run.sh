@@ -14,9 +14,7 @@ eval "$("$ROOT/scripts/pg-local.sh" env)"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 EXTDIR="$("$PG_CONFIG" --sharedir)/extension"
 export PGOPTIONS="-c client_min_messages=warning"
-q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+. "$ROOT/tests/lib.sh"
 normalize() { # an install script without comments and blank lines
   python3 -c 'import re,sys; s=re.sub(r"/\*.*?\*/", "", open(sys.argv[1]).read(), flags=re.S)
 print("\n".join(l.rstrip() for l in s.splitlines() if l.strip() and not l.lstrip().startswith("--")))' "$1"

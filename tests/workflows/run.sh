@@ -10,9 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 eval "$("$ROOT/scripts/pg-local.sh" env)"
 export PGDATABASE=plm_sync_test PGOPTIONS="-c client_min_messages=warning"
-q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+. "$ROOT/tests/lib.sh"
 ROWS=1200
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS plm_sync_test WITH (FORCE)" -c "CREATE DATABASE plm_sync_test"
