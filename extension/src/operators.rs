@@ -59,7 +59,7 @@ fn plm_models() -> TableIterator<
                     (
                         name,
                         loaded,
-                        Some(m.fingerprint),
+                        Some(ckpt.fingerprint.clone()),
                         Some(m.parameters as i64),
                         Some(m.embedding_dim as i32),
                         Some(m.num_layers as i32),
@@ -103,10 +103,11 @@ fn plm_model_info(
     ),
 > {
     let model = model_ref(model);
-    let m = Checkpoint::open(&model.dir).or_raise().describe();
+    let ckpt = Checkpoint::open(&model.dir).or_raise();
+    let m = ckpt.describe();
     TableIterator::once((
         model.name,
-        m.fingerprint,
+        ckpt.fingerprint,
         m.embedding_dim as i32,
         m.num_layers as i32,
     ))

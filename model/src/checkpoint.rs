@@ -55,9 +55,70 @@ pub struct Manifest {
     /// SHA-256 of `model.safetensors`, hex.
     #[serde(default)]
     pub fingerprint: String,
+    /// The precision the model runs at (absent: `f32`). Part of the model's identity: see
+    /// [`Precision`].
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Training provenance: data, steps, metrics, command line.
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+/// The arithmetic a model is installed to run at.
+///
+/// A model at a precision other than `f32` is a model of its own: its weights are the
+/// quantised ones (every execution path uses them) and its [`Checkpoint::fingerprint`]
+/// differs from the f32 model's, so cached and stored results never mix precisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Full precision.
+    #[default]
+    F32,
+    /// Linear layers of the transformer blocks in int8 (weights per output channel, activations
+    /// per token); embeddings, norms, attention and heads in f32.
+    Int8,
+}
+
+impl Precision {
+    /// Whether this is the default full precision.
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    /// The name used in manifests and on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// The identity of a model with weights `weights_sha256` at this precision: the weights'
+    /// hash itself for f32 (so existing fingerprints stay valid), else the SHA-256 of the hash
+    /// and the precision's name.
+    pub fn identity(&self, weights_sha256: &str) -> String {
+        match self {
+            Self::F32 => weights_sha256.to_owned(),
+            other => {
+                let digest = Sha256::digest(format!("{weights_sha256}/{}", other.as_str()));
+                hex::encode(digest)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = PlmError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "int8" | "w8a8" => Ok(Self::Int8),
+            other => Err(PlmError::InvalidArgument(format!(
+                "unknown precision '{other}' (valid: f32, int8)"
+            ))),
+        }
+    }
 }
 
 impl Manifest {
@@ -88,8 +149,11 @@ pub struct Checkpoint {
     pub tokenizer: ProteinTokenizer,
     /// Parsed `manifest.json`, when present.
     pub manifest: Option<Manifest>,
-    /// SHA-256 of `model.safetensors`, hex.
+    /// The model's identity: the SHA-256 of `model.safetensors` at f32, derived from it and the
+    /// precision otherwise ([`Precision::identity`]). Cached and stored results are keyed by it.
     pub fingerprint: String,
+    /// SHA-256 of `model.safetensors`, hex.
+    pub weights_sha256: String,
 }
 
 fn require(path: PathBuf, what: &str) -> Result<PathBuf> {
@@ -210,16 +274,16 @@ impl Checkpoint {
             dir.join(files::WEIGHTS),
             "model weights (model.safetensors)",
         )?;
-        let fingerprint = sha256_file(&weights)?;
+        let weights_sha256 = sha256_file(&weights)?;
         let manifest_path = dir.join(files::MANIFEST);
         let manifest = if manifest_path.is_file() {
             let m: Manifest = read_json(&manifest_path)?;
-            if !m.fingerprint.is_empty() && m.fingerprint != fingerprint {
+            if !m.fingerprint.is_empty() && m.fingerprint != weights_sha256 {
                 return Err(PlmError::bad_file(
                     &weights,
                     format!(
                         "SHA-256 {} does not match the fingerprint {} recorded in manifest.json (weights replaced or corrupt)",
-                        fingerprint, m.fingerprint
+                        weights_sha256, m.fingerprint
                     ),
                 ));
             }
@@ -227,12 +291,17 @@ impl Checkpoint {
         } else {
             None
         };
+        let fingerprint = manifest
+            .as_ref()
+            .map_or(Precision::F32, |m| m.precision)
+            .identity(&weights_sha256);
         Ok(Self {
             dir,
             config,
             tokenizer,
             manifest,
             fingerprint,
+            weights_sha256,
         })
     }
 
@@ -261,7 +330,15 @@ impl Checkpoint {
         // which the fingerprint check at open time and the docs require of operators.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
             .map_err(|e| PlmError::bad_file(&weights, e))?;
-        EsmForMaskedLM::load(vb, &self.config).map_err(|e| PlmError::bad_file(&weights, e))
+        let mut model =
+            EsmForMaskedLM::load(vb, &self.config).map_err(|e| PlmError::bad_file(&weights, e))?;
+        match self.precision() {
+            Precision::F32 => {}
+            Precision::Int8 => model
+                .quantize_int8()
+                .map_err(|e| PlmError::bad_file(&weights, e))?,
+        }
+        Ok(model)
     }
 
     /// A manifest describing this checkpoint (the stored one, or one derived from the config).
@@ -271,8 +348,15 @@ impl Checkpoint {
             m.name = self.name();
         }
         m.fill_from_config(&self.config);
-        m.fingerprint = self.fingerprint.clone();
+        m.fingerprint = self.weights_sha256.clone();
         m
+    }
+
+    /// The precision the checkpoint is installed at.
+    pub fn precision(&self) -> Precision {
+        self.manifest
+            .as_ref()
+            .map_or(Precision::F32, |m| m.precision)
     }
 }
 

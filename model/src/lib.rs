@@ -33,7 +33,7 @@ pub mod tokenizer;
 pub mod window;
 
 pub use cache::{CacheKey, CacheStats, EmbeddingCache};
-pub use checkpoint::{Checkpoint, Manifest};
+pub use checkpoint::{Checkpoint, Manifest, Precision};
 pub use config::EsmConfig;
 pub use device::DeviceSpec;
 pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix, POOLING_CHUNK_RESIDUES};

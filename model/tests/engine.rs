@@ -309,3 +309,80 @@ fn contacts_and_logits_have_sequence_shapes() {
     let lg = e.logits(&[SEQS[0]]).unwrap().remove(0);
     assert_eq!((lg.rows, lg.cols), (SEQS[0].len() + 2, 33));
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// An int8 model is a model of its own: another fingerprint, close to the f32 answers, and,
+/// like the f32 model, the same bits whatever shares the batch.
+#[test]
+fn an_int8_checkpoint_is_its_own_model_close_to_f32_and_batch_independent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny-int8");
+    copy_tiny(&dir);
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"name": "tiny-int8", "precision": "int8"}"#,
+    )
+    .unwrap();
+    let open = |d: &Path| {
+        Engine::load(
+            d,
+            DeviceSpec::Cpu,
+            DType::F32,
+            EngineOptions {
+                max_tokens_per_batch: 100_000,
+                ..Default::default()
+            },
+            Arc::new(EmbeddingCache::new(0)),
+        )
+        .unwrap()
+    };
+    let (full, int8) = (open(&tiny()), open(&dir));
+    assert_eq!(int8.checkpoint().precision(), plm_model::Precision::Int8);
+    assert_ne!(int8.fingerprint(), full.fingerprint());
+    assert_eq!(int8.checkpoint().weights_sha256, full.fingerprint());
+    assert_eq!(
+        int8.fingerprint(),
+        plm_model::Precision::Int8.identity(full.fingerprint())
+    );
+
+    let a = full.embed(&SEQS, None, Pooling::Mean).unwrap();
+    let b = int8.embed(&SEQS, None, Pooling::Mean).unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_ne!(x, y, "sequence {i}: int8 must differ from f32 somewhere");
+        let c = cosine(x, y);
+        assert!(c > 0.999, "sequence {i}: cosine {c}");
+    }
+    // Residue states and logits too (the tensor path for contacts uses the same weights).
+    let residues = int8.embed_residues(&[SEQS[2]], &[None]).unwrap();
+    let full_residues = full.embed_residues(&[SEQS[2]], &[None]).unwrap();
+    assert!(cosine(&residues[0].data, &full_residues[0].data) > 0.999);
+
+    let long = SEQS[3];
+    for len in [1, 7, 16, 33, 93] {
+        let s = &long[..len];
+        let alone = int8.embed(&[s], None, Pooling::Mean).unwrap();
+        let with_others = int8
+            .embed(&[SEQS[1], s, long, SEQS[0]], None, Pooling::Mean)
+            .unwrap();
+        assert_eq!(alone[0], with_others[1], "length {len}");
+    }
+}
+
+#[test]
+fn an_unknown_precision_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_tiny(&dir);
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"name": "m", "precision": "int4"}"#,
+    )
+    .unwrap();
+    let e = load_error(&dir);
+    assert!(e.contains("manifest.json") && e.contains("int4"), "{e}");
+}

@@ -119,8 +119,8 @@ impl ModelRegistry {
         let now = stamp(&entry.weights);
         if now != entry.stamp {
             let fingerprint = sha256_file(&entry.weights)?;
-            let loaded = entry.model.engine.fingerprint();
-            if fingerprint != loaded {
+            let loaded = &entry.model.engine.checkpoint().weights_sha256;
+            if fingerprint != *loaded {
                 return Err(PlmError::bad_file(
                     dir.join(files::WEIGHTS),
                     format!(

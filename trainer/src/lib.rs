@@ -14,6 +14,7 @@ pub mod model_init;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
+pub mod quantize;
 pub mod reference;
 pub mod taskdata;
 pub mod train_loop;

@@ -61,6 +61,12 @@ enum Command {
         #[command(flatten)]
         args: plm_train::homology_eval::HomologyArgs,
     },
+    /// Install a model at a lower precision (int8) as a model of its own, only if it passes the
+    /// quality gates against the f32 model (embedding cosine, nearest neighbours, perplexity).
+    Quantize {
+        #[command(flatten)]
+        args: plm_train::quantize::QuantizeArgs,
+    },
     /// Redraw RUN/loss.png from RUN/metrics.jsonl.
     Plot {
         /// Run directory.
@@ -130,6 +136,7 @@ fn main() -> Result<()> {
         Command::Finetune { args } => plm_train::finetune::run(args),
         Command::Reference { args } => plm_train::reference::run(&args),
         Command::Homology { args } => plm_train::homology_eval::run(&args),
+        Command::Quantize { args } => plm_train::quantize::run(&args),
         Command::Plot { run } => {
             let png =
                 plot::plot_run(&run).with_context(|| format!("plotting {}", run.display()))?;

@@ -71,6 +71,15 @@ impl SelfAttention {
         self.norm.inner()
     }
 
+    /// The stacked Q/K/V projection and the output projection, to replace their weights;
+    /// `None` while the projections are separate trainable variables.
+    pub(crate) fn projections_mut(&mut self) -> Option<(&mut Linear, &mut Linear)> {
+        match &mut self.projections {
+            Projections::Fused(l) => Some((l, &mut self.output)),
+            Projections::Separate { .. } => None,
+        }
+    }
+
     /// The stacked `(3·hidden, hidden)` Q/K/V projection, when the weights are not trainable.
     pub(crate) fn fused_qkv(&self) -> Option<&Linear> {
         match &self.projections {

@@ -22,22 +22,30 @@ use std::cell::RefCell;
 use candle_core::{DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::int8::Int8Linear;
 use super::kernels;
+
+/// The weight of a projection: f32 in PyTorch layout `(out, in)`, or packed int8.
+#[derive(Clone, Copy)]
+pub(crate) enum Projection<'a> {
+    F32(&'a [f32]),
+    Int8(&'a Int8Linear),
+}
 
 /// The weights of one block as host slices.
 pub(crate) struct BlockWeights<'a> {
     pub ln1_w: &'a [f32],
     pub ln1_b: &'a [f32],
     /// `(3·hidden, hidden)`: query, key and value projections stacked.
-    pub qkv_w: &'a [f32],
+    pub qkv_w: Projection<'a>,
     pub qkv_b: &'a [f32],
-    pub out_w: &'a [f32],
+    pub out_w: Projection<'a>,
     pub out_b: &'a [f32],
     pub ln2_w: &'a [f32],
     pub ln2_b: &'a [f32],
-    pub ff1_w: &'a [f32],
+    pub ff1_w: Projection<'a>,
     pub ff1_b: &'a [f32],
-    pub ff2_w: &'a [f32],
+    pub ff2_w: Projection<'a>,
     pub ff2_b: &'a [f32],
 }
 
@@ -166,9 +174,23 @@ fn layer_norm_par(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], ep
         .for_each(|(d, s)| kernels::layer_norm_rows(s, d, weight, bias, eps));
 }
 
-/// `out (+)= a · wᵀ` for row-major `a` `(m, k)` and a PyTorch-layout weight `w` `(n, k)`,
-/// with `out` `(m, n)` pre-filled with `bias` unless `accumulate` (then `bias` is added).
-fn linear(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, accumulate: bool) {
+/// `out (+)= a · wᵀ + bias` for row-major `a` `(m, k)`: `out` `(m, n)` is overwritten unless
+/// `accumulate` (then the product and `bias` are added to it).
+fn linear(out: &mut [f32], a: &[f32], w: Projection, bias: &[f32], k: usize, accumulate: bool) {
+    match w {
+        Projection::F32(w) => linear_f32(out, a, w, bias, k, accumulate),
+        Projection::Int8(w) => {
+            let n = w.out_features();
+            let rows = row_chunk(a.len() / k);
+            out.par_chunks_mut(rows * n)
+                .zip(a.par_chunks(rows * k))
+                .for_each(|(o, a)| w.forward_rows(o, a, bias, accumulate));
+        }
+    }
+}
+
+/// [`linear`] with an f32 PyTorch-layout weight `w` `(n, k)`, through `gemm`.
+fn linear_f32(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, accumulate: bool) {
     let n = bias.len();
     let m = a.len() / k;
     debug_assert_eq!(out.len(), m * n);
@@ -180,7 +202,7 @@ fn linear(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, accumul
         a_pad[..a.len()].copy_from_slice(a);
         let mut out_pad = vec![0f32; MIN_GEMM_ROWS * n];
         out_pad[..out.len()].copy_from_slice(out);
-        linear(&mut out_pad, &a_pad, w, bias, k, accumulate);
+        linear_f32(&mut out_pad, &a_pad, w, bias, k, accumulate);
         out.copy_from_slice(&out_pad[..out.len()]);
         return;
     }

@@ -159,6 +159,40 @@ multiversion! {
     }
 }
 
+#[inline(always)]
+fn max_abs(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            let a = c[i].abs();
+            acc[i] = if a > acc[i] { a } else { acc[i] };
+        }
+    }
+    let m = acc.iter().fold(0f32, |a, &b| a.max(b));
+    rest.iter().fold(m, |a, &b| a.max(b.abs()))
+}
+
+multiversion! {
+    /// Quantises each `k`-wide row of `src` symmetrically to ±127 (scale `max |x| / 127`, 1
+    /// for an all-zero row) and writes it offset by 128 as the first `k`
+    /// bytes of a `kp`-wide row of `dst`; the row's scale goes to `scales`. Rounds half to even
+    /// by adding 2²³ (so the low mantissa bits are the rounded integer): unlike `round` or an
+    /// `as` cast, this vectorises, and a NaN input gives a defined byte.
+    pub fn quantize_rows_u8(src: &[f32], k: usize, dst: &mut [u8], kp: usize, scales: &mut [f32]) {
+        for ((row, dst), scale) in src.chunks_exact(k).zip(dst.chunks_exact_mut(kp)).zip(scales) {
+            let max = max_abs(row);
+            *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let inv = 1.0 / *scale;
+            for (d, &x) in dst.iter_mut().zip(row) {
+                let r = (x * inv + 128.0).clamp(1.0, 255.0);
+                *d = (r + 8_388_608.0).to_bits() as u8;
+            }
+        }
+    }
+}
+
 multiversion! {
     /// In-place softmax of each `n`-wide row.
     pub fn softmax_rows(xs: &mut [f32], n: usize) {

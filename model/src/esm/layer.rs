@@ -4,6 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::attention::SelfAttention;
+use super::int8::{quantize_linear, Int8Block};
 use super::norm::{layer_norm, Norm};
 use crate::config::EsmConfig;
 
@@ -36,6 +37,21 @@ impl EsmLayer {
     /// Pre-feed-forward layer norm, first and second feed-forward projections.
     pub(crate) fn feed_forward(&self) -> (&candle_nn::LayerNorm, &Linear, &Linear) {
         (self.norm.inner(), &self.intermediate, &self.output)
+    }
+
+    /// Makes the block's four projections int8 (see [`super::int8`]): their weights become
+    /// the quantised values, and the packed int8 weights of the fast path are returned.
+    /// `None` while the projections are trainable variables.
+    pub(crate) fn quantize_int8(&mut self) -> Result<Option<Int8Block>> {
+        let Some((qkv, out)) = self.attention.projections_mut() else {
+            return Ok(None);
+        };
+        Ok(Some(Int8Block {
+            qkv: quantize_linear(qkv)?,
+            out: quantize_linear(out)?,
+            ff1: quantize_linear(&mut self.intermediate)?,
+            ff2: quantize_linear(&mut self.output)?,
+        }))
     }
 
     /// Returns the block output and optionally the attention probabilities.

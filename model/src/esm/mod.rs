@@ -7,6 +7,7 @@ mod attention;
 mod contact;
 mod embeddings;
 mod fast;
+mod int8;
 mod kernels;
 mod layer;
 mod lm_head;
@@ -70,6 +71,8 @@ pub struct EsmForMaskedLM {
     lm_head: Option<LmHead>,
     contact_head: Option<ContactHead>,
     config: EsmConfig,
+    /// The packed int8 projections of every block, for an int8 model's fast path.
+    int8: Option<std::sync::Arc<[int8::Int8Block]>>,
 }
 
 impl EsmForMaskedLM {
@@ -125,7 +128,26 @@ impl EsmForMaskedLM {
             lm_head,
             contact_head,
             config: config.clone(),
+            int8: None,
         })
+    }
+
+    /// Makes this an int8 model ([`crate::checkpoint::Precision::Int8`]): the projections of
+    /// every block take their int8 values per output channel (so every path computes with
+    /// the same weights), and the CPU fast path runs them as int8 products with activations
+    /// quantised per token. Fails for trainable weights.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        let blocks = self
+            .layers
+            .iter_mut()
+            .map(|l| {
+                l.quantize_int8()?.ok_or_else(|| {
+                    candle_core::Error::Msg("trainable weights cannot be made int8".into())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.int8 = Some(blocks.into());
+        Ok(())
     }
 
     /// The model's configuration.
@@ -345,18 +367,25 @@ impl EsmForMaskedLM {
                 .iter()
                 .map(fast::host_slice)
                 .collect::<Result<Vec<_>>>()?;
+            let int8 = self.int8.as_ref().map(|blocks| &blocks[i]);
+            fn projection<'a>(
+                f32_weight: &'a [f32],
+                int8: Option<&'a int8::Int8Linear>,
+            ) -> fast::Projection<'a> {
+                int8.map_or(fast::Projection::F32(f32_weight), fast::Projection::Int8)
+            }
             let weights = fast::BlockWeights {
                 ln1_w: s[0],
                 ln1_b: s[1],
-                qkv_w: s[2],
+                qkv_w: projection(s[2], int8.map(|b| &b.qkv)),
                 qkv_b: s[3],
-                out_w: s[4],
+                out_w: projection(s[4], int8.map(|b| &b.out)),
                 out_b: s[5],
                 ln2_w: s[6],
                 ln2_b: s[7],
-                ff1_w: s[8],
+                ff1_w: projection(s[8], int8.map(|b| &b.ff1)),
                 ff1_b: s[9],
-                ff2_w: s[10],
+                ff2_w: projection(s[10], int8.map(|b| &b.ff2)),
                 ff2_b: s[11],
             };
             fast::block_forward(&mut xs, &packing, &positions, &weights, dims, cos, sin);

@@ -1,0 +1,533 @@
+//! Int8 linear layers of the CPU fast path (W8A8).
+//!
+//! Weights are quantised once, symmetrically per output channel (±127); activations per row
+//! at run time, then offset by 128 into `u8`, the operand order of AVX-512 VNNI's `vpdpbusd`
+//! (unsigned × signed bytes, four products summed into each i32 lane). The offset is undone
+//! with a per-column correction (`128 · Σ q`), and the exact i32 sums are rescaled to f32
+//! (`row scale × column scale`) with the bias. Integer sums are exact, so a row's result is
+//! the same on every CPU (VNNI kernel or the portable twin), for any batch it is part of and
+//! any thread count.
+
+#![allow(unsafe_code)] // SIMD kernel: target-feature dispatch and raw-pointer loads.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::Linear;
+
+use super::kernels;
+
+/// Output columns per packed panel (two 16-lane i32 vectors).
+const NR: usize = 32;
+/// Rows per register tile.
+const MR: usize = 8;
+/// Bytes of `k` summed into one i32 lane.
+const KG: usize = 4;
+
+/// Largest quantised magnitude.
+const QMAX: f32 = 127.0;
+
+/// Per-channel symmetric scale and rounded values of one row of weights.
+fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
+    let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+    let scale = if max > 0.0 { max / QMAX } else { 1.0 };
+    for (q, &x) in q.iter_mut().zip(row) {
+        *q = (x / scale).round().clamp(-QMAX, QMAX) as i8;
+    }
+    scale
+}
+
+/// Replaces each row of a `(n, k)` weight by its int8 approximation `q · scale`: the weights
+/// an int8 model *is*, so that every execution path (this one, the tensor path, a GPU) uses
+/// the same values. Quantising the result again gives back the same `q` and scales.
+pub fn fake_quantize(w: &mut [f32], k: usize) {
+    let mut q = vec![0i8; k];
+    for row in w.chunks_mut(k) {
+        let scale = quantize_row(row, &mut q);
+        for (x, &q) in row.iter_mut().zip(&q) {
+            *x = f32::from(q) * scale;
+        }
+    }
+}
+
+/// Makes `linear` an int8 layer: its weight becomes [`fake_quantize`]d (for the tensor path)
+/// and the packed int8 weights for the fast path are returned.
+pub(crate) fn quantize_linear(linear: &mut Linear) -> Result<Int8Linear> {
+    let w = linear.weight();
+    let (n, k) = w.dims2()?;
+    let mut host = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    fake_quantize(&mut host, k);
+    let packed = Int8Linear::quantize(&host, k);
+    let weight = Tensor::from_vec(host, (n, k), w.device())?.to_dtype(w.dtype())?;
+    *linear = Linear::new(weight, linear.bias().cloned());
+    Ok(packed)
+}
+
+/// The int8 projections of one transformer block.
+#[derive(Debug, Clone)]
+pub(crate) struct Int8Block {
+    /// Stacked query, key and value projections.
+    pub qkv: Int8Linear,
+    /// Attention output projection.
+    pub out: Int8Linear,
+    /// First feed-forward projection.
+    pub ff1: Int8Linear,
+    /// Second feed-forward projection.
+    pub ff2: Int8Linear,
+}
+
+/// The weights of one linear layer, quantised and packed for the kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct Int8Linear {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of [`KG`].
+    kp: usize,
+    /// `[panel][k group][column of the panel][KG]`, zero-padded in both directions.
+    packed: Vec<i8>,
+    /// Per output column: the weight scale.
+    scales: Vec<f32>,
+    /// Per output column: `128 · Σ_k q`, the contribution of the activations' offset.
+    offsets: Vec<i32>,
+}
+
+impl Int8Linear {
+    /// Quantises a PyTorch-layout `(n, k)` weight per output channel.
+    pub fn quantize(w: &[f32], k: usize) -> Self {
+        let n = w.len() / k;
+        let kp = k.next_multiple_of(KG);
+        let panels = n.div_ceil(NR);
+        let mut packed = vec![0i8; panels * NR * kp];
+        let mut scales = vec![0f32; n];
+        let mut offsets = vec![0i32; n];
+        let mut q = vec![0i8; k];
+        for (j, row) in w.chunks(k).enumerate() {
+            scales[j] = quantize_row(row, &mut q);
+            offsets[j] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+            let (panel, col) = (j / NR, j % NR);
+            let base = panel * NR * kp;
+            for (t, &v) in q.iter().enumerate() {
+                packed[base + (t / KG) * NR * KG + col * KG + t % KG] = v;
+            }
+        }
+        Self {
+            n,
+            k,
+            kp,
+            packed,
+            scales,
+            offsets,
+        }
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// `out (+)= a · Wᵀ + bias` for the row-major rows `a` `(m, k)`: `out` is overwritten
+    /// unless `accumulate`, when the product and bias are added to it. Runs on the calling
+    /// thread (callers split rows across tasks).
+    pub fn forward_rows(&self, out: &mut [f32], a: &[f32], bias: &[f32], accumulate: bool) {
+        self.forward_rows_with(Kernel::detect(), out, a, bias, accumulate);
+    }
+
+    fn forward_rows_with(
+        &self,
+        kernel: Kernel,
+        out: &mut [f32],
+        a: &[f32],
+        bias: &[f32],
+        accumulate: bool,
+    ) {
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        let m = a.len() / k;
+        assert_eq!(out.len(), m * n, "output size");
+        assert_eq!(bias.len(), n, "bias size");
+        ACTIVATIONS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let (aq, row_scales) = buf.quantize(a, m, k, kp);
+            for panel in 0..n.div_ceil(NR) {
+                let j0 = panel * NR;
+                let cols = NR.min(n - j0);
+                let columns = Columns {
+                    offsets: &self.offsets[j0..j0 + cols],
+                    scales: &self.scales[j0..j0 + cols],
+                    bias: &bias[j0..j0 + cols],
+                };
+                let b = &self.packed[panel * NR * kp..(panel + 1) * NR * kp];
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    let tile = Tile {
+                        a: &aq[r0 * kp..(r0 + rows) * kp],
+                        lda: kp,
+                        b,
+                        groups: kp / KG,
+                        row_scales: &row_scales[r0..r0 + rows],
+                    };
+                    let out = &mut out[r0 * n + j0..(r0 + rows - 1) * n + j0 + cols];
+                    kernel.run(&tile, &columns, out, n, accumulate);
+                }
+            }
+        });
+    }
+}
+
+/// One register tile's inputs: up to [`MR`] rows of quantised activations and one panel.
+struct Tile<'a> {
+    a: &'a [u8],
+    lda: usize,
+    b: &'a [i8],
+    groups: usize,
+    row_scales: &'a [f32],
+}
+
+/// The per-column terms of a panel's epilogue (up to [`NR`] columns).
+struct Columns<'a> {
+    offsets: &'a [i32],
+    scales: &'a [f32],
+    bias: &'a [f32],
+}
+
+/// The dequantised value of one output element; both kernels evaluate exactly this (no fused
+/// multiply-add), so they agree to the bit.
+#[inline(always)]
+fn dequantize(sum: i32, offset: i32, row_scale: f32, scale: f32, bias: f32) -> f32 {
+    (sum - offset) as f32 * (row_scale * scale) + bias
+}
+
+/// Which tile kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// AVX-512 VNNI with the epilogue in registers.
+    Vnni,
+    /// Portable loops: the reference twin.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs (detected once).
+    fn detect() -> Self {
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                return Kernel::Vnni;
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// `out[r·ldo + c] (+)= dequantize(Σ_t a[r, t] · b[t, c])` for the tile's rows and the
+    /// panel's columns.
+    fn run(self, t: &Tile, cols: &Columns, out: &mut [f32], ldo: usize, accumulate: bool) {
+        let rows = t.row_scales.len();
+        assert!((1..=MR).contains(&rows));
+        assert!(t.a.len() >= (rows - 1) * t.lda + t.groups * KG);
+        assert!(t.b.len() >= t.groups * NR * KG);
+        assert!(out.len() >= (rows - 1) * ldo + cols.bias.len());
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Vnni` is only detected on CPUs with the features; the asserted lengths
+            // bound every load and store.
+            Kernel::Vnni => unsafe {
+                match rows {
+                    8 => vnni::tile::<8>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    7 => vnni::tile::<7>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    6 => vnni::tile::<6>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    5 => vnni::tile::<5>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    4 => vnni::tile::<4>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    3 => vnni::tile::<3>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    2 => vnni::tile::<2>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                    _ => vnni::tile::<1>(t, cols, out.as_mut_ptr(), ldo, accumulate),
+                }
+            },
+            _ => tile_portable(t, cols, out, ldo, accumulate),
+        }
+    }
+}
+
+/// Per-thread buffers of quantised activation rows.
+#[derive(Default)]
+struct ActivationBuffer {
+    bytes: Vec<u8>,
+    scales: Vec<f32>,
+}
+
+impl ActivationBuffer {
+    /// Quantises `m` rows of `a` per row into `u8` (value + 128; see [`kernels::quantize_rows_u8`]), rows `kp`
+    /// bytes apart with the tail zero-weighted (the packed weights are zero there).
+    fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) -> (&[u8], &[f32]) {
+        self.bytes.clear();
+        self.bytes.resize(m * kp, 128);
+        self.scales.clear();
+        self.scales.resize(m, 0.0);
+        kernels::quantize_rows_u8(a, k, &mut self.bytes, kp, &mut self.scales);
+        (&self.bytes, &self.scales)
+    }
+}
+
+thread_local! {
+    static ACTIVATIONS: RefCell<ActivationBuffer> = RefCell::new(ActivationBuffer::default());
+}
+
+/// The reference twin of the VNNI tile: the same sums and epilogue, in portable code.
+fn tile_portable(t: &Tile, cols: &Columns, out: &mut [f32], ldo: usize, accumulate: bool) {
+    for (r, &row_scale) in t.row_scales.iter().enumerate() {
+        let a = &t.a[r * t.lda..];
+        for (c, o) in out[r * ldo..][..cols.bias.len()].iter_mut().enumerate() {
+            let mut sum = 0i32;
+            for g in 0..t.groups {
+                let av = &a[g * KG..][..KG];
+                let bv = &t.b[g * NR * KG + c * KG..][..KG];
+                sum += av
+                    .iter()
+                    .zip(bv)
+                    .map(|(&x, &w)| i32::from(x) * i32::from(w))
+                    .sum::<i32>();
+            }
+            let v = dequantize(
+                sum,
+                cols.offsets[c],
+                row_scale,
+                cols.scales[c],
+                cols.bias[c],
+            );
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Columns, Tile, KG, NR};
+    use std::arch::x86_64::*;
+
+    /// `R` rows × 32 columns with `vpdpbusd`: per k-group, two 64-byte weight loads and a
+    /// 4-byte broadcast per row feed `2R` dot-product instructions; the epilogue
+    /// ([`super::dequantize`]) runs on the accumulators with masked stores.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `t` holds `R` rows and `t.groups` k-groups; `out` has
+    /// `R` rows `ldo` apart of at least `cols` columns.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile<const R: usize>(
+        t: &Tile,
+        cols: &Columns,
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
+        let mut lo = [_mm512_setzero_si512(); R];
+        let mut hi = [_mm512_setzero_si512(); R];
+        let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
+        for g in 0..t.groups {
+            // SAFETY: within the caller's bounds.
+            unsafe {
+                let bp = b.add(g * NR * KG);
+                let b0 = _mm512_loadu_si512(bp.cast());
+                let b1 = _mm512_loadu_si512(bp.add(NR * KG / 2).cast());
+                for r in 0..R {
+                    let word = a.add(r * t.lda + g * KG).cast::<i32>().read_unaligned();
+                    let av = _mm512_set1_epi32(word);
+                    lo[r] = _mm512_dpbusd_epi32(lo[r], av, b0);
+                    hi[r] = _mm512_dpbusd_epi32(hi[r], av, b1);
+                }
+            }
+        }
+        let n = cols.bias.len();
+        let half = NR / 2;
+        let masks = [
+            if n >= half {
+                0xffffu16
+            } else {
+                ((1u32 << n) - 1) as u16
+            },
+            if n >= NR {
+                0xffffu16
+            } else if n > half {
+                ((1u32 << (n - half)) - 1) as u16
+            } else {
+                0
+            },
+        ];
+        for (h, &mask) in masks.iter().enumerate() {
+            if mask == 0 {
+                continue;
+            }
+            let at = h * half;
+            // SAFETY: the masked loads and stores touch only the panel's `n` columns.
+            unsafe {
+                let offsets = _mm512_maskz_loadu_epi32(mask, cols.offsets.as_ptr().add(at));
+                let scales = _mm512_maskz_loadu_ps(mask, cols.scales.as_ptr().add(at));
+                let bias = _mm512_maskz_loadu_ps(mask, cols.bias.as_ptr().add(at));
+                for r in 0..R {
+                    let sum = if h == 0 { lo[r] } else { hi[r] };
+                    let centred = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offsets));
+                    let factor = _mm512_mul_ps(_mm512_set1_ps(t.row_scales[r]), scales);
+                    let mut v = _mm512_add_ps(_mm512_mul_ps(centred, factor), bias);
+                    let dst = out.add(r * ldo + at);
+                    if accumulate {
+                        v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v);
+                    }
+                    _mm512_mask_storeu_ps(dst, mask, v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn the_vnni_kernel_gives_the_bits_of_its_portable_twin() {
+        if Kernel::detect() != Kernel::Vnni {
+            eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel runs");
+            return;
+        }
+        for (m, n, k, seed) in [
+            (1, 1, 1, 1),
+            (7, 33, 5, 2),
+            (8, 32, 480, 3),
+            (19, 70, 1283, 4),
+        ] {
+            let (a, w, bias) = (
+                random(m * k, seed),
+                random(n * k, seed + 9),
+                random(n, seed),
+            );
+            let lin = Int8Linear::quantize(&w, k);
+            for accumulate in [false, true] {
+                let start = random(m * n, seed + 20);
+                let (mut simd, mut portable) = (start.clone(), start);
+                lin.forward_rows_with(Kernel::Vnni, &mut simd, &a, &bias, accumulate);
+                lin.forward_rows_with(Kernel::Portable, &mut portable, &a, &bias, accumulate);
+                assert_eq!(simd, portable, "({m},{n},{k}) accumulate {accumulate}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_int8_product_is_close_to_the_f32_one_for_any_shape() {
+        for (m, n, k, seed) in [
+            (1, 5, 3, 1),
+            (9, 33, 17, 2),
+            (40, 64, 320, 3),
+            (17, 96, 1280, 4),
+        ] {
+            let (a, w, bias) = (random(m * k, seed), random(n * k, seed + 10), random(n, 0));
+            let lin = Int8Linear::quantize(&w, k);
+            let mut out = vec![0f32; m * n];
+            lin.forward_rows(&mut out, &a, &bias, false);
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f32 = (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
+                    let got = out[i * n + j] - bias[j];
+                    // Two roundings of at most half a step, over k products.
+                    let bound = 0.02 * (k as f32).sqrt() + 1e-3;
+                    assert!(
+                        (got - exact).abs() < bound,
+                        "({m},{n},{k}) [{i},{j}]: {got} vs {exact}"
+                    );
+                }
+            }
+            let mut acc = out.clone();
+            lin.forward_rows(&mut acc, &a, &bias, true);
+            for (x, y) in acc.iter().zip(&out) {
+                assert_eq!(*x, 2.0 * y);
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_or_in_a_batch() {
+        let (m, n, k) = (11, 40, 64);
+        let (a, w, bias) = (random(m * k, 5), random(n * k, 6), random(n, 7));
+        let lin = Int8Linear::quantize(&w, k);
+        let mut batch = vec![0f32; m * n];
+        lin.forward_rows(&mut batch, &a, &bias, false);
+        for i in 0..m {
+            let mut alone = vec![0f32; n];
+            lin.forward_rows(&mut alone, &a[i * k..(i + 1) * k], &bias, false);
+            assert_eq!(alone, batch[i * n..(i + 1) * n]);
+        }
+    }
+
+    #[test]
+    fn fake_quantized_weights_quantize_to_the_same_integers() {
+        let k = 48;
+        let w = random(20 * k, 9);
+        let mut fake = w.clone();
+        fake_quantize(&mut fake, k);
+        let (a, b) = (Int8Linear::quantize(&w, k), Int8Linear::quantize(&fake, k));
+        assert_eq!(a.packed, b.packed);
+        for (x, y) in a.scales.iter().zip(&b.scales) {
+            assert!((x - y).abs() <= 1e-6 * x.abs());
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release -p plm-model --lib int8::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn int8_against_f32_gemm() {
+        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bias = vec![0f32; n];
+        let lin = Int8Linear::quantize(&w, k);
+        let mut out = vec![0f32; m * n];
+        let reps = 20;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            lin.forward_rows(&mut out, &a, &bias, false);
+        }
+        let int8 = t.elapsed().as_secs_f64() / reps as f64;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            unsafe {
+                crate::esm::kernels::matmul(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    n,
+                    false,
+                    a.as_ptr(),
+                    k,
+                    w.as_ptr(),
+                    1,
+                    k,
+                );
+            }
+        }
+        let f32t = t.elapsed().as_secs_f64() / reps as f64;
+        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+        eprintln!(
+            "{:?} int8 {:.1} GOP/s, f32 {:.1} GFLOP/s (one thread)",
+            Kernel::detect(),
+            gflop / int8,
+            gflop / f32t
+        );
+    }
+}
