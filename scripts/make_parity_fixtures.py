@@ -37,6 +37,7 @@ CONFIGS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
     "8M": dict(hidden_size=320, num_hidden_layers=6, num_attention_heads=20, intermediate_size=1280),
     "35M": dict(hidden_size=480, num_hidden_layers=12, num_attention_heads=20, intermediate_size=1920),
+    "150M": dict(hidden_size=640, num_hidden_layers=30, num_attention_heads=20, intermediate_size=2560),
     # ESM-2 3B's width (2,560) in one thin block: embeddings over pgvector's 2,000-dimension
     # index limit for `vector`, for the halfvec tests (tests/workflows/run.sh).
     "wide": dict(hidden_size=2560, num_hidden_layers=1, num_attention_heads=20, intermediate_size=256),

@@ -13,7 +13,8 @@
 //!
 //! GEMMs are single-threaded `gemm` calls inside the parallel tasks, so the two levels of
 //! threading never compete. Used for f32 on the CPU when no gradients are tracked and no
-//! attention maps are asked for; the tensor path in the sibling modules is the reference.
+//! attention maps are asked for; the tensor path in the sibling modules is the reference. An
+//! int8 model's projections run as int8 products instead ([`super::int8`]).
 
 #![allow(unsafe_code)] // Disjoint writes into shared output buffers from parallel tasks.
 
