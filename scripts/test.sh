@@ -3,7 +3,9 @@
 # the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, the
 # upgrade from every released version, the shared-worker tests and the examples in sql/examples/,
 # against a real PostgreSQL 15 with pgvector; then the in-server tests, the SQL suites and the
-# upgrade again against PostgreSQL 18, and the release artifacts installed on clean 15 and 18. In-server tests run without preloading (the inference server is started on demand);
+# upgrade again against PostgreSQL 18, the release artifacts installed on clean 15 and 18, and a
+# compile check of the CUDA build. In-server tests run without preloading (the inference server is
+# started on demand);
 # the local server preloads pg_plm. Inference always runs in the isolated plm-serve process.
 # Idempotent and non-interactive; reuses what scripts/setup.sh installed.
 set -euo pipefail
@@ -132,6 +134,10 @@ step "release artifacts on clean PostgreSQL 15 and 18 (tests/package/run.sh)"
 tests/package/run.sh "$PG15_CONFIG"
 tests/package/run.sh "$PG18_CONFIG"
 passed=$((passed + 2))
+
+step "GPU build compiles without a GPU (scripts/check-cuda.sh: --features cuda)"
+scripts/check-cuda.sh 15
+passed=$((passed + 1))
 
 echo
 echo "summary: $passed passed, 0 failed"

@@ -95,6 +95,15 @@ impl Default for EngineOptions {
     }
 }
 
+/// Cache kind of contact maps.
+const CONTACTS_KIND: &str = "contacts";
+
+/// Cache kind of per-residue states of `layers`, e.g. `residues:2,6`.
+fn layers_kind(prefix: &str, layers: &[usize]) -> String {
+    let list: Vec<String> = layers.iter().map(usize::to_string).collect();
+    format!("{prefix}:{}", list.join(","))
+}
+
 /// A row-major matrix of f32.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Matrix {
@@ -107,6 +116,25 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// A matrix of `cols` columns (a row count that does not divide evenly is truncated).
+    pub fn with_cols(data: Vec<f32>, cols: usize) -> Self {
+        Self {
+            rows: data.len() / cols.max(1),
+            cols,
+            data,
+        }
+    }
+
+    /// A square matrix (`n²` values).
+    pub fn square(data: Vec<f32>) -> Self {
+        let n = (data.len() as f64).sqrt().round() as usize;
+        Self {
+            rows: n,
+            cols: n,
+            data,
+        }
+    }
+
     /// Row `r`.
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
@@ -141,15 +169,25 @@ struct Piece {
     residues: String,
 }
 
-/// A loaded model ready for inference.
+/// A loaded model ready for inference, with the options its calls run under.
+///
+/// Cloning is cheap and shares the loaded model, cache and threads; [`Engine::with_options`]
+/// gives a handle with other per-call options (policy for long sequences, batch budget,
+/// interrupt check), so concurrent callers never write settings into a shared engine.
+#[derive(Clone)]
 pub struct Engine {
+    loaded: Arc<Loaded>,
+    options: EngineOptions,
+}
+
+/// What loading a checkpoint produced.
+struct Loaded {
     name: String,
     checkpoint: Checkpoint,
     model: EsmForMaskedLM,
     device: Device,
     device_spec: DeviceSpec,
     dtype: DType,
-    options: std::sync::RwLock<EngineOptions>,
     cache: Arc<EmbeddingCache>,
     pool: rayon::ThreadPool,
 }
@@ -157,10 +195,10 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("name", &self.name)
-            .field("fingerprint", &self.checkpoint.fingerprint)
-            .field("device", &self.device_spec)
-            .field("dtype", &self.dtype)
+            .field("name", &self.loaded.name)
+            .field("fingerprint", &self.loaded.checkpoint.fingerprint)
+            .field("device", &self.loaded.device_spec)
+            .field("dtype", &self.loaded.dtype)
             .finish()
     }
 }
@@ -203,71 +241,80 @@ impl Engine {
             .build()
             .map_err(|e| PlmError::Internal(format!("cannot start compute threads: {e}")))?;
         Ok(Self {
-            name: checkpoint.name(),
-            checkpoint,
-            model,
-            device,
-            device_spec,
-            dtype,
-            options: std::sync::RwLock::new(options),
-            cache,
-            pool,
+            loaded: Arc::new(Loaded {
+                name: checkpoint.name(),
+                checkpoint,
+                model,
+                device,
+                device_spec,
+                dtype,
+                cache,
+                pool,
+            }),
+            options,
         })
     }
 
     /// The model's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.loaded.name
     }
 
     /// SHA-256 of the weights.
     pub fn fingerprint(&self) -> &str {
-        &self.checkpoint.fingerprint
+        &self.loaded.checkpoint.fingerprint
     }
 
     /// The checkpoint this engine was loaded from.
     pub fn checkpoint(&self) -> &Checkpoint {
-        &self.checkpoint
+        &self.loaded.checkpoint
     }
 
     /// Model configuration.
     pub fn config(&self) -> &EsmConfig {
-        self.model.config()
+        self.loaded.model.config()
     }
 
     /// The loaded network.
     pub fn model(&self) -> &EsmForMaskedLM {
-        &self.model
+        &self.loaded.model
     }
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &ProteinTokenizer {
-        &self.checkpoint.tokenizer
+        &self.loaded.checkpoint.tokenizer
     }
 
     /// Device the model lives on.
     pub fn device_spec(&self) -> DeviceSpec {
-        self.device_spec
+        self.loaded.device_spec
     }
 
     /// Precision of the weights.
     pub fn dtype(&self) -> DType {
-        self.dtype
+        self.loaded.dtype
     }
 
-    /// The engine's current options.
+    /// The options this handle's calls run under.
     pub fn options(&self) -> EngineOptions {
-        *self.options.read().unwrap_or_else(|p| p.into_inner())
+        self.options
     }
 
-    /// Replaces the options (the thread count only applies at load).
-    pub fn set_options(&self, options: EngineOptions) {
-        *self.options.write().unwrap_or_else(|p| p.into_inner()) = options;
+    /// A handle on the same loaded model whose calls run under `options` (the thread count
+    /// is the loaded one's: it only applies at load).
+    pub fn with_options(&self, options: EngineOptions) -> Engine {
+        Engine {
+            loaded: self.loaded.clone(),
+            options: EngineOptions {
+                threads: self.options.threads,
+                ..options
+            },
+        }
     }
 
     /// The shared cache.
     pub fn cache(&self) -> &Arc<EmbeddingCache> {
-        &self.cache
+        &self.loaded.cache
     }
 
     /// Width of the embeddings.
@@ -299,7 +346,7 @@ impl Engine {
         } else {
             Err(PlmError::InvalidArgument(format!(
                 "layer {l} out of range for model '{}' with {n} layers (valid: 0..={n}, or -1..=-{})",
-                self.name,
+                self.loaded.name,
                 n + 1
             )))
         }
@@ -343,22 +390,8 @@ impl Engine {
         sequences: &[&str],
         layers: &[Option<i64>],
     ) -> Result<Vec<Matrix>> {
-        let layers = if layers.is_empty() {
-            vec![self.resolve_layer(None)?]
-        } else {
-            layers
-                .iter()
-                .map(|l| self.resolve_layer(*l))
-                .collect::<Result<Vec<_>>>()?
-        };
-        let kind = format!(
-            "residues:{}",
-            layers
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let layers = self.resolve_layers(layers)?;
+        let kind = layers_kind("residues", &layers);
         let h = self.hidden_size();
         let cols = h * layers.len();
         let flat = self.cached(sequences, &kind, |cleaned| {
@@ -376,23 +409,14 @@ impl Engine {
         })?;
         Ok(flat
             .into_iter()
-            .map(|data| Matrix {
-                rows: data.len() / cols,
-                cols,
-                data,
-            })
+            .map(|data| Matrix::with_cols(data, cols))
             .collect())
     }
 
     /// Contact probabilities `(residues × residues)` of one sequence.
     pub fn contacts(&self, sequence: &str) -> Result<Matrix> {
-        if !self.model.has_contact_head() {
-            return Err(PlmError::MissingHead {
-                model: self.name.clone(),
-                head: "contact".into(),
-            });
-        }
-        let flat = self.cached(&[sequence], "contacts", |cleaned| {
+        self.require_contact_head()?;
+        let flat = self.cached(&[sequence], CONTACTS_KIND, |cleaned| {
             let outputs = self.compute(
                 cleaned,
                 &Request {
@@ -405,21 +429,85 @@ impl Engine {
                 .map(|o| o.contacts.unwrap_or_default())
                 .collect())
         })?;
-        let data = flat.into_iter().next().unwrap_or_default();
-        let n = (data.len() as f64).sqrt().round() as usize;
-        Ok(Matrix {
-            rows: n,
-            cols: n,
-            data,
-        })
+        Ok(Matrix::square(flat.into_iter().next().unwrap_or_default()))
+    }
+
+    /// The per-residue features of `layers` (as [`Engine::embed_residues`]) and the contact map
+    /// (as [`Engine::contacts`]) of one sequence from one pass: the contact head reads every
+    /// block's attention, so the hidden states come with it, and a binding-site query needs
+    /// both. The features come from the attention-returning path, which may differ from
+    /// [`Engine::embed_residues`]' in the last bits, so they are cached under a kind of their
+    /// own: the answer never depends on which function ran first.
+    pub fn residues_and_contacts(
+        &self,
+        sequence: &str,
+        layers: &[Option<i64>],
+    ) -> Result<(Matrix, Matrix)> {
+        self.require_contact_head()?;
+        let layers = self.resolve_layers(layers)?;
+        let features_kind = layers_kind("residues-with-contacts", &layers);
+        let cleaned = clean_sequences(&[sequence])?;
+        let key = |kind: &str| CacheKey {
+            fingerprint: self.loaded.checkpoint.fingerprint.clone(),
+            kind: kind.to_string(),
+            sequence: cleaned[0].clone(),
+        };
+        let cached = (
+            self.loaded.cache.get(&key(&features_kind)),
+            self.loaded.cache.get(&key(CONTACTS_KIND)),
+        );
+        let (features, contacts) = match cached {
+            (Some(f), Some(c)) => (f, c),
+            _ => {
+                let request = Request {
+                    layers: layers.clone(),
+                    contacts: true,
+                    ..Default::default()
+                };
+                let output = self
+                    .compute(&cleaned, &request)?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let f: Arc<[f32]> = interleave_layers(&output.residues, self.hidden_size()).into();
+                let c: Arc<[f32]> = output.contacts.unwrap_or_default().into();
+                self.loaded.cache.put(key(&features_kind), f.clone());
+                self.loaded.cache.put(key(CONTACTS_KIND), c.clone());
+                (f, c)
+            }
+        };
+        Ok((
+            Matrix::with_cols(features.to_vec(), self.hidden_size() * layers.len()),
+            Matrix::square(contacts.to_vec()),
+        ))
+    }
+
+    /// Resolves layer arguments (none: the last layer).
+    fn resolve_layers(&self, layers: &[Option<i64>]) -> Result<Vec<usize>> {
+        if layers.is_empty() {
+            Ok(vec![self.resolve_layer(None)?])
+        } else {
+            layers.iter().map(|l| self.resolve_layer(*l)).collect()
+        }
+    }
+
+    fn require_contact_head(&self) -> Result<()> {
+        if self.loaded.model.has_contact_head() {
+            Ok(())
+        } else {
+            Err(PlmError::MissingHead {
+                model: self.loaded.name.clone(),
+                head: "contact".into(),
+            })
+        }
     }
 
     /// Masked-language-model logits `((residues+2) × vocab)` per sequence, `<cls>` and `<eos>`
     /// rows included. Sequences must fit the model limit.
     pub fn logits(&self, sequences: &[&str]) -> Result<Vec<Matrix>> {
-        if !self.model.has_lm_head() {
+        if !self.loaded.model.has_lm_head() {
             return Err(PlmError::MissingHead {
-                model: self.name.clone(),
+                model: self.loaded.name.clone(),
                 head: "language-model".into(),
             });
         }
@@ -462,12 +550,14 @@ impl Engine {
     ) -> Result<Vec<Vec<f32>>> {
         let cleaned = clean_sequences(sequences)?;
         let key = |s: &str| CacheKey {
-            fingerprint: self.checkpoint.fingerprint.clone(),
+            fingerprint: self.loaded.checkpoint.fingerprint.clone(),
             kind: kind.to_string(),
             sequence: s.to_string(),
         };
-        let mut results: Vec<Option<Arc<[f32]>>> =
-            cleaned.iter().map(|s| self.cache.get(&key(s))).collect();
+        let mut results: Vec<Option<Arc<[f32]>>> = cleaned
+            .iter()
+            .map(|s| self.loaded.cache.get(&key(s)))
+            .collect();
         let mut missing: Vec<String> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (s, r) in cleaned.iter().zip(&results) {
@@ -479,7 +569,7 @@ impl Engine {
         if !missing.is_empty() {
             let computed: Vec<Arc<[f32]>> = compute(&missing)?.into_iter().map(Arc::from).collect();
             for (s, v) in missing.iter().zip(&computed) {
-                self.cache.put(key(s), v.clone());
+                self.loaded.cache.put(key(s), v.clone());
             }
             for (s, r) in cleaned.iter().zip(results.iter_mut()) {
                 if r.is_none() {
@@ -536,7 +626,10 @@ impl Engine {
                 check();
             }
             let seqs: Vec<&str> = batch.iter().map(|&i| pieces[i].residues.as_str()).collect();
-            let outs = self.pool.install(|| self.run_batch(&seqs, request))?;
+            let outs = self
+                .loaded
+                .pool
+                .install(|| self.run_batch(&seqs, request))?;
             for (i, out) in batch.into_iter().zip(outs) {
                 piece_outputs[i] = Some(out);
             }
@@ -607,12 +700,12 @@ impl Engine {
                 .iter_mut()
                 .for_each(|m| *m = 1);
         }
-        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
+        let ids = Tensor::from_vec(ids, (b, t), &self.loaded.device)?;
+        let mask = Tensor::from_vec(mask, (b, t), &self.loaded.device)?;
         let mut layers = request.layers.clone();
         layers.sort_unstable();
         layers.dedup();
-        let out = self.model.forward(
+        let out = self.loaded.model.forward(
             &ids,
             &mask,
             &ForwardOptions {

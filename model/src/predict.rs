@@ -81,13 +81,17 @@ pub fn residue_features(
     heads: &TaskHeads,
     sequences: &[&str],
 ) -> Result<Vec<Matrix>> {
-    let layers: Vec<Option<i64>> = heads
+    engine.embed_residues(sequences, &feature_layers(heads))
+}
+
+/// The heads' `feature_layers` as layer arguments.
+fn feature_layers(heads: &TaskHeads) -> Vec<Option<i64>> {
+    heads
         .config
         .feature_layers
         .iter()
         .map(|&l| Some(l))
-        .collect();
-    engine.embed_residues(sequences, &layers)
+        .collect()
 }
 
 /// Mean over the rows of a matrix.
@@ -426,9 +430,20 @@ pub fn model_binding_scores(
         (Some(h), Some(c)) => (h, c),
         _ => return Err(missing_head(engine, "binding-site")),
     };
-    let features = residue_features(engine, heads, &[sequence])?;
-    let x = &features[0];
-    let graph = residue_graph(engine, sequence, x.rows, source, &config.graph)?;
+    let (x, graph) = match source {
+        ContactSource::Predicted => {
+            // One pass for the features and the contacts.
+            let (x, contacts) = engine.residues_and_contacts(sequence, &feature_layers(heads))?;
+            let graph = ResidueGraph::from_contact_map(x.rows, &contacts.data, &config.graph)?;
+            (x, graph)
+        }
+        structure => {
+            let x = residue_features(engine, heads, &[sequence])?.remove(0);
+            let graph = residue_graph(engine, sequence, x.rows, structure, &config.graph)?;
+            (x, graph)
+        }
+    };
+    let x = &x;
     let edges = EdgeIndex::new(&GraphBatch::new(&[&graph]), &Device::Cpu)?;
     let input = Tensor::from_slice(&x.data, (x.rows, x.cols), &Device::Cpu)?;
     let probs: Vec<Vec<f32>> = head

@@ -386,3 +386,23 @@ fn an_unknown_precision_is_a_clear_error() {
     let e = load_error(&dir);
     assert!(e.contains("manifest.json") && e.contains("int4"), "{e}");
 }
+
+/// A binding-site query's one pass gives the contacts of `contacts` and the features of
+/// `embed_residues` (to rounding), and the same bits again from the cache.
+#[test]
+fn residues_and_contacts_come_from_one_pass_and_agree_with_the_separate_calls() {
+    let engine = engine_with(EngineOptions::default(), 64 << 20);
+    let seq = SEQS[2];
+    let layers = [Some(1), None];
+    let (features, contacts) = engine.residues_and_contacts(seq, &layers).unwrap();
+    assert_eq!(contacts, engine.contacts(seq).unwrap());
+    let separate = engine.embed_residues(&[seq], &layers).unwrap().remove(0);
+    assert_eq!(
+        (features.rows, features.cols),
+        (separate.rows, separate.cols)
+    );
+    assert_eq!(features.rows, seq.len());
+    assert!(max_diff(&features.data, &separate.data) < 1e-4);
+    let again = engine.residues_and_contacts(seq, &layers).unwrap();
+    assert_eq!(again, (features, contacts));
+}

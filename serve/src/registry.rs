@@ -84,8 +84,12 @@ impl ModelRegistry {
             if let Some(entry) = models.get_mut(dir) {
                 Self::check_unchanged(entry, dir, name)?;
                 if entry.model.engine.device_spec() == device {
-                    entry.model.engine.set_options(options);
-                    return Ok(entry.model.clone());
+                    // This request's options on a handle of its own: the shared engine is
+                    // never written to, so concurrent requests cannot see each other's.
+                    return Ok(LoadedModel {
+                        engine: Arc::new(entry.model.engine.with_options(options)),
+                        heads: entry.model.heads.clone(),
+                    });
                 }
             }
         }

@@ -193,14 +193,35 @@ multiversion! {
     }
 }
 
+/// Applies `f` to every element, [`LANES`] at a time, the tail through a padded block: an
+/// element-wise loop left to LLVM vectorises by four vectors and runs up to 63 trailing
+/// elements one by one, which for costly functions (exp, erf) over rows of a few hundred
+/// elements doubles the time.
+#[inline(always)]
+fn map_lanes(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for v in c.iter_mut() {
+            *v = f(*v);
+        }
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let mut block = [0f32; LANES];
+        block[..tail.len()].copy_from_slice(tail);
+        for v in block.iter_mut() {
+            *v = f(*v);
+        }
+        tail.copy_from_slice(&block[..tail.len()]);
+    }
+}
+
 multiversion! {
     /// In-place softmax of each `n`-wide row.
     pub fn softmax_rows(xs: &mut [f32], n: usize) {
         for row in xs.chunks_exact_mut(n) {
             let m = max(row);
-            for v in row.iter_mut() {
-                *v = exp(*v - m);
-            }
+            map_lanes(row, |v| exp(v - m));
             let inv = 1.0 / sum(row);
             for v in row.iter_mut() {
                 *v *= inv;
@@ -212,10 +233,7 @@ multiversion! {
 multiversion! {
     /// In-place `x · Φ(x)` with the exact (erf) normal CDF, as `nn.GELU()`.
     pub fn gelu_erf(xs: &mut [f32]) {
-        for v in xs.iter_mut() {
-            let x = *v;
-            *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        }
+        map_lanes(xs, |x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)));
     }
 }
 
