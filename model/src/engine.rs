@@ -447,11 +447,7 @@ impl Engine {
         let layers = self.resolve_layers(layers)?;
         let features_kind = layers_kind("residues-with-contacts", &layers);
         let cleaned = clean_sequences(&[sequence])?;
-        let key = |kind: &str| CacheKey {
-            fingerprint: self.loaded.checkpoint.fingerprint.clone(),
-            kind: kind.to_string(),
-            sequence: cleaned[0].clone(),
-        };
+        let key = |kind: &str| self.cache_key(kind, &cleaned[0]);
         let cached = (
             self.loaded.cache.get(&key(&features_kind)),
             self.loaded.cache.get(&key(CONTACTS_KIND)),
@@ -541,6 +537,15 @@ impl Engine {
             .collect())
     }
 
+    /// The cache key of `kind` output of a cleaned sequence under this model.
+    fn cache_key(&self, kind: &str, sequence: &str) -> CacheKey {
+        CacheKey {
+            fingerprint: self.loaded.checkpoint.fingerprint.clone(),
+            kind: kind.to_string(),
+            sequence: sequence.to_string(),
+        }
+    }
+
     /// Serves what the cache holds and computes the rest once per distinct sequence.
     fn cached(
         &self,
@@ -549,11 +554,7 @@ impl Engine {
         compute: impl FnOnce(&[String]) -> Result<Vec<Vec<f32>>>,
     ) -> Result<Vec<Vec<f32>>> {
         let cleaned = clean_sequences(sequences)?;
-        let key = |s: &str| CacheKey {
-            fingerprint: self.loaded.checkpoint.fingerprint.clone(),
-            kind: kind.to_string(),
-            sequence: s.to_string(),
-        };
+        let key = |s: &str| self.cache_key(kind, s);
         let mut results: Vec<Option<Arc<[f32]>>> = cleaned
             .iter()
             .map(|s| self.loaded.cache.get(&key(s)))

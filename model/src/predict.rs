@@ -382,26 +382,20 @@ pub fn predict_ppi(
         .collect())
 }
 
-/// The residue graph of a sequence with contacts from `source`.
-pub fn residue_graph(
-    engine: &Engine,
+/// The residue graph of a sequence from a supplied structure (`chain`: `None` takes the first
+/// protein chain); predicted contacts come with the features from
+/// [`Engine::residues_and_contacts`] instead.
+pub fn structure_graph(
     sequence: &str,
     length: usize,
-    source: ContactSource,
+    text: &str,
+    chain: Option<&str>,
     options: &GraphOptions,
 ) -> Result<ResidueGraph> {
-    match source {
-        ContactSource::Predicted => {
-            let contacts = engine.contacts(sequence)?;
-            ResidueGraph::from_contact_map(length, &contacts.data, options)
-        }
-        ContactSource::Structure { text, chain } => {
-            let cleaned = crate::tokenizer::clean_sequence(sequence)?;
-            let trace = parse_structure(text, chain)?;
-            let mapping = map_to_sequence(&cleaned, &trace)?;
-            ResidueGraph::from_structure(length, &trace, &mapping, options)
-        }
-    }
+    let cleaned = crate::tokenizer::clean_sequence(sequence)?;
+    let trace = parse_structure(text, chain)?;
+    let mapping = map_to_sequence(&cleaned, &trace)?;
+    ResidueGraph::from_structure(length, &trace, &mapping, options)
 }
 
 /// How [`predict_binding_sites`] answers.
@@ -437,9 +431,9 @@ pub fn model_binding_scores(
             let graph = ResidueGraph::from_contact_map(x.rows, &contacts.data, &config.graph)?;
             (x, graph)
         }
-        structure => {
+        ContactSource::Structure { text, chain } => {
             let x = residue_features(engine, heads, &[sequence])?.remove(0);
-            let graph = residue_graph(engine, sequence, x.rows, structure, &config.graph)?;
+            let graph = structure_graph(sequence, x.rows, text, chain, &config.graph)?;
             (x, graph)
         }
     };
