@@ -1,7 +1,9 @@
 //! Process groups for data-parallel training: one trait, a single-process no-op and (behind
 //! the `mpi` feature) MPI, chosen at start-up from the launcher's environment.
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
+
+use crate::optim::FlatLayout;
 
 /// Errors of collective communication.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,11 @@ pub trait Communicator {
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CommError>;
     /// Overwrites `buf` on every rank with rank 0's.
     fn broadcast_f32(&self, buf: &mut [f32]) -> Result<(), CommError>;
+    /// Element-wise sum over all ranks of `send` (length `size() × out.len()`), of which this
+    /// rank receives block `rank()` into `out`.
+    fn reduce_scatter_sum_f32(&self, send: &[f32], out: &mut [f32]) -> Result<(), CommError>;
+    /// Every rank's `mine` (equal lengths), concatenated in rank order into `out`.
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), CommError>;
     /// Whether this rank writes checkpoints, metrics and progress.
     fn is_root(&self) -> bool {
         self.rank() == 0
@@ -64,6 +71,16 @@ impl Communicator for SingleProcess {
         Ok(())
     }
     fn broadcast_f32(&self, _: &mut [f32]) -> Result<(), CommError> {
+        Ok(())
+    }
+    fn reduce_scatter_sum_f32(&self, send: &[f32], out: &mut [f32]) -> Result<(), CommError> {
+        check_blocks(send.len(), out.len(), 1)?;
+        out.copy_from_slice(send);
+        Ok(())
+    }
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), CommError> {
+        check_blocks(out.len(), mine.len(), 1)?;
+        out.copy_from_slice(mine);
         Ok(())
     }
     fn describe(&self) -> String {
@@ -97,15 +114,29 @@ pub fn from_environment() -> Result<Box<dyn Communicator>, CommError> {
     }
 }
 
-/// Sums gradients over all ranks in place (one flat buffer, one collective). Ranks must agree
-/// on which gradients exist; `extra` (loss terms, counts) rides along in f64.
-pub fn all_reduce_gradients(
+/// That a buffer of `whole` values splits into `size` blocks of `block`.
+pub(crate) fn check_blocks(whole: usize, block: usize, size: usize) -> Result<(), CommError> {
+    if whole != block * size {
+        return Err(CommError::Mismatch(format!(
+            "{whole} values do not split into {size} blocks of {block}"
+        )));
+    }
+    Ok(())
+}
+
+/// Sums gradients over all ranks; returns this rank's shard of the padded flat sum (the whole
+/// vector when `layout` has one shard: an all-reduce; otherwise a reduce-scatter, ZeRO stage
+/// 1). Ranks must agree on which gradients exist; `extra` (loss terms, counts) is summed too.
+pub fn reduce_gradients(
     comm: &dyn Communicator,
-    grads: &mut [Option<Tensor>],
+    layout: &FlatLayout,
+    grads: &[Option<Tensor>],
     extra: &mut [f64],
-) -> Result<(), CommError> {
+    device: &Device,
+) -> Result<Tensor, CommError> {
+    let flat = layout.flatten(grads, device)?;
     if comm.size() == 1 {
-        return Ok(());
+        return Ok(flat);
     }
     // Which gradients exist, summed: each must be present on all ranks or on none.
     let mut scalars: Vec<f64> = grads
@@ -124,26 +155,46 @@ pub fn all_reduce_gradients(
         }
     }
     extra.copy_from_slice(&scalars[grads.len()..]);
-    let mut flat = Vec::new();
-    for g in grads.iter().flatten() {
-        flat.extend(
-            g.flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?,
-        );
+    let mut host = flat.to_vec1::<f32>()?;
+    if layout.shards() == 1 {
+        comm.all_reduce_sum_f32(&mut host)?;
+        return Ok(Tensor::from_vec(host, layout.padded(), device)?);
     }
-    comm.all_reduce_sum_f32(&mut flat)?;
-    let mut offset = 0;
-    for g in grads.iter_mut() {
-        if let Some(t) = g.as_mut() {
-            let n = t.elem_count();
-            let summed = Tensor::from_slice(&flat[offset..offset + n], t.shape(), t.device())?
-                .to_dtype(t.dtype())?;
-            *t = summed;
-            offset += n;
-        }
+    if layout.shards() != comm.size() {
+        return Err(CommError::Mismatch(format!(
+            "{} optimizer shards on {} ranks",
+            layout.shards(),
+            comm.size()
+        )));
     }
-    Ok(())
+    let mut mine = vec![0f32; layout.padded() / layout.shards()];
+    comm.reduce_scatter_sum_f32(&host, &mut mine)?;
+    host.clear();
+    let n = mine.len();
+    Ok(Tensor::from_vec(mine, n, device)?)
+}
+
+/// The padded flat vector from every rank's shard (the shard itself with one shard).
+pub fn gather_shards(
+    comm: &dyn Communicator,
+    layout: &FlatLayout,
+    shard: &Tensor,
+) -> Result<Tensor, CommError> {
+    if layout.shards() == 1 {
+        return Ok(shard.clone());
+    }
+    let mine = shard.to_vec1::<f32>()?;
+    let mut all = vec![0f32; layout.padded()];
+    comm.all_gather_f32(&mine, &mut all)?;
+    Ok(Tensor::from_vec(all, layout.padded(), shard.device())?)
+}
+
+/// Sums one f64 per rank into a vector indexed by rank (every rank gets all of them).
+pub fn gather_per_rank(comm: &dyn Communicator, value: f64) -> Result<Vec<f64>, CommError> {
+    let mut all = vec![0f64; comm.size()];
+    all[comm.rank()] = value;
+    comm.all_reduce_sum_f64(&mut all)?;
+    Ok(all)
 }
 
 /// Makes every rank's variables equal to rank 0's (after initialisation or loading).
@@ -178,15 +229,23 @@ mod tests {
 
     #[test]
     fn single_process_is_the_identity() {
-        let dev = candle_core::Device::Cpu;
-        let mut grads = vec![Some(Tensor::new(&[1f32, 2.0], &dev).unwrap()), None];
+        let dev = Device::Cpu;
+        let a = Var::new(&[1f32, 2.0], &dev).unwrap();
+        let b = Var::new(&[5f32], &dev).unwrap();
+        let layout = FlatLayout::new(&[("a".into(), a), ("b".into(), b)], 1);
+        let grads = vec![Some(Tensor::new(&[1f32, 2.0], &dev).unwrap()), None];
         let mut extra = [3.0];
-        all_reduce_gradients(&SingleProcess, &mut grads, &mut extra).unwrap();
-        assert_eq!(
-            grads[0].as_ref().unwrap().to_vec1::<f32>().unwrap(),
-            [1.0, 2.0]
-        );
+        let flat = reduce_gradients(&SingleProcess, &layout, &grads, &mut extra, &dev).unwrap();
+        assert_eq!(flat.to_vec1::<f32>().unwrap(), [1.0, 2.0, 0.0]);
         assert_eq!(extra, [3.0]);
+        assert_eq!(
+            gather_shards(&SingleProcess, &layout, &flat)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            [1.0, 2.0, 0.0]
+        );
+        assert_eq!(gather_per_rank(&SingleProcess, 4.0).unwrap(), [4.0]);
         assert!(SingleProcess.is_root());
     }
 }

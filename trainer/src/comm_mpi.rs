@@ -6,7 +6,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
 use mpi::Threading;
 
-use crate::comm::{CommError, Communicator};
+use crate::comm::{check_blocks, CommError, Communicator};
 
 /// The MPI world; MPI is finalised when this is dropped.
 pub struct MpiCommunicator {
@@ -63,6 +63,19 @@ impl Communicator for MpiCommunicator {
             )));
         }
         self.world.process_at_rank(0).broadcast_into(buf);
+        Ok(())
+    }
+
+    fn reduce_scatter_sum_f32(&self, send: &[f32], out: &mut [f32]) -> Result<(), CommError> {
+        check_blocks(send.len(), out.len(), self.size())?;
+        self.world
+            .reduce_scatter_block_into(send, out, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn all_gather_f32(&self, mine: &[f32], out: &mut [f32]) -> Result<(), CommError> {
+        check_blocks(out.len(), mine.len(), self.size())?;
+        self.world.all_gather_into(mine, out);
         Ok(())
     }
 

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use plm_model::batching::plan_batches;
 use plm_model::checkpoint::{read_json, save_checkpoint_with, write_json, Manifest};
 
-use crate::comm::{all_reduce_gradients, broadcast_vars, Communicator};
+use crate::comm::{broadcast_vars, gather_per_rank, gather_shards, reduce_gradients, Communicator};
 use crate::data::{BatchStream, DataPosition};
 use crate::model_init::TrainableModel;
-use crate::optim::{accumulate, grad_norm, learning_rate, AdamW, AdamWConfig};
+use crate::optim::{accumulate, learning_rate, squared_norm, AdamW, AdamWConfig};
 use crate::plot;
 
 /// Options shared by every training objective (stored in the run so `--resume` needs no flags).
@@ -95,6 +95,12 @@ pub struct LoopArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     #[serde(default)]
     pub dtype: Precision,
+    /// Shard the AdamW moments across ranks (ZeRO stage 1): each rank keeps 1/ranks of the
+    /// optimizer state, gradients are reduce-scattered and updated slices all-gathered. Same
+    /// results as without; chosen per launch (a resumed run takes this launch's setting).
+    #[arg(long)]
+    #[serde(default)]
+    pub shard_optimizer: bool,
 }
 
 /// Compute precision of a run.
@@ -242,6 +248,8 @@ pub fn open_run<A: RunArgs>(
             let steps = args.common().steps.max(state.args.common().steps);
             state.args.common_mut().steps = steps;
         }
+        // How this launch spreads the work is its own choice, not the run's.
+        state.args.common_mut().shard_optimizer = args.common().shard_optimizer;
         if comm.is_root() {
             eprintln!("resuming {} at step {}", out.display(), state.step);
         }
@@ -302,27 +310,50 @@ pub fn train<A: RunArgs, O: Objective>(
     valid: Option<&[String]>,
     comm: &dyn Communicator,
 ) -> Result<TrainerState<A>> {
-    let args = state.args.common().clone();
+    let mut args = state.args.common().clone();
     if args.accumulate == 0 {
         bail!("--accumulate must be at least 1");
     }
     let last = args.out.join(LAST);
     let root = comm.is_root();
     let ranks = comm.size();
-    if state.step > 0 && state.ranks != ranks && root {
-        eprintln!(
-            "note: the run was trained on {} rank(s), now {ranks}: the global batch changes",
-            state.ranks
-        );
+    if state.step > 0 && state.ranks != ranks {
+        args.accumulate = rescale_accumulation(state.ranks, args.accumulate, ranks, root);
+        state.args.common_mut().accumulate = args.accumulate;
     }
     state.ranks = ranks;
-    let mut opt = AdamW::new(objective.trainable(), AdamWConfig::default())?;
+    let shards = if args.shard_optimizer { ranks } else { 1 };
+    let mut opt = AdamW::new(
+        objective.trainable(),
+        AdamWConfig::default(),
+        shards,
+        if shards > 1 { comm.rank() } else { 0 },
+    )?;
     if state.step > 0 {
         objective.restore(&last)?;
         opt.load(&last.join(OPTIMIZER))?;
     }
     // Identical replicas whatever happened before (seeded init, loading).
     broadcast_vars(comm, opt.vars()).context("broadcasting the weights of rank 0")?;
+    let device = opt
+        .vars()
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .context("nothing to train")?;
+    let state_mib = gather_per_rank(comm, opt.state_bytes() as f64 / MIB)?;
+    if root {
+        eprintln!(
+            "{}: {} parameters; optimizer state per rank {} MiB{}",
+            comm.describe(),
+            opt.layout().total(),
+            state_mib
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            if shards > 1 { " (sharded)" } else { "" }
+        );
+    }
     let mut stream = BatchStream::open(
         &args.train,
         args.seed,
@@ -390,8 +421,16 @@ pub fn train<A: RunArgs, O: Objective>(
             }
             accumulate(&mut grads, opt.gradients(&loss.backward()?))?;
         }
-        all_reduce_gradients(comm, &mut grads, &mut logged).context("all-reduce")?;
-        let norm = grad_norm(&grads)?;
+        let present: Vec<bool> = grads.iter().map(Option::is_some).collect();
+        let shard_grad = reduce_gradients(comm, opt.layout(), &grads, &mut logged, &device)
+            .context("reducing gradients")?;
+        drop(grads);
+        let mut squares = [squared_norm(&shard_grad)?];
+        if shards > 1 {
+            comm.all_reduce_sum_f64(&mut squares)
+                .context("reducing the gradient norm")?;
+        }
+        let norm = squares[0].sqrt();
         if !norm.is_finite() {
             bail!("gradient norm is {norm} at step {}; lower --lr", state.step);
         }
@@ -400,7 +439,9 @@ pub fn train<A: RunArgs, O: Objective>(
         } else {
             1.0
         };
-        opt.step(&grads, lr, scale)?;
+        let updated = opt.step_shard(&shard_grad, &present, lr, scale)?;
+        let flat = gather_shards(comm, opt.layout(), &updated).context("gathering weights")?;
+        opt.set_parameters(&flat)?;
         state.step += 1;
         state.data = stream.position();
         let loss = logged[0];
@@ -434,10 +475,22 @@ pub fn train<A: RunArgs, O: Objective>(
         if let Some(m) = metrics.as_mut() {
             writeln!(m, "{record}").context("writing metrics.jsonl")?;
         }
-        if root && (state.step.is_multiple_of(args.save_every) || state.step == args.steps) {
-            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            save_run(&last, objective, &opt, &state)?;
-            write_plot(&args.out, &bar);
+        if state.step.is_multiple_of(args.save_every) || state.step == args.steps {
+            // Every rank takes part in gathering the optimizer state and the memory figures.
+            let (m, v) = opt.moments();
+            let (m, v) = (
+                gather_shards(comm, opt.layout(), m)?,
+                gather_shards(comm, opt.layout(), v)?,
+            );
+            let memory = RankMemory {
+                optimizer_state_mib: state_mib.clone(),
+                peak_rss_mib: gather_per_rank(comm, peak_rss_mib())?,
+            };
+            if root {
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                save_run(&last, objective, &opt, (&m, &v), &memory, &state)?;
+                write_plot(&args.out, &bar);
+            }
         }
     }
     bar.finish_with_message(format!("done: {} steps", state.step));
@@ -445,6 +498,55 @@ pub fn train<A: RunArgs, O: Objective>(
         write_plot(&args.out, &bar);
     }
     Ok(state)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Per-rank memory, reported in the manifest (indexed by rank).
+#[derive(Debug, Clone, Serialize)]
+pub struct RankMemory {
+    /// AdamW moments held.
+    pub optimizer_state_mib: Vec<f64>,
+    /// Peak resident memory of the process so far (`VmHWM`).
+    pub peak_rss_mib: Vec<f64>,
+}
+
+/// This process's peak resident memory in MiB (0 where /proc is not available).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The per-rank micro-batch count that keeps a resumed run's global batch (`accumulate ×
+/// ranks`) when it continues on a different number of ranks; when the global batch does not
+/// divide, the run goes on with the stored per-rank count and a larger or smaller global batch.
+fn rescale_accumulation(old_ranks: usize, accumulate: usize, ranks: usize, root: bool) -> usize {
+    let global = accumulate * old_ranks.max(1);
+    if global.is_multiple_of(ranks) {
+        let per_rank = global / ranks;
+        if root {
+            eprintln!(
+                "note: the run was trained on {old_ranks} rank(s), now {ranks}: keeping its global \
+                 batch of {global} micro-batches with --accumulate {per_rank}"
+            );
+        }
+        per_rank
+    } else {
+        if root {
+            eprintln!(
+                "note: the run was trained on {old_ranks} rank(s), now {ranks}: its global batch of \
+                 {global} micro-batches does not divide, so it becomes {}",
+                accumulate * ranks
+            );
+        }
+        accumulate
+    }
 }
 
 /// Redraws RUN/loss.png from RUN/metrics.jsonl; a failure is reported, not fatal.
@@ -459,6 +561,8 @@ pub fn save_run<A: RunArgs, O: Objective>(
     dir: &Path,
     objective: &O,
     opt: &AdamW,
+    moments: (&Tensor, &Tensor),
+    memory: &RankMemory,
     state: &TrainerState<A>,
 ) -> Result<()> {
     let args = state.args.common();
@@ -472,6 +576,8 @@ pub fn save_run<A: RunArgs, O: Objective>(
         "accumulate": args.accumulate,
         "ranks": state.ranks,
         "dtype": args.dtype,
+        "shard_optimizer": args.shard_optimizer,
+        "memory": memory,
         "elapsed_s": state.elapsed_s,
     });
     if let (Some(obj), serde_json::Value::Object(extra)) =
@@ -490,7 +596,8 @@ pub fn save_run<A: RunArgs, O: Objective>(
     let model = objective.model();
     let aux = objective.aux_tensors();
     save_checkpoint_with(dir, &model.config, &model.tensors(), manifest, |tmp| {
-        opt.save(&tmp.join(OPTIMIZER)).map_err(|e| e.to_string())?;
+        opt.save_full(moments.0, moments.1, &tmp.join(OPTIMIZER))
+            .map_err(|e| e.to_string())?;
         if !aux.is_empty() {
             candle_core::safetensors::save(&aux, tmp.join(AUX)).map_err(|e| e.to_string())?;
         }

@@ -34,6 +34,7 @@ fn pretrain(
     steps: usize,
     accumulate: usize,
     resume: bool,
+    flags: &[&str],
 ) {
     let mut cmd = if ranks > 1 {
         let mut c = Command::new(mpirun);
@@ -61,6 +62,7 @@ fn pretrain(
     if resume {
         cmd.arg("--resume");
     }
+    cmd.args(flags);
     let output = cmd.output().expect("running plm-train");
     assert!(
         output.status.success(),
@@ -103,17 +105,17 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
     let bin = tmp.path().join("plm-train");
     std::fs::copy(BIN, &bin).unwrap();
     let single = tmp.path().join("single");
-    pretrain(&bin, &mpirun, 1, &train, &single, 4, 2, false);
+    pretrain(&bin, &mpirun, 1, &train, &single, 4, 2, false, &[]);
     // Two ranks, stopped after 2 steps and resumed (still on two ranks) to 4.
     let parallel = tmp.path().join("parallel");
-    pretrain(&bin, &mpirun, 2, &train, &parallel, 2, 1, false);
-    pretrain(&bin, &mpirun, 2, &train, &parallel, 4, 1, true);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 2, 1, false, &[]);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 4, 1, true, &[]);
 
     let a = weights(&single);
     assert_close(&a, &weights(&parallel));
     // Training really moved the weights (the comparison is not vacuous).
     let init = tmp.path().join("init");
-    pretrain(&bin, &mpirun, 1, &train, &init, 1, 2, false);
+    pretrain(&bin, &mpirun, 1, &train, &init, 1, 2, false, &[]);
     let moved = weights(&init).iter().any(|(n, t)| {
         (t - &a[n])
             .unwrap()
@@ -142,10 +144,101 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
     // Accumulation on each rank too: 2 ranks × 2 micro-batches = 1 process × 4 (the sums are
     // grouped differently, so equal within rounding rather than bit for bit).
     let single = tmp.path().join("single4");
-    pretrain(&bin, &mpirun, 1, &train, &single, 3, 4, false);
+    pretrain(&bin, &mpirun, 1, &train, &single, 3, 4, false, &[]);
     let parallel = tmp.path().join("parallel2x2");
-    pretrain(&bin, &mpirun, 2, &train, &parallel, 3, 2, false);
+    pretrain(&bin, &mpirun, 2, &train, &parallel, 3, 2, false, &[]);
     assert_close(&weights(&single), &weights(&parallel));
+}
+
+#[test]
+fn sharded_optimizer_matches_and_resumes_on_another_number_of_ranks() {
+    let Some(mpirun) = mpirun() else {
+        eprintln!("SKIPPED: mpirun is not on PATH (install openmpi-bin: scripts/install-deps.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let train = synthetic_fasta(tmp.path());
+    let bin = tmp.path().join("plm-train");
+    std::fs::copy(BIN, &bin).unwrap();
+    let shard = ["--shard-optimizer"];
+    let run = |name: &str| tmp.path().join(name);
+    // One process with the doubled batch, and two ranks without sharding.
+    pretrain(&bin, &mpirun, 1, &train, &run("single"), 4, 2, false, &[]);
+    pretrain(&bin, &mpirun, 2, &train, &run("plain"), 4, 1, false, &[]);
+    // Two ranks with sharded optimizer state, stopped at step 2 and continued on two ranks...
+    pretrain(
+        &bin,
+        &mpirun,
+        2,
+        &train,
+        &run("sharded"),
+        2,
+        1,
+        false,
+        &shard,
+    );
+    let halfway = manifest(&run("sharded"));
+    pretrain(
+        &bin,
+        &mpirun,
+        2,
+        &train,
+        &run("sharded"),
+        4,
+        1,
+        true,
+        &shard,
+    );
+    // ...and the same first half continued on one rank (the global batch is kept).
+    pretrain(
+        &bin,
+        &mpirun,
+        2,
+        &train,
+        &run("shrunk"),
+        2,
+        1,
+        false,
+        &shard,
+    );
+    pretrain(&bin, &mpirun, 1, &train, &run("shrunk"), 4, 1, true, &[]);
+
+    let reference = weights(&run("single"));
+    assert_close(&reference, &weights(&run("plain")));
+    assert_close(&weights(&run("plain")), &weights(&run("sharded")));
+    assert_close(&weights(&run("sharded")), &weights(&run("shrunk")));
+    let (a, b) = (losses(&run("sharded")), losses(&run("shrunk")));
+    assert_eq!(a.len(), 4);
+    for ((s, x, _), (_, y, _)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: loss {x} vs {y}");
+    }
+
+    // Each rank held half of the optimizer state (measured by the trainer, in the manifest).
+    let per_rank = |m: &serde_json::Value| -> Vec<f64> {
+        m["training"]["memory"]["optimizer_state_mib"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let plain = per_rank(&manifest(&run("plain")));
+    let sharded = per_rank(&halfway);
+    assert_eq!(plain.len(), 2);
+    assert_eq!(sharded.len(), 2);
+    assert!(plain[0] > 0.0 && plain[0] == plain[1], "{plain:?}");
+    for s in &sharded {
+        assert!(
+            (s * 2.0 - plain[0]).abs() <= plain[0] * 1e-3,
+            "{sharded:?} vs {plain:?}"
+        );
+    }
+    assert_eq!(halfway["training"]["shard_optimizer"], true);
+    eprintln!("optimizer state per rank: {plain:?} MiB unsharded, {sharded:?} MiB sharded");
+}
+
+fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("last/manifest.json")).unwrap()).unwrap()
 }
 
 /// Every tensor equal within 1e-5 of its largest magnitude, or 1e-6 absolute: attention key

@@ -50,5 +50,6 @@ pub fn tiny_loop(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -
         valid_sequences: 64,
         buffer: 64,
         dtype: Precision::F32,
+        shard_optimizer: false,
     }
 }
