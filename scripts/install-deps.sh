@@ -44,6 +44,16 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
 else
   log "cargo-pgrx $PGRX_VERSION present"
 fi
+# An S3-compatible server for the trainer's object-storage tests (s3s-fs: the S3 protocol over
+# a directory; 0.14.1 is the newest that builds with Rust 1.95), pinned and cached.
+S3S_VERSION=0.14.1
+S3S_ROOT="$HOME/.cache/pg_plm/s3s"
+if ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+  log "cargo install s3s-fs $S3S_VERSION (about 3 minutes on 2 cores, once)"
+  cargo install s3s-fs --version "=$S3S_VERSION" --features binary --locked --root "$S3S_ROOT"
+else
+  log "s3s-fs $S3S_VERSION present"
+fi
 # PostgreSQL majors besides Debian 12's 15, built from Debian's source packages and cached
 # (scripts/install-pg.sh): the extension is tested against each. PLM_PG_EXTRA="" skips them.
 PG_EXTRA="${PLM_PG_EXTRA-18}"

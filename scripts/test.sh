@@ -33,6 +33,9 @@ else
 fi
 
 step "model, alignment, server, fuzz-corpus and trainer tests"
+# The trainer's object-storage tests start this S3 server (installed by install-deps.sh); set,
+# a missing server fails them instead of skipping.
+export PLM_S3_SERVER="$HOME/.cache/pg_plm/s3s/bin/s3s-fs"
 cargo test -p plm-model -p plm-align -p plm-serve -p plm-fuzz -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 

@@ -1,14 +1,15 @@
 //! Streaming FASTA / FASTA.gz reading, cropping and token-budget batching.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use plm_model::batching::plan_batches;
 use plm_model::tokenizer::clean_sequence;
+
+use crate::storage::{self, Location};
 
 /// A FASTA record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +26,19 @@ pub enum DataError {
     /// The file cannot be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {
-        /// The file.
-        path: PathBuf,
+        /// The file (path or URL).
+        path: String,
         /// Cause.
         source: std::io::Error,
     },
+    /// The object cannot be opened.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
     /// A malformed record.
     #[error("{path}: record {record} ('{id}'): {reason}")]
     BadRecord {
-        /// The file.
-        path: PathBuf,
+        /// The file (path or URL).
+        path: String,
         /// 1-based record number.
         record: usize,
         /// Record header.
@@ -44,12 +48,13 @@ pub enum DataError {
     },
 }
 
-/// Streams records from a FASTA file (gzip-compressed when the name ends in `.gz`).
+/// Streams records from a FASTA file or object (gzip-compressed when the name ends in `.gz`).
 ///
 /// Invalid records are an error naming the file and record, unless `skip_invalid` is set;
 /// then they are counted in [`FastaReader::skipped`].
 pub struct FastaReader {
-    path: PathBuf,
+    path: String,
+    gzip: bool,
     lines: Box<dyn BufRead + Send>,
     pending_header: Option<String>,
     record_no: usize,
@@ -61,20 +66,30 @@ pub struct FastaReader {
 impl FastaReader {
     /// Opens a file.
     pub fn open(path: &Path, skip_invalid: bool) -> Result<Self, DataError> {
-        let file = File::open(path).map_err(|e| DataError::Io {
-            path: path.into(),
-            source: e,
-        })?;
-        let lines: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "gz") {
+        Self::open_location(&Location::from(path), skip_invalid)
+    }
+
+    /// Opens a file or object.
+    pub fn open_location(location: &Location, skip_invalid: bool) -> Result<Self, DataError> {
+        let name = location.to_string();
+        let raw: Box<dyn Read + Send> = match storage::open_read(location) {
+            Ok(r) => r,
+            Err(storage::StorageError::Io { source, .. }) => {
+                return Err(DataError::Io { path: name, source })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let lines: Box<dyn BufRead + Send> = if location.is_gzip() {
             Box::new(BufReader::with_capacity(
                 1 << 16,
-                flate2::read::MultiGzDecoder::new(file),
+                flate2::read::MultiGzDecoder::new(raw),
             ))
         } else {
-            Box::new(BufReader::with_capacity(1 << 16, file))
+            Box::new(BufReader::with_capacity(1 << 16, raw))
         };
         Ok(Self {
-            path: path.into(),
+            path: name,
+            gzip: location.is_gzip(),
             lines,
             pending_header: None,
             record_no: 0,
@@ -91,12 +106,18 @@ impl FastaReader {
 
     fn read_line(&mut self) -> Result<Option<String>, DataError> {
         self.line_buf.clear();
+        let gzip = self.gzip;
         let n = self
             .lines
             .read_line(&mut self.line_buf)
             .map_err(|e| DataError::Io {
                 path: self.path.clone(),
-                source: e,
+                source: if gzip && !e.get_ref().is_some_and(|i| i.is::<storage::StorageError>()) {
+                    // The decoder's own errors: the compressed stream is cut short or damaged.
+                    std::io::Error::new(e.kind(), format!("{e}: truncated or corrupt gzip data"))
+                } else {
+                    e
+                },
             })?;
         Ok((n > 0).then(|| self.line_buf.trim_end().to_string()))
     }
@@ -178,7 +199,16 @@ fn truncate(s: &str) -> String {
 
 /// Reads up to `limit` records of a file into memory.
 pub fn read_fasta(path: &Path, limit: usize, skip_invalid: bool) -> Result<Vec<Record>, DataError> {
-    let mut reader = FastaReader::open(path, skip_invalid)?;
+    read_fasta_location(&Location::from(path), limit, skip_invalid)
+}
+
+/// Reads up to `limit` records of a file or object into memory.
+pub fn read_fasta_location(
+    location: &Location,
+    limit: usize,
+    skip_invalid: bool,
+) -> Result<Vec<Record>, DataError> {
+    let mut reader = FastaReader::open_location(location, skip_invalid)?;
     let mut out = Vec::new();
     while out.len() < limit {
         match reader.next_record()? {
@@ -209,10 +239,11 @@ pub struct DataPosition {
     pub batch_in_buffer: usize,
 }
 
-/// Streams token-budget batches of cropped sequences from a FASTA file, deterministically
-/// from a seed: length-bucketed within a shuffle buffer, buffer batches in random order.
+/// Streams token-budget batches of cropped sequences from a FASTA file or object,
+/// deterministically from a seed: length-bucketed within a shuffle buffer, buffer batches in
+/// random order.
 pub struct BatchStream {
-    path: PathBuf,
+    location: Location,
     reader: FastaReader,
     seed: u64,
     buffer_size: usize,
@@ -225,7 +256,7 @@ pub struct BatchStream {
 impl BatchStream {
     /// Opens the stream at `position` (use the default for a fresh start).
     pub fn open(
-        path: &Path,
+        location: &Location,
         seed: u64,
         buffer_size: usize,
         max_len: usize,
@@ -233,8 +264,8 @@ impl BatchStream {
         position: DataPosition,
     ) -> Result<Self, DataError> {
         let mut stream = Self {
-            path: path.into(),
-            reader: FastaReader::open(path, true)?,
+            location: location.clone(),
+            reader: FastaReader::open_location(location, true)?,
             seed,
             buffer_size,
             max_len,
@@ -279,7 +310,7 @@ impl BatchStream {
             // End of file: next epoch.
             self.position.epoch += 1;
             self.position.buffer = 0;
-            self.reader = FastaReader::open(&self.path, true)?;
+            self.reader = FastaReader::open_location(&self.location, true)?;
             while records.len() < self.buffer_size {
                 match self.reader.next_record()? {
                     Some(r) => records.push(r.sequence),
@@ -322,7 +353,7 @@ impl BatchStream {
         }
         if self.batches.is_empty() {
             return Err(DataError::BadRecord {
-                path: self.path.clone(),
+                path: self.location.to_string(),
                 record: 0,
                 id: String::new(),
                 reason: "no valid sequences".into(),
@@ -336,7 +367,9 @@ impl BatchStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -408,7 +441,8 @@ mod tests {
             ));
         }
         let p = write(dir.path(), "d.fasta", &text);
-        let mut full = BatchStream::open(&p, 7, 10, 64, 200, DataPosition::default()).unwrap();
+        let mut full =
+            BatchStream::open(&p.clone().into(), 7, 10, 64, 200, DataPosition::default()).unwrap();
         let mut seen = Vec::new();
         let mut positions = Vec::new();
         for _ in 0..40 {
@@ -416,7 +450,8 @@ mod tests {
             seen.push(full.next_batch().unwrap());
         }
         for k in [0, 3, 17, 33] {
-            let mut resumed = BatchStream::open(&p, 7, 10, 64, 200, positions[k]).unwrap();
+            let mut resumed =
+                BatchStream::open(&p.clone().into(), 7, 10, 64, 200, positions[k]).unwrap();
             for expected in &seen[k..k + 5] {
                 assert_eq!(&resumed.next_batch().unwrap(), expected);
             }

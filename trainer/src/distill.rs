@@ -30,6 +30,7 @@ use crate::comm::Communicator;
 use crate::masking::{mask_batch, MaskedBatch};
 use crate::model_init::TrainableModel;
 use crate::pretrain::load_run_validation;
+use crate::storage::{self, Location};
 use crate::train_loop::{self, evaluate, Counts, LoopArgs, Objective, RunArgs, AUX};
 
 /// Hyper-parameters of a distillation run (stored in the run so `--resume` needs no flags).
@@ -41,7 +42,7 @@ pub struct DistillArgs {
     pub common: LoopArgs,
     /// Teacher checkpoint directory.
     #[arg(long)]
-    pub teacher: PathBuf,
+    pub teacher: Location,
     /// Student config.json (instead of --student-layers/--student-hidden/...).
     #[arg(long)]
     pub student_config: Option<PathBuf>,
@@ -205,16 +206,17 @@ pub struct DistillObjective {
 }
 
 impl DistillObjective {
-    /// Loads the teacher and builds the student and projection for `args`.
-    pub fn new(args: &DistillArgs, device: &Device) -> Result<Self> {
-        let ckpt = Checkpoint::open(&args.teacher)
-            .with_context(|| format!("opening teacher {}", args.teacher.display()))?;
+    /// Loads the teacher from `teacher_dir` (`args.teacher`, downloaded when it is a URL) and
+    /// builds the student and projection for `args`.
+    pub fn new(args: &DistillArgs, teacher_dir: &Path, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::open(teacher_dir)
+            .with_context(|| format!("opening teacher {}", args.teacher))?;
         let dtype = args.common.dtype.dtype();
         let teacher = ckpt.load_model(device, dtype)?;
         if !teacher.has_lm_head() {
             bail!(
                 "teacher {} has no LM head: distillation needs its logits",
-                args.teacher.display()
+                args.teacher
             );
         }
         let tokenizer = ProteinTokenizer::esm();
@@ -222,13 +224,8 @@ impl DistillObjective {
             bail!("teacher vocabulary is not ESM-2's");
         }
         let config = student_config(args, &ckpt.config)?;
-        let (student, copied) = init_student(
-            &args.teacher,
-            &ckpt.config,
-            &config,
-            args.common.seed,
-            device,
-        )?;
+        let (student, copied) =
+            init_student(teacher_dir, &ckpt.config, &config, args.common.seed, device)?;
         eprintln!(
             "student: {} blocks × {} wide ({} parameters), {copied} tensors initialised from the teacher",
             config.num_hidden_layers,
@@ -471,15 +468,17 @@ pub fn run(
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<()> {
-    let state = train_loop::open_run(args, resume, comm)?;
+    let (state, run) = train_loop::open_run(args, resume, comm)?;
     let args = state.args.clone();
     if args.temperature <= 0.0 {
         bail!("--temperature must be positive");
     }
     args.common.dtype.warn_if_slow(device, comm);
-    let mut objective = DistillObjective::new(&args, device)?;
+    let teacher_dir = storage::local_model_dir(&args.teacher, comm.rank())
+        .with_context(|| format!("fetching teacher {}", args.teacher))?;
+    let mut objective = DistillObjective::new(&args, &teacher_dir, device)?;
     let valid = load_run_validation(&args.common)?;
-    train_loop::train(state, &mut objective, valid.as_deref(), comm)?;
+    train_loop::train(&run, state, &mut objective, valid.as_deref(), comm)?;
     Ok(())
 }
 

@@ -16,5 +16,7 @@ pub mod plot;
 pub mod pretrain;
 pub mod quantize;
 pub mod reference;
+pub mod run_dir;
+pub mod storage;
 pub mod taskdata;
 pub mod train_loop;

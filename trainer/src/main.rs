@@ -7,6 +7,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use plm_model::{Checkpoint, DeviceSpec};
+use plm_train::storage::{self, Location};
 use plm_train::{comm, distill, plot, pretrain};
 
 #[derive(Parser)]
@@ -74,12 +75,12 @@ enum Command {
     },
     /// Masked-LM perplexity of a checkpoint on a FASTA file.
     Eval {
-        /// Checkpoint directory.
+        /// Checkpoint directory (path or s3:// URL).
         #[arg(long)]
-        model: PathBuf,
-        /// FASTA (.gz allowed).
+        model: Location,
+        /// FASTA (.gz allowed; path or s3:// URL).
         #[arg(long)]
-        data: PathBuf,
+        data: Location,
         /// Sequences used.
         #[arg(long, default_value_t = 2000)]
         sequences: usize,
@@ -150,13 +151,15 @@ fn main() -> Result<()> {
             max_len,
             seed,
         } => {
-            let ckpt = Checkpoint::open(&model)?;
+            let dir =
+                storage::local_model_dir(&model, 0).with_context(|| format!("fetching {model}"))?;
+            let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {model}"))?;
             let net = ckpt.load_model(&device, candle_core::DType::F32)?;
             let seqs = pretrain::load_validation(&data, sequences, max_len, seed)?;
             let ppl = pretrain::perplexity(&net, &ckpt.tokenizer, &seqs, 16384, seed, &device)?;
             println!(
                 "{}",
-                serde_json::json!({"model": ckpt.name(), "data": data.display().to_string(),
+                serde_json::json!({"model": ckpt.name(), "data": data.to_string(),
                     "sequences": seqs.len(), "perplexity": ppl})
             );
             Ok(())

@@ -13,9 +13,10 @@ use plm_model::batching::plan_batches;
 use plm_model::{EsmConfig, EsmForMaskedLM, ProteinTokenizer};
 
 use crate::comm::Communicator;
-use crate::data::{random_crop, read_fasta};
+use crate::data::{random_crop, read_fasta_location};
 use crate::masking::{mask_batch, MaskedBatch};
 use crate::model_init::TrainableModel;
+use crate::storage::Location;
 use crate::train_loop::{self, Counts, LoopArgs, Objective, RunArgs};
 
 pub use crate::train_loop::{TrainerState, LAST};
@@ -102,12 +103,12 @@ pub fn perplexity(
 
 /// Loads validation sequences cropped deterministically.
 pub fn load_validation(
-    path: &Path,
+    path: &Location,
     limit: usize,
     max_len: usize,
     seed: u64,
 ) -> Result<Vec<String>> {
-    let records = read_fasta(path, limit, false)?;
+    let records = read_fasta_location(path, limit, false)?;
     let mut rng = StdRng::seed_from_u64(seed);
     Ok(records
         .iter()
@@ -221,7 +222,7 @@ pub fn run(
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<()> {
-    let state = train_loop::open_run(args, resume, comm)?;
+    let (state, run) = train_loop::open_run(args, resume, comm)?;
     let args = state.args.clone();
     let config = EsmConfig::esm2(
         args.hidden,
@@ -234,6 +235,6 @@ pub fn run(
     c.dtype.warn_if_slow(device, comm);
     let mut objective = MlmObjective::new(&config, c.mask_rate, c.seed, c.dtype.dtype(), device)?;
     let valid = load_run_validation(&args.common)?;
-    train_loop::train(state, &mut objective, valid.as_deref(), comm)?;
+    train_loop::train(&run, state, &mut objective, valid.as_deref(), comm)?;
     Ok(())
 }

@@ -129,8 +129,13 @@ fn write_and_gate(args: &QuantizeArgs, source: &Checkpoint, staging: &Path) -> R
     manifest.precision = args.precision;
     write_manifest(staging, &manifest)?;
 
-    let sequences = pretrain::load_validation(&args.data, args.sequences, args.max_len, args.seed)
-        .with_context(|| format!("reading {}", args.data.display()))?;
+    let sequences = pretrain::load_validation(
+        &args.data.clone().into(),
+        args.sequences,
+        args.max_len,
+        args.seed,
+    )
+    .with_context(|| format!("reading {}", args.data.display()))?;
     ensure!(
         sequences.len() > NEIGHBOURS,
         "{} gave {} sequences; the gates need more than {NEIGHBOURS}",

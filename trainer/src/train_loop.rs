@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -29,20 +29,22 @@ use crate::data::{BatchStream, DataPosition};
 use crate::model_init::TrainableModel;
 use crate::optim::{accumulate, learning_rate, squared_norm, AdamW, AdamWConfig};
 use crate::plot;
+use crate::storage::Location;
 
 /// Options shared by every training objective (stored in the run so `--resume` needs no flags).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct LoopArgs {
-    /// Training FASTA (.gz allowed).
+    /// Training FASTA (.gz allowed): a path, file:///path or s3://bucket/key.
     #[arg(long)]
-    pub train: PathBuf,
-    /// Validation FASTA.
+    pub train: Location,
+    /// Validation FASTA (path or URL).
     #[arg(long)]
-    pub valid: Option<PathBuf>,
-    /// Run directory: the checkpoint goes to RUN/last, metrics to RUN/metrics.jsonl, the loss
-    /// plot to RUN/loss.png.
+    pub valid: Option<Location>,
+    /// Run directory (path or s3://bucket/prefix): the checkpoint goes to RUN/last, metrics to
+    /// RUN/metrics.jsonl, the loss plot to RUN/loss.png (in object storage: checkpoints under
+    /// RUN/checkpoints/, published by the pointer RUN/last.json).
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Location,
     /// Model name written into the manifest.
     #[arg(long, default_value = "plm-esm")]
     pub name: String,
@@ -211,19 +213,14 @@ pub trait Objective {
     fn describe(&self) -> serde_json::Value;
 }
 
-/// File names inside the run directory.
-pub const LAST: &str = "last";
+pub use crate::run_dir::{RunDir, LAST, LOSS_PLOT, METRICS};
+
 /// Trainer state inside a checkpoint.
 pub const STATE: &str = "trainer.json";
 /// Optimizer state inside a checkpoint.
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 /// Auxiliary trained tensors (e.g. a distillation projection) inside a checkpoint.
 pub const AUX: &str = "aux.safetensors";
-/// Metrics log inside the run directory.
-pub const METRICS: &str = "metrics.jsonl";
-/// Loss plot inside the run directory.
-pub const LOSS_PLOT: &str = "loss.png";
-
 /// The RNG of global micro-batch `index` of `step` (independent of how ranks split the batch).
 pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
     StdRng::seed_from_u64(
@@ -233,16 +230,17 @@ pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
 }
 
 /// Opens a run: the stored arguments and state when resuming (only the step budget may grow,
-/// and only when `--steps` was given), otherwise a fresh state from `args`.
+/// and only when `--steps` was given), otherwise a fresh state from `args`; with the run's
+/// directory (a remote run's checkpoint is fetched by every rank).
 pub fn open_run<A: RunArgs>(
     args: A,
     resume: bool,
     comm: &dyn Communicator,
-) -> Result<TrainerState<A>> {
+) -> Result<(TrainerState<A>, RunDir)> {
     let out = args.common().out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let last = out.join(LAST);
-    if resume && last.join(STATE).is_file() {
+    let run = RunDir::open(&out, comm.rank())?;
+    let last = run.last();
+    if resume && run.fetch_last(STATE, comm.is_root())? {
         let mut state: TrainerState<A> = read_json(&last.join(STATE))?;
         if args.common().steps_given {
             let steps = args.common().steps.max(state.args.common().steps);
@@ -251,14 +249,15 @@ pub fn open_run<A: RunArgs>(
         // How this launch spreads the work is its own choice, not the run's.
         state.args.common_mut().shard_optimizer = args.common().shard_optimizer;
         if comm.is_root() {
-            eprintln!("resuming {} at step {}", out.display(), state.step);
+            eprintln!("resuming {out} at step {}", state.step);
+            run.trim_metrics(state.step)?;
         }
-        return Ok(state);
+        return Ok((state, run));
     }
     if resume && comm.is_root() {
-        eprintln!("no checkpoint in {} yet; starting fresh", last.display());
+        eprintln!("no checkpoint in {out} yet; starting fresh");
     }
-    Ok(TrainerState {
+    let state = TrainerState {
         step: 0,
         data: DataPosition::default(),
         tokens_seen: 0,
@@ -266,7 +265,8 @@ pub fn open_run<A: RunArgs>(
         args,
         valid: BTreeMap::new(),
         ranks: comm.size(),
-    })
+    };
+    Ok((state, run))
 }
 
 /// Value of an objective over a fixed set of sequences (fixed crops, batches and masks), with
@@ -302,9 +302,10 @@ pub fn evaluate<O: Objective>(
     Ok((total, terms))
 }
 
-/// Runs the loop from `state` to `state.args.common().steps`, checkpointing into RUN/last.
-/// `valid` are the validation sequences (used on rank 0 only).
+/// Runs the loop from `state` to `state.args.common().steps`, checkpointing into RUN/last
+/// (published by `run`). `valid` are the validation sequences (used on rank 0 only).
 pub fn train<A: RunArgs, O: Objective>(
+    run: &RunDir,
     mut state: TrainerState<A>,
     objective: &mut O,
     valid: Option<&[String]>,
@@ -314,7 +315,7 @@ pub fn train<A: RunArgs, O: Objective>(
     if args.accumulate == 0 {
         bail!("--accumulate must be at least 1");
     }
-    let last = args.out.join(LAST);
+    let last = run.last();
     let root = comm.is_root();
     let ranks = comm.size();
     if state.step > 0 && state.ranks != ranks {
@@ -367,7 +368,7 @@ pub fn train<A: RunArgs, O: Objective>(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(args.out.join(METRICS))
+                .open(run.local.join(METRICS))
                 .context("opening metrics.jsonl")?,
         )
     } else {
@@ -489,13 +490,19 @@ pub fn train<A: RunArgs, O: Objective>(
             if root {
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
                 save_run(&last, objective, &opt, (&m, &v), &memory, &state)?;
-                write_plot(&args.out, &bar);
+                if let Some(m) = metrics.as_mut() {
+                    m.flush().context("writing metrics.jsonl")?;
+                }
+                write_plot(&run.local, &bar);
+                run.publish(state.step)
+                    .with_context(|| format!("publishing to {}", args.out))?;
             }
         }
     }
     bar.finish_with_message(format!("done: {} steps", state.step));
     if root {
-        write_plot(&args.out, &bar);
+        write_plot(&run.local, &bar);
+        run.publish_logs()?;
     }
     Ok(state)
 }
@@ -567,7 +574,7 @@ pub fn save_run<A: RunArgs, O: Objective>(
 ) -> Result<()> {
     let args = state.args.common();
     let mut training = serde_json::json!({
-        "data": args.train.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        "data": args.train.file_name(),
         "steps": state.step,
         "tokens_seen": state.tokens_seen,
         "seed": args.seed,

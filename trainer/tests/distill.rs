@@ -35,7 +35,7 @@ fn distill_args(train: &Path, teacher: &Path, out: &Path, steps: usize) -> Disti
     common.name = "tiny-student".into();
     DistillArgs {
         common,
-        teacher: teacher.to_path_buf(),
+        teacher: teacher.into(),
         student_config: None,
         layers: Some(2),
         hidden: None,
@@ -72,7 +72,7 @@ fn distillation_lowers_kl_and_writes_a_plain_checkpoint() {
     let mut args = distill_args(&train, &teacher_dir, &out, 30);
     args.hidden = Some(16);
     args.heads = Some(2);
-    let random_init = kl(&DistillObjective::new(&args, &Device::Cpu)
+    let random_init = kl(&DistillObjective::new(&args, &teacher_dir, &Device::Cpu)
         .unwrap()
         .model()
         .model);
@@ -98,7 +98,7 @@ fn distillation_lowers_kl_and_writes_a_plain_checkpoint() {
     // to the teacher than a random start, and distillation keeps it there.
     let out = tmp.path().join("same-width");
     let args = distill_args(&train, &teacher_dir, &out, 10);
-    let copied = kl(&DistillObjective::new(&args, &Device::Cpu)
+    let copied = kl(&DistillObjective::new(&args, &teacher_dir, &Device::Cpu)
         .unwrap()
         .model()
         .model);
@@ -125,7 +125,7 @@ fn resumed_distillation_is_bit_identical() {
     distill::run(a.clone(), false, &Device::Cpu, &SingleProcess).unwrap();
     let split = tmp.path().join("split");
     let mut b = a.clone();
-    b.common.out = split.clone();
+    b.common.out = split.clone().into();
     b.common.steps = 3;
     distill::run(b.clone(), false, &Device::Cpu, &SingleProcess).unwrap();
     b.common.steps = 6;

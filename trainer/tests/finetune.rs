@@ -153,7 +153,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
     }
     let out = tmp.path().join("out/tiny-heads");
     let args = FinetuneArgs {
-        model: tiny_model(),
+        model: tiny_model().into(),
         data: data.clone(),
         out: out.clone(),
         tasks: tasks.iter().map(|t| t.to_string()).collect(),
@@ -246,7 +246,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
 fn unknown_tasks_and_missing_data_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let base = FinetuneArgs {
-        model: tiny_model(),
+        model: tiny_model().into(),
         data: tmp.path().to_path_buf(),
         out: tmp.path().join("out"),
         tasks: vec!["ec".into()],

@@ -162,7 +162,9 @@ fn loss_falls_on_real_sequences() {
     a.common.save_every = 60;
     a.common.eval_every = 60;
     let c = &a.common;
-    let seqs = pretrain::load_validation(&valid, c.valid_sequences, c.max_len, c.seed).unwrap();
+    let seqs =
+        pretrain::load_validation(&valid.clone().into(), c.valid_sequences, c.max_len, c.seed)
+            .unwrap();
     let tok = ProteinTokenizer::esm();
     let config = plm_model::EsmConfig::esm2(32, 2, 4, 64);
     let fresh = TrainableModel::new(&config, c.seed, &Device::Cpu).unwrap();

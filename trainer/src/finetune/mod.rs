@@ -28,12 +28,15 @@ use rand::SeedableRng;
 
 use train::HeadTraining;
 
+use crate::storage::{self, Location};
+
 /// Arguments of `plm-train finetune`.
 #[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct FinetuneArgs {
-    /// Language-model checkpoint directory (not modified).
+    /// Language-model checkpoint directory (not modified): a path, or s3://bucket/prefix
+    /// (downloaded into the staging directory, `PLM_TRAIN_STAGING`).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Location,
     /// The task data directory (`function/`, `ppi/`, `binding/`; layout in the README,
     /// "Task heads").
     #[arg(long)]
@@ -253,9 +256,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             args.data.display()
         );
     }
-    plm_model::Checkpoint::open(&args.model)
-        .with_context(|| format!("opening {}", args.model.display()))?;
-    copy_model(&args.model, &args.out)?;
+    let model_dir = storage::local_model_dir(&args.model, 0)
+        .with_context(|| format!("fetching {}", args.model))?;
+    plm_model::Checkpoint::open(&model_dir).with_context(|| format!("opening {}", args.model))?;
+    copy_model(&model_dir, &args.out)?;
     let wants = |t: &str| args.tasks.iter().any(|x| x == t);
     let mut contact_metrics = serde_json::Value::Null;
     if wants("contacts") {

@@ -31,9 +31,9 @@ pub fn motif_sequences(n: usize, shift: usize) -> Vec<String> {
 /// Loop options of a tiny, fast run.
 pub fn tiny_loop(train: &Path, valid: Option<&Path>, out: &Path, steps: usize) -> LoopArgs {
     LoopArgs {
-        train: train.to_path_buf(),
-        valid: valid.map(Path::to_path_buf),
-        out: out.to_path_buf(),
+        train: train.into(),
+        valid: valid.map(Into::into),
+        out: out.into(),
         name: "tiny-test".into(),
         steps,
         steps_given: true,
