@@ -94,9 +94,9 @@ enum Command {
     /// Copy the deployable files of a checkpoint (config, weights, tokenizer, manifest) into a
     /// model directory, leaving training state behind, and verify that it loads.
     Export {
-        /// Checkpoint directory, e.g. RUN/last.
+        /// Checkpoint directory, e.g. RUN/last (a path, or s3://bucket/run/last).
         #[arg(long)]
-        from: PathBuf,
+        from: Location,
         /// Destination model directory, e.g. models/plm-default.
         #[arg(long)]
         to: PathBuf,
@@ -166,8 +166,10 @@ fn main() -> Result<()> {
         }
         Command::Export { from, to } => {
             use plm_model::checkpoint::files;
-            let ckpt =
-                Checkpoint::open(&from).with_context(|| format!("opening {}", from.display()))?;
+            let source = from;
+            let from = storage::local_model_dir(&source, 0)
+                .with_context(|| format!("fetching {source}"))?;
+            let ckpt = Checkpoint::open(&from).with_context(|| format!("opening {source}"))?;
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
             for name in [
                 files::CONFIG,

@@ -583,6 +583,7 @@ pub fn save_run<A: RunArgs, O: Objective>(
         "accumulate": args.accumulate,
         "ranks": state.ranks,
         "dtype": args.dtype,
+        "parameters": opt.layout().total(),
         "shard_optimizer": args.shard_optimizer,
         "memory": memory,
         "elapsed_s": state.elapsed_s,

@@ -261,7 +261,7 @@ fn pretraining_reads_and_checkpoints_to_a_bucket_and_resumes_bit_identically() {
         .map(|e| e.unwrap().path())
         .filter(|dir| std::fs::read_dir(dir).unwrap().next().is_some())
         .collect();
-    assert_eq!(kept, [checkpoint.clone()]);
+    assert_eq!(kept, std::slice::from_ref(&checkpoint));
     let metrics = std::fs::read_to_string(bucket.join("runs/mlm/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), STEPS, "{metrics}");
     assert!(bucket.join("runs/mlm/loss.png").is_file());
