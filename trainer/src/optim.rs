@@ -221,6 +221,28 @@ impl AdamW {
         self.layout.flatten(&parts, self.m.device())
     }
 
+    /// The current parameters of this rank's shard (without building the whole flat vector).
+    fn shard_parameters(&self) -> candle_core::Result<Tensor> {
+        let device = self.m.device();
+        let mut pieces = Vec::new();
+        for (i, (_, var)) in self.vars.iter().enumerate() {
+            let r = self.layout.range(i);
+            let (start, end) = (r.start.max(self.shard.start), r.end.min(self.shard.end));
+            if start < end {
+                let flat = var.as_tensor().flatten_all()?.to_dtype(DType::F32)?;
+                pieces.push(flat.narrow(0, start - r.start, end - start)?);
+            }
+        }
+        let padding = self
+            .shard
+            .end
+            .saturating_sub(self.layout.total().max(self.shard.start));
+        if padding > 0 {
+            pieces.push(Tensor::zeros(padding, DType::F32, device)?);
+        }
+        Tensor::cat(&pieces, 0)
+    }
+
     /// One update of this rank's shard with learning rate `lr`: `grad` is the shard of the
     /// gradient summed over ranks, scaled by `grad_scale` (clipping); `present` says which
     /// variables have a gradient (the others keep their weights and moments). Returns the
@@ -237,9 +259,7 @@ impl AdamW {
         let c = self.config;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        let w = self
-            .flat_parameters()?
-            .narrow(0, self.shard.start, self.shard.len())?;
+        let w = self.shard_parameters()?;
         let g = (grad * grad_scale)?;
         let m = ((&self.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
         let v = ((&self.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
