@@ -4,23 +4,15 @@
 #![cfg(feature = "mpi")]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
 
 mod common;
-use common::synthetic_fasta;
+use common::{max_abs_diff, mpirun_or_skip, private_copy, synthetic_fasta};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plm-train");
-
-fn mpirun() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("mpirun"))
-            .find(|p| p.is_file())
-    })
-}
 
 /// `plm-train pretrain` (the binary `bin`) on a tiny config, under `mpirun -np ranks` when
 /// `ranks > 1`.
@@ -94,16 +86,12 @@ fn losses(run: &Path) -> Vec<(u64, f64, u64)> {
 
 #[test]
 fn two_ranks_match_one_process_with_the_doubled_batch() {
-    let Some(mpirun) = mpirun() else {
-        eprintln!("SKIPPED: mpirun is not on PATH (install openmpi-bin: scripts/install-deps.sh)");
+    let Some(mpirun) = mpirun_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
-    // A private copy: a concurrent build sharing the target directory (without the feature)
-    // cannot swap the binary during the test.
-    let bin = tmp.path().join("plm-train");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = private_copy(BIN, tmp.path());
     let single = tmp.path().join("single");
     pretrain(&bin, &mpirun, 1, &train, &single, 4, 2, false, &[]);
     // Two ranks, stopped after 2 steps and resumed (still on two ranks) to 4.
@@ -116,17 +104,9 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
     // Training really moved the weights (the comparison is not vacuous).
     let init = tmp.path().join("init");
     pretrain(&bin, &mpirun, 1, &train, &init, 1, 2, false, &[]);
-    let moved = weights(&init).iter().any(|(n, t)| {
-        (t - &a[n])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            > 1e-4
-    });
+    let moved = weights(&init)
+        .iter()
+        .any(|(n, t)| max_abs_diff(t, &a[n]) > 1e-4);
     assert!(moved, "three more steps did not change the weights");
 
     let (la, lb) = (losses(&single), losses(&parallel));
@@ -152,14 +132,12 @@ fn two_ranks_match_one_process_with_the_doubled_batch() {
 
 #[test]
 fn sharded_optimizer_matches_and_resumes_on_another_number_of_ranks() {
-    let Some(mpirun) = mpirun() else {
-        eprintln!("SKIPPED: mpirun is not on PATH (install openmpi-bin: scripts/install-deps.sh)");
+    let Some(mpirun) = mpirun_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic_fasta(tmp.path());
-    let bin = tmp.path().join("plm-train");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = private_copy(BIN, tmp.path());
     let shard = ["--shard-optimizer"];
     let run = |name: &str| tmp.path().join(name);
     // One process with the doubled batch, and two ranks without sharding.

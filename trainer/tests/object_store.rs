@@ -186,15 +186,22 @@ fn published(bucket: &Path, run: &str) -> (PathBuf, u64) {
     )
 }
 
+/// A temporary directory with a server on its `s3/` and the corpus; `None` (skipped) without
+/// a server.
+fn setup() -> Option<(tempfile::TempDir, S3Server, PathBuf, (PathBuf, PathBuf))> {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&tmp.path().join("s3"))?;
+    let staging = tmp.path().join("staging");
+    let files = corpus(tmp.path());
+    Some((tmp, server, staging, files))
+}
+
 #[test]
 fn pretraining_reads_and_checkpoints_to_a_bucket_and_resumes_bit_identically() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(server) = S3Server::start(&tmp.path().join("s3")) else {
+    let Some((tmp, server, staging, (plain, gz))) = setup() else {
         return;
     };
-    let staging = tmp.path().join("staging");
     let bucket = server.bucket("corpora");
-    let (plain, gz) = corpus(tmp.path());
     std::fs::create_dir_all(bucket.join("swissprot")).unwrap();
     std::fs::copy(&gz, bucket.join("swissprot/train.fasta.gz")).unwrap();
     const STEPS: usize = 30;
@@ -292,13 +299,10 @@ fn pretraining_reads_and_checkpoints_to_a_bucket_and_resumes_bit_identically() {
 
 #[test]
 fn object_store_errors_name_the_url() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(server) = S3Server::start(&tmp.path().join("s3")) else {
+    let Some((tmp, server, staging, (_, gz))) = setup() else {
         return;
     };
-    let staging = tmp.path().join("staging");
     let bucket = server.bucket("data");
-    let (_, gz) = corpus(tmp.path());
     let bytes = std::fs::read(&gz).unwrap();
     std::fs::write(bucket.join("cut.fasta.gz"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::write(bucket.join("train.fasta.gz"), &bytes).unwrap();
@@ -359,24 +363,15 @@ fn object_store_errors_name_the_url() {
 #[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_with_sharded_state_train_from_and_to_a_bucket() {
-    let Some(mpirun) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("mpirun"))
-            .find(|p| p.is_file())
-    }) else {
-        eprintln!("SKIPPED: mpirun is not on PATH (install openmpi-bin: scripts/install-deps.sh)");
+    let Some(mpirun) = common::mpirun_or_skip() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(server) = S3Server::start(&tmp.path().join("s3")) else {
+    let Some((tmp, server, staging, (plain, gz))) = setup() else {
         return;
     };
-    let staging = tmp.path().join("staging");
     let bucket = server.bucket("corpora");
-    let (plain, gz) = corpus(tmp.path());
     std::fs::copy(&gz, bucket.join("train.fasta.gz")).unwrap();
-    let bin = tmp.path().join("plm-train");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = common::private_copy(BIN, tmp.path());
 
     // One process with the doubled batch on local files...
     let local = tmp.path().join("local");
@@ -424,14 +419,7 @@ fn two_ranks_with_sharded_state_train_from_and_to_a_bucket() {
     let a = weights(&local.join("last/model.safetensors"));
     let b = weights(&checkpoint.join("model.safetensors"));
     for (name, x) in &a {
-        let diff = (x - &b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = common::max_abs_diff(x, &b[name]);
         assert!(diff <= 1e-5, "{name}: {diff}");
     }
     let manifest: serde_json::Value =

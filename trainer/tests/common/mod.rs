@@ -5,6 +5,39 @@ use std::path::{Path, PathBuf};
 
 use plm_train::train_loop::{LoopArgs, Precision};
 
+/// `mpirun` on PATH, or `None` after saying that the test is skipped.
+pub fn mpirun_or_skip() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("mpirun"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!("SKIPPED: mpirun is not on PATH (install openmpi-bin: scripts/install-deps.sh)");
+    }
+    found
+}
+
+/// A private copy of the binary `bin` in `dir`: a concurrent build sharing the target directory
+/// (without the test's features) cannot swap it during the test.
+pub fn private_copy(bin: &str, dir: &Path) -> PathBuf {
+    let copy = dir.join(Path::new(bin).file_name().unwrap_or_default());
+    std::fs::copy(bin, &copy).unwrap();
+    copy
+}
+
+/// Largest absolute element-wise difference of two tensors.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Writes a synthetic FASTA of 120 motif-built sequences (learnable in a few steps).
 pub fn synthetic_fasta(dir: &Path) -> PathBuf {
     let path = dir.join("train.fasta");
