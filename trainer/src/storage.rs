@@ -268,13 +268,20 @@ impl<'de> serde::Deserialize<'de> for Location {
     }
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The I/O runtime that drives the object store's requests (one per process, started on first
+/// use; callers block on it).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, StorageError> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("cannot start the I/O runtime: {e}"))
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| StorageError::Io {
+        path: "object storage".into(),
+        source: std::io::Error::other(format!("cannot start the I/O runtime: {e}")),
     })
 }
 
@@ -305,7 +312,7 @@ fn store(url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>, StorageError> {
 /// Size in bytes of an object.
 pub fn object_size(url: &ObjectUrl) -> Result<u64, StorageError> {
     let s = store(url)?;
-    let meta = runtime()
+    let meta = runtime()?
         .block_on(s.head(&url.path()))
         .map_err(|e| StorageError::from_store(&url.to_string(), e))?;
     Ok(meta.size)
@@ -343,6 +350,7 @@ impl Read for ObjectReader {
             let end = (self.offset + READ_CHUNK).min(self.size);
             let url = self.url.to_string();
             let got = runtime()
+                .map_err(std::io::Error::other)?
                 .block_on(self.store.get_range(&self.url.path(), self.offset..end))
                 .map_err(|e| std::io::Error::other(StorageError::from_store(&url, e)))?;
             if got.is_empty() {
@@ -376,7 +384,7 @@ pub fn open_read(location: &Location) -> Result<Box<dyn Read + Send>, StorageErr
 pub fn get_optional(url: &ObjectUrl) -> Result<Option<Bytes>, StorageError> {
     let s = store(url)?;
     let path = url.path();
-    let result = runtime().block_on(async { s.get(&path).await?.bytes().await });
+    let result = runtime()?.block_on(async { s.get(&path).await?.bytes().await });
     match result {
         Ok(b) => Ok(Some(b)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -387,7 +395,7 @@ pub fn get_optional(url: &ObjectUrl) -> Result<Option<Bytes>, StorageError> {
 /// Writes an object in one request (atomic: readers see the old or the new content).
 pub fn put(url: &ObjectUrl, bytes: Vec<u8>) -> Result<(), StorageError> {
     let s = store(url)?;
-    runtime()
+    runtime()?
         .block_on(s.put(&url.path(), PutPayload::from(bytes)))
         .map_err(|e| StorageError::from_store(&url.to_string(), e))?;
     Ok(())
@@ -398,7 +406,7 @@ pub fn upload_file(local: &Path, url: &ObjectUrl) -> Result<(), StorageError> {
     let s = store(url)?;
     let mut file = std::fs::File::open(local).map_err(|e| StorageError::io(local, e))?;
     let name = url.to_string();
-    runtime().block_on(async {
+    runtime()?.block_on(async {
         let mut writer = object_store::buffered::BufWriter::with_capacity(s, url.path(), 64 << 20);
         let mut buf = vec![0u8; 8 << 20];
         loop {
@@ -439,7 +447,7 @@ fn io_to_storage(url: &str, e: std::io::Error) -> StorageError {
 pub fn list(prefix: &ObjectUrl) -> Result<Vec<String>, StorageError> {
     let s = store(prefix)?;
     let base = prefix.path();
-    let mut keys: Vec<String> = runtime()
+    let mut keys: Vec<String> = runtime()?
         .block_on(
             s.list(Some(&base))
                 .map_ok(|m| m.location.to_string())
@@ -459,7 +467,7 @@ pub fn list(prefix: &ObjectUrl) -> Result<Vec<String>, StorageError> {
 /// Deletes an object (a missing one is not an error).
 pub fn delete(url: &ObjectUrl) -> Result<(), StorageError> {
     let s = store(url)?;
-    match runtime().block_on(s.delete(&url.path())) {
+    match runtime()?.block_on(s.delete(&url.path())) {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(StorageError::from_store(&url.to_string(), e)),
     }
