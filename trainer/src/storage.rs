@@ -501,7 +501,10 @@ pub fn download_prefix(prefix: &ObjectUrl, to: &Path) -> Result<usize, StorageEr
             std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
         }
         let mut reader = ObjectReader::open(&url)?;
-        let tmp = dest.with_extension("partial");
+        let tmp = dest.with_file_name(format!(
+            ".{}.partial",
+            url.key.rsplit('/').next().unwrap_or("object")
+        ));
         let mut file = std::fs::File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
         let copied = std::io::copy(&mut reader, &mut file).map_err(|e| StorageError::Io {
             path: url.to_string(),
