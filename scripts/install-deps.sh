@@ -9,6 +9,7 @@
 #   scripts/install-deps.sh            # everything
 #   PLM_SKIP_PYTHON=1 scripts/install-deps.sh   # no Python reference stack
 #   PLM_PG_EXTRA="" scripts/install-deps.sh     # PostgreSQL 15 only
+#   PLM_SKIP_TEST_TOOLS=1 scripts/install-deps.sh  # no S3 test server (scripts/setup.sh)
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -48,7 +49,9 @@ fi
 # a directory; 0.14.1 is the newest that builds with Rust 1.95), pinned and cached.
 S3S_VERSION=0.14.1
 S3S_ROOT="$HOME/.cache/pg_plm/s3s"
-if ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+if [ "${PLM_SKIP_TEST_TOOLS:-0}" = "1" ]; then
+  log "s3s-fs skipped (PLM_SKIP_TEST_TOOLS=1)"
+elif ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
   log "cargo install s3s-fs $S3S_VERSION (about 3 minutes on 2 cores, once)"
   cargo install s3s-fs --version "=$S3S_VERSION" --features binary --locked --root "$S3S_ROOT"
 else

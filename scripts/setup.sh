@@ -10,7 +10,8 @@ cd "$ROOT"
 # clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 # PostgreSQL 18 is built only for the tests (scripts/test.sh).
-PLM_PG_EXTRA="${PLM_PG_EXTRA-}" PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" scripts/install-deps.sh
+PLM_PG_EXTRA="${PLM_PG_EXTRA-}" PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" \
+  PLM_SKIP_TEST_TOOLS="${PLM_SKIP_TEST_TOOLS:-1}" scripts/install-deps.sh
 # Inference runs in plm-serve, which install-server.sh builds with the release profile. The
 # extension library itself only translates SQL (and computes in-backend only when a superuser
 # turns plm.use_worker off, for debugging), so the dev profile, shared with the test suite,
