@@ -29,14 +29,8 @@ query() {
   esac
 }
 unit() { [ "$1" = ppi ] && echo pairs || echo proteins; }
-eval "$("$ROOT/scripts/pg-local.sh" env)"
-export PGOPTIONS="-c plm.long_sequence_policy=window"
-psql -X -q -d plm <<SQL
-DROP TABLE IF EXISTS bench_proteins;
-CREATE TABLE bench_proteins (id int PRIMARY KEY, sequence text NOT NULL);
-SQL
-"$ROOT/scripts/fasta_rows.py" "$DATA/pretrain/swissprot2014_valid.fasta.gz" "$N" |
-  psql -X -q -d plm -c "\\copy bench_proteins FROM STDIN"
+# shellcheck source=scripts/bench_table.sh
+source "$ROOT/scripts/bench_table.sh"
 psql -X -q -A -t -d plm -c "SELECT count(*), round(avg(length(sequence))), sum(length(sequence)) FROM bench_proteins" |
   awk -F'|' -v d="$(date '+%Y-%m-%d %H:%M')" '{printf "%s proteins, mean length %s, %s residues; %s\n", $1, $2, $3, d}'
 # Load the model and the reference sets first (on two proteins), so each row is a steady state.

@@ -18,15 +18,8 @@ case "$TASK" in
   binding) query() { echo "SELECT p.id, b.* FROM bench_proteins p CROSS JOIN LATERAL plm_binding_sites(p.sequence, threshold => 0.5, method => '$1') b"; } ;;
   *) query() { echo "SELECT p.id, f.* FROM bench_proteins p CROSS JOIN LATERAL plm_function(p.sequence, '$TASK', top_k => 5, method => '$1') f"; } ;;
 esac
-eval "$("$ROOT/scripts/pg-local.sh" env)"
-# Natural proteins include some longer than the model limit: embed those in windows.
-export PGOPTIONS="-c plm.long_sequence_policy=window"
-psql -X -q -d plm <<SQL
-DROP TABLE IF EXISTS bench_proteins;
-CREATE TABLE bench_proteins (id int PRIMARY KEY, sequence text NOT NULL);
-SQL
-"$ROOT/scripts/fasta_rows.py" "$DATA/pretrain/swissprot2014_valid.fasta.gz" "$N" |
-  psql -X -q -d plm -c "\\copy bench_proteins FROM STDIN"
+# shellcheck source=scripts/bench_table.sh
+source "$ROOT/scripts/bench_table.sh"
 psql -X -q -A -t -d plm -c "SELECT count(*), round(avg(length(sequence))) FROM bench_proteins" |
   awk -F'|' '{printf "%s proteins, mean length %s residues, task '"$TASK"'\n", $1, $2}'
 # Warm the model and the reference set so the timings compare steady states.

@@ -211,16 +211,6 @@ impl AdamW {
             .collect()
     }
 
-    /// The current parameters as the padded flat vector.
-    pub fn flat_parameters(&self) -> candle_core::Result<Tensor> {
-        let parts: Vec<Option<Tensor>> = self
-            .vars
-            .iter()
-            .map(|(_, v)| Some(v.as_tensor().clone()))
-            .collect();
-        self.layout.flatten(&parts, self.m.device())
-    }
-
     /// The current parameters of this rank's shard (without building the whole flat vector).
     fn shard_parameters(&self) -> candle_core::Result<Tensor> {
         let device = self.m.device();
@@ -455,7 +445,17 @@ mod tests {
                 .set_parameters(&Tensor::cat(&pieces, 0).unwrap())
                 .unwrap();
         }
-        let flat = opts[0].flat_parameters().unwrap().to_vec1::<f32>().unwrap();
+        let params: Vec<Option<Tensor>> = opts[0]
+            .vars()
+            .iter()
+            .map(|(_, v)| Some(v.as_tensor().clone()))
+            .collect();
+        let flat = opts[0]
+            .layout()
+            .flatten(&params, &dev)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         (flat, opts.swap_remove(0), x)
     }
 
