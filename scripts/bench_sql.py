@@ -5,8 +5,8 @@ PyTorch and esm.cpp, in one run.
 For each ESM-2 shape (random weights of the exact configs, scripts/make_parity_fixtures.py):
   - pg_plm: one `plm_embed(text[], model)` call per round on the local server
     (scripts/pg-local.sh), through the shared worker, embedding cache cleared first; at f32 and
-    as the int8 model made by `plm-train quantize` (its quality gates run on the benchmark's
-    own sequences; a model that fails them is reported and not timed);
+    as the int8 and bf16 models made by `plm-train quantize` (their quality gates run on other
+    sequences; on random weights a failed gate is reported and the model timed anyway);
   - PyTorch `transformers` EsmModel, SDPA attention, length-sorted batches under a padded
     token budget, inference mode;
   - esm.cpp (`pip install esm-cpp`) fp32 and int8 (`Model.quantize_weights()`),
@@ -193,30 +193,32 @@ def server_model_dir():
     return pathlib.Path(sharedir) / "extension/pg_plm_models"
 
 
-def quantize(work, name, sequences_for_gates):
-    """`plm-train quantize` into the server's model directory; returns (model name or None,
-    gate report)."""
+def quantize(work, name, precision, sequences_for_gates):
+    """`plm-train quantize --precision PRECISION` into the server's model directory; returns
+    (model name, gate report)."""
     model_dir = server_model_dir()
-    dst = model_dir / f"{name}-int8"
+    quantized = f"{name}-{precision}"
+    dst = model_dir / quantized
     if dst.exists():
         shutil.rmtree(dst)
     fasta = work / "gates.fasta"
     fasta.write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(sequences_for_gates)))
     exe = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/plm-train"
     run = subprocess.run([str(exe), "quantize", "--model", str(model_dir / name), "--to", str(dst),
-                          "--data", str(fasta), "--sequences", str(len(sequences_for_gates))],
+                          "--precision", precision, "--data", str(fasta),
+                          "--sequences", str(len(sequences_for_gates))],
                          capture_output=True, text=True)
     if run.returncode != 0:
         # Random weights make the gates a formality, not a judgement of quality: time the
-        # int8 arithmetic anyway, from a directory written here (not a path users get), and
+        # arithmetic anyway, from a directory written here (not a path users get), and
         # say so in the report.
         failure = run.stderr.strip().splitlines()[0] if run.stderr else "failed"
         shutil.copytree(model_dir / name, dst)
-        (dst / "manifest.json").write_text(json.dumps({"name": f"{name}-int8", "precision": "int8"}))
+        (dst / "manifest.json").write_text(json.dumps({"name": quantized, "precision": precision}))
         subprocess.run(["chmod", "-R", "a+rX", str(dst)], check=True)
-        return f"{name}-int8", f"not met on these random weights ({failure}); timed anyway"
+        return quantized, f"not met on these random weights ({failure}); timed anyway"
     subprocess.run(["chmod", "-R", "a+rX", str(dst)], check=True)
-    return f"{name}-int8", json.loads(run.stdout)["gates"]
+    return quantized, json.loads(run.stdout)["gates"]
 
 
 def main():
@@ -257,15 +259,18 @@ def run_configs(args, seqs, residues, gate_seqs, model_dir, results, installed):
         if not dst.exists():
             shutil.copytree(src, dst)
             subprocess.run(["chmod", "-R", "a+rX", str(dst)], check=True)
-        installed += [dst, model_dir / f"{name}-int8"]
-        int8_name, gates = quantize(args.work, name, gate_seqs)
+        precisions = ["int8", "bf16"]
+        installed += [dst] + [model_dir / f"{name}-{p}" for p in precisions]
+        gates = {}
         engines = {
             "pg_plm f32 (SQL)": PgPlm(name),
             "PyTorch SDPA f32": Torch(src, args.threads, args.max_tokens),
             "esm.cpp f32": EsmCpp(src, False),
             "esm.cpp int8": EsmCpp(src, True),
         }
-        engines["pg_plm int8 (SQL)"] = PgPlm(int8_name)
+        for p in precisions:
+            quantized, gates[p] = quantize(args.work, name, p, gate_seqs)
+            engines[f"pg_plm {p} (SQL)"] = PgPlm(quantized)
         times = {k: [] for k in engines}
         outputs = {}
         for r in range(args.rounds):
@@ -285,7 +290,7 @@ def run_configs(args, seqs, residues, gate_seqs, model_dir, results, installed):
             elif label.startswith("esm.cpp"):
                 diffs[label] = max_abs_diff(engine.pooled(seqs[:16]), ref[:16])
         rate = {k: residues / statistics.median(v) for k, v in times.items()}
-        results[size] = {"residues_per_s": rate, "max_abs_diff": diffs, "int8_gates": gates}
+        results[size] = {"residues_per_s": rate, "max_abs_diff": diffs, "gates": gates}
         print(f"### {size} ({name})\n")
         print("| engine | residues/s | × PyTorch | × esm.cpp f32 | × esm.cpp int8 | max abs diff vs PyTorch |")
         print("|---|---:|---:|---:|---:|---:|")
@@ -293,8 +298,10 @@ def run_configs(args, seqs, residues, gate_seqs, model_dir, results, installed):
             d = diffs.get(k)
             print(f"| {k} | {v:,.0f} | {v / rate['PyTorch SDPA f32']:.2f} | {v / rate['esm.cpp f32']:.2f} | "
                   f"{v / rate['esm.cpp int8']:.2f} | {'' if d is None else f'{d:.2e}'} |")
-        print(f"\nint8 gates ({args.gate_sequences} other sequences): "
-              f"{json.dumps(gates) if isinstance(gates, dict) else gates}\n", flush=True)
+        for p, g in gates.items():
+            print(f"\n{p} gates ({args.gate_sequences} other sequences): "
+                  f"{json.dumps(g) if isinstance(g, dict) else g}", flush=True)
+        print(flush=True)
         for e in engines.values():
             if isinstance(e, PgPlm):
                 e.conn.close()

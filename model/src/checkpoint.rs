@@ -78,6 +78,9 @@ pub enum Precision {
     /// Linear layers of the transformer blocks in int8 (weights per output channel, activations
     /// per token); embeddings, norms, attention and heads in f32.
     Int8,
+    /// Linear layers of the transformer blocks in bfloat16 (weights and activations rounded,
+    /// products summed in f32); embeddings, norms, attention and heads in f32.
+    Bf16,
 }
 
 impl Precision {
@@ -91,6 +94,7 @@ impl Precision {
         match self {
             Self::F32 => "f32",
             Self::Int8 => "int8",
+            Self::Bf16 => "bf16",
         }
     }
 
@@ -114,8 +118,9 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "int8" | "w8a8" => Ok(Self::Int8),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
             other => Err(PlmError::InvalidArgument(format!(
-                "unknown precision '{other}' (valid: f32, int8)"
+                "unknown precision '{other}' (valid: f32, int8, bf16)"
             ))),
         }
     }
@@ -332,12 +337,9 @@ impl Checkpoint {
             .map_err(|e| PlmError::bad_file(&weights, e))?;
         let mut model =
             EsmForMaskedLM::load(vb, &self.config).map_err(|e| PlmError::bad_file(&weights, e))?;
-        match self.precision() {
-            Precision::F32 => {}
-            Precision::Int8 => model
-                .quantize_int8()
-                .map_err(|e| PlmError::bad_file(&weights, e))?,
-        }
+        model
+            .quantize(self.precision())
+            .map_err(|e| PlmError::bad_file(&weights, e))?;
         Ok(model)
     }
 

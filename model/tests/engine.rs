@@ -320,12 +320,26 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// like the f32 model, the same bits whatever shares the batch.
 #[test]
 fn an_int8_checkpoint_is_its_own_model_close_to_f32_and_batch_independent() {
+    low_precision_model_is_its_own_close_and_batch_independent(plm_model::Precision::Int8);
+}
+
+/// The same for bf16.
+#[test]
+fn a_bf16_checkpoint_is_its_own_model_close_to_f32_and_batch_independent() {
+    low_precision_model_is_its_own_close_and_batch_independent(plm_model::Precision::Bf16);
+}
+
+fn low_precision_model_is_its_own_close_and_batch_independent(precision: plm_model::Precision) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny-int8");
+    let name = format!("tiny-{}", precision.as_str());
+    let dir = tmp.path().join(&name);
     copy_tiny(&dir);
     std::fs::write(
         dir.join("manifest.json"),
-        r#"{"name": "tiny-int8", "precision": "int8"}"#,
+        format!(
+            r#"{{"name": "{name}", "precision": "{}"}}"#,
+            precision.as_str()
+        ),
     )
     .unwrap();
     let open = |d: &Path| {
@@ -341,32 +355,32 @@ fn an_int8_checkpoint_is_its_own_model_close_to_f32_and_batch_independent() {
         )
         .unwrap()
     };
-    let (full, int8) = (open(&tiny()), open(&dir));
-    assert_eq!(int8.checkpoint().precision(), plm_model::Precision::Int8);
-    assert_ne!(int8.fingerprint(), full.fingerprint());
-    assert_eq!(int8.checkpoint().weights_sha256, full.fingerprint());
-    assert_eq!(
-        int8.fingerprint(),
-        plm_model::Precision::Int8.identity(full.fingerprint())
-    );
+    let (full, low) = (open(&tiny()), open(&dir));
+    assert_eq!(low.checkpoint().precision(), precision);
+    assert_ne!(low.fingerprint(), full.fingerprint());
+    assert_eq!(low.checkpoint().weights_sha256, full.fingerprint());
+    assert_eq!(low.fingerprint(), precision.identity(full.fingerprint()));
 
     let a = full.embed(&SEQS, None, Pooling::Mean).unwrap();
-    let b = int8.embed(&SEQS, None, Pooling::Mean).unwrap();
+    let b = low.embed(&SEQS, None, Pooling::Mean).unwrap();
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_ne!(x, y, "sequence {i}: int8 must differ from f32 somewhere");
+        assert_ne!(
+            x, y,
+            "sequence {i}: {precision:?} must differ from f32 somewhere"
+        );
         let c = cosine(x, y);
         assert!(c > 0.999, "sequence {i}: cosine {c}");
     }
     // Residue states and logits too (the tensor path for contacts uses the same weights).
-    let residues = int8.embed_residues(&[SEQS[2]], &[None]).unwrap();
+    let residues = low.embed_residues(&[SEQS[2]], &[None]).unwrap();
     let full_residues = full.embed_residues(&[SEQS[2]], &[None]).unwrap();
     assert!(cosine(&residues[0].data, &full_residues[0].data) > 0.999);
 
     let long = SEQS[3];
     for len in [1, 7, 16, 33, 93] {
         let s = &long[..len];
-        let alone = int8.embed(&[s], None, Pooling::Mean).unwrap();
-        let with_others = int8
+        let alone = low.embed(&[s], None, Pooling::Mean).unwrap();
+        let with_others = low
             .embed(&[SEQS[1], s, long, SEQS[0]], None, Pooling::Mean)
             .unwrap();
         assert_eq!(alone[0], with_others[1], "length {len}");

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use plm_model::{ErrorClass, PlmError};
 
 use crate::execute::{admit, execute, ExecOptions};
+use crate::memory::release_free_memory;
 use crate::protocol::{ModelRef, Output, RemoteError, RequestSettings, Response, Task};
 use crate::queue::{BatchLimits, Job, Queue};
 use crate::registry::ModelRegistry;
@@ -30,7 +31,8 @@ pub struct Context<'a> {
     pub settings: &'a dyn Fn() -> (BatchLimits, ExecOptions),
 }
 
-/// Runs batches until the queue shuts down.
+/// Runs batches until the queue shuts down. Whenever the queue runs empty, the memory the
+/// finished requests freed goes back to the system ([`crate::memory`]).
 pub fn run(cx: &Context<'_>) {
     loop {
         let (limits, _) = (cx.settings)();
@@ -38,6 +40,9 @@ pub fn run(cx: &Context<'_>) {
             return;
         };
         run_batch(cx, batch, limits);
+        if cx.queue.is_empty() {
+            release_free_memory();
+        }
     }
 }
 

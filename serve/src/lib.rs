@@ -15,6 +15,7 @@
 //! - [`execute`]: the one code path that computes a request (server and in-backend alike);
 //! - [`limits`]: the memory a request needs, estimated from its shape before anything runs;
 //! - [`registry`]: the models loaded in a process;
+//! - [`memory`]: freed request memory given back to the system when the server goes idle;
 //! - [`process`]: starting, supervising and restarting the server process.
 
 pub mod client;
@@ -22,6 +23,7 @@ pub mod execute;
 pub mod executor;
 pub mod limits;
 pub mod listener;
+pub mod memory;
 pub mod process;
 pub mod protocol;
 pub mod queue;

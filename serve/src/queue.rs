@@ -93,6 +93,14 @@ impl Queue {
         self.ready.notify_all();
     }
 
+    /// Whether no request is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Whether [`Queue::shut_down`] was called.
     pub fn is_shut_down(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)

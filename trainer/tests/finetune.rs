@@ -9,6 +9,9 @@ use candle_core::DType;
 use plm_model::predict::{self, ContactSource};
 use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, TaskHeads};
 use plm_train::finetune::{run, FinetuneArgs};
+use plm_train::quantize::{self, QuantizeArgs};
+
+mod common;
 use rand::{Rng, SeedableRng};
 
 const AA: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
@@ -240,6 +243,64 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
     let first = std::fs::read(out.join("heads.safetensors")).unwrap();
     run(args).unwrap();
     assert_eq!(first, std::fs::read(out.join("heads.safetensors")).unwrap());
+
+    quantizing_gates_every_head(tmp.path(), &out, &data);
+}
+
+/// `plm-train quantize` of a model with heads: refused without task data, and with it the
+/// report holds each head's metric at both precisions, and the gate's verdict follows them.
+fn quantizing_gates_every_head(tmp: &Path, model: &Path, data: &Path) {
+    let quantize_args = |to: &str, task_data: Option<PathBuf>| QuantizeArgs {
+        model: model.to_path_buf(),
+        to: tmp.join(to),
+        precision: plm_model::Precision::Int8,
+        name: None,
+        data: common::synthetic_fasta(tmp),
+        sequences: 40,
+        max_len: 1022,
+        seed: 1,
+        task_data,
+        task_items: 30,
+        skip_task_gate: false,
+    };
+    let refused = quantize::run(&quantize_args("no-task-data", None)).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("--task-data"),
+        "{refused:#}"
+    );
+    assert!(!tmp.join("no-task-data").exists());
+
+    let result = quantize::run(&quantize_args("gated", Some(data.to_path_buf())));
+    let report: serde_json::Value = match &result {
+        Ok(()) => {
+            let manifest = plm_model::Checkpoint::open(tmp.join("gated"))
+                .unwrap()
+                .manifest
+                .unwrap();
+            manifest.training["quantization"].clone()
+        }
+        // A failing gate writes nothing and puts the report in the error.
+        Err(e) => {
+            let text = format!("{e:#}");
+            assert!(!tmp.join("gated").exists());
+            serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap()
+        }
+    };
+    let gate = &report["task_gate"];
+    let metrics = gate["metrics"].as_object().unwrap();
+    for head in ["ec", "ppi", "binding_ZN"] {
+        let m = &metrics[head];
+        assert!(
+            m["f32"].is_number() && m["quantised"].is_number(),
+            "{head}: {gate}"
+        );
+    }
+    let within = metrics.values().all(|m| {
+        let (f, q) = (m["f32"].as_f64().unwrap(), m["quantised"].as_f64().unwrap());
+        (f - q) / f <= quantize::tasks::MAX_RELATIVE_DROP
+    });
+    assert_eq!(gate["passed"], within, "{gate}");
+    assert_eq!(result.is_ok(), within && report["gates"]["passed"] == true);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! `plm-train quantize` end to end on the committed tiny checkpoint: the int8 directory it
-//! writes loads as a model of its own with its gate report, an existing destination is refused,
-//! and quantising an int8 model again is refused.
+//! `plm-train quantize` end to end on the committed tiny checkpoint: the int8 and bf16
+//! directories it writes load as models of their own with their gate reports, an existing
+//! destination is refused, and quantising an int8 model again is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +17,12 @@ fn tiny_model() -> PathBuf {
 }
 
 fn quantize(model: &Path, to: &Path, data: &Path) -> std::process::Output {
+    quantize_to(model, to, data, "int8")
+}
+
+fn quantize_to(model: &Path, to: &Path, data: &Path, precision: &str) -> std::process::Output {
     Command::new(BIN)
-        .args(["quantize", "--model"])
+        .args(["quantize", "--precision", precision, "--model"])
         .arg(model)
         .arg("--to")
         .arg(to)
@@ -67,4 +71,38 @@ fn quantize_writes_a_gated_int8_model_and_refuses_what_it_must() {
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already int8"));
     assert!(!tmp.path().join("twice").exists());
+}
+
+#[test]
+fn bf16_is_a_model_of_its_own_and_closer_to_f32_than_int8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic_fasta(tmp.path());
+    let mut cosines = Vec::new();
+    for precision in ["int8", "bf16"] {
+        let to = tmp.path().join(format!("tiny-{precision}"));
+        let out = quantize_to(&tiny_model(), &to, &data, precision);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["gates"]["passed"], true, "{report}");
+        assert_eq!(report["precision"], precision);
+        cosines.push(report["gates"]["embedding_cosine"]["min"].as_f64().unwrap());
+    }
+    let (int8, bf16) = (
+        Checkpoint::open(tmp.path().join("tiny-int8")).unwrap(),
+        Checkpoint::open(tmp.path().join("tiny-bf16")).unwrap(),
+    );
+    assert_eq!(bf16.precision(), Precision::Bf16);
+    assert_eq!(bf16.weights_sha256, int8.weights_sha256);
+    assert_ne!(bf16.fingerprint, int8.fingerprint);
+    assert_ne!(bf16.fingerprint, bf16.weights_sha256);
+    assert!(
+        cosines[1] > cosines[0] && cosines[1] < 1.0,
+        "least cosine to f32: int8 {}, bf16 {}",
+        cosines[0],
+        cosines[1]
+    );
 }

@@ -6,7 +6,8 @@
 //! three parallel phases over the engine's rayon pool:
 //!
 //! 1. row chunks: layer norm, fused Q/K/V projection (bias pre-filled), scaling and rotary;
-//! 2. `(sequence, head, query block)` tasks: scores, softmax and context for that head only,
+//! 2. `(sequence, head, query block)` tasks: scores, softmax and context for that head only
+//!    (the softmax's division applied to the context rows),
 //!    over the sequence's own tokens (so padding costs nothing and needs no mask);
 //! 3. row chunks: output projection and residual, layer norm, feed-forward with GELU and
 //!    residual, the `(chunk, intermediate)` activation staying in cache.
@@ -14,7 +15,7 @@
 //! GEMMs are single-threaded `gemm` calls inside the parallel tasks, so the two levels of
 //! threading never compete. Used for f32 on the CPU when no gradients are tracked and no
 //! attention maps are asked for; the tensor path in the sibling modules is the reference. An
-//! int8 model's projections run as int8 products instead ([`super::int8`]).
+//! int8 or bf16 model's projections run as int8 or bf16 products instead ([`super::packed`]).
 
 #![allow(unsafe_code)] // Disjoint writes into shared output buffers from parallel tasks.
 
@@ -23,14 +24,14 @@ use std::cell::RefCell;
 use candle_core::{DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::int8::Int8Linear;
 use super::kernels;
+use super::packed::PackedLinear;
 
-/// The weight of a projection: f32 in PyTorch layout `(out, in)`, or packed int8.
+/// The weight of a projection: f32 in PyTorch layout `(out, in)`, or packed int8/bf16.
 #[derive(Clone, Copy)]
 pub(crate) enum Projection<'a> {
     F32(&'a [f32]),
-    Int8(&'a Int8Linear),
+    Packed(&'a PackedLinear),
 }
 
 /// The weights of one block as host slices.
@@ -180,7 +181,7 @@ fn layer_norm_par(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], ep
 fn linear(out: &mut [f32], a: &[f32], w: Projection, bias: &[f32], k: usize, accumulate: bool) {
     match w {
         Projection::F32(w) => linear_f32(out, a, w, bias, k, accumulate),
-        Projection::Int8(w) => {
+        Projection::Packed(w) => {
             let n = w.out_features();
             let rows = row_chunk(a.len() / k);
             out.par_chunks_mut(rows * n)
@@ -277,7 +278,8 @@ pub(crate) fn block_forward(
     let qkv_ref = &qkv;
     tasks.par_iter().for_each(|&(start, len, head, q0, qn)| {
         let hd = d.head_dim;
-        with_scratch(qn * len, |scores| {
+        with_scratch(qn * (len + 1), |scratch| {
+            let (scores, inv_sums) = scratch.split_at_mut(qn * len);
             let base = qkv_ref.as_ptr();
             // SAFETY: q/k/v rows lie in `qkv`; each task writes its own rows × head columns
             // of `ctx`, disjoint from every other task's.
@@ -299,7 +301,7 @@ pub(crate) fn block_forward(
                     1,
                     3 * h,
                 );
-                kernels::softmax_rows(scores, len);
+                kernels::softmax_rows_deferred(scores, len, inv_sums);
                 // ctx (qn, hd) = P · V
                 let out = ctx_ptr.get().add((start + q0) * h + head * hd);
                 kernels::matmul(
@@ -315,6 +317,12 @@ pub(crate) fn block_forward(
                     3 * h,
                     1,
                 );
+                for (r, &inv) in inv_sums.iter().enumerate() {
+                    // SAFETY: row `r` of this task's columns, written above.
+                    for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
+                        *v *= inv;
+                    }
+                }
             }
         });
     });

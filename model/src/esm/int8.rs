@@ -64,19 +64,6 @@ pub(crate) fn quantize_linear(linear: &mut Linear) -> Result<Int8Linear> {
     Ok(packed)
 }
 
-/// The int8 projections of one transformer block.
-#[derive(Debug, Clone)]
-pub(crate) struct Int8Block {
-    /// Stacked query, key and value projections.
-    pub qkv: Int8Linear,
-    /// Attention output projection.
-    pub out: Int8Linear,
-    /// First feed-forward projection.
-    pub ff1: Int8Linear,
-    /// Second feed-forward projection.
-    pub ff2: Int8Linear,
-}
-
 /// The weights of one linear layer, quantised and packed for the kernel.
 #[derive(Debug, Clone)]
 pub(crate) struct Int8Linear {

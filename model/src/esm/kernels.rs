@@ -217,14 +217,41 @@ fn map_lanes(xs: &mut [f32], f: impl Fn(f32) -> f32) {
 }
 
 multiversion! {
-    /// In-place softmax of each `n`-wide row.
-    pub fn softmax_rows(xs: &mut [f32], n: usize) {
-        for row in xs.chunks_exact_mut(n) {
+    /// Softmax of each `n`-wide row without the division: each row becomes `e^(x - max)` in
+    /// place and `inv_sums[r]` its normaliser `1 / Σ e^(x - max)`. Attention applies the
+    /// normaliser to its `(rows, head_dim)` output instead of its `(rows, n)` probabilities,
+    /// and the exponentials are summed as they are computed, so each row is read twice, not
+    /// four times.
+    pub fn softmax_rows_deferred(xs: &mut [f32], n: usize, inv_sums: &mut [f32]) {
+        for (row, inv) in xs.chunks_exact_mut(n).zip(inv_sums.iter_mut()) {
             let m = max(row);
-            map_lanes(row, |v| exp(v - m));
-            let inv = 1.0 / sum(row);
-            for v in row.iter_mut() {
-                *v *= inv;
+            let mut acc = [0f32; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    c[i] = exp(c[i] - m);
+                    acc[i] += c[i];
+                }
+            }
+            let tail = chunks.into_remainder();
+            let mut block = [0f32; LANES];
+            block[..tail.len()].copy_from_slice(tail);
+            for v in block.iter_mut() {
+                *v = exp(*v - m);
+            }
+            tail.copy_from_slice(&block[..tail.len()]);
+            *inv = 1.0 / (acc.iter().sum::<f32>() + tail.iter().sum::<f32>());
+        }
+    }
+}
+
+multiversion! {
+    /// Rounds `k`-wide rows of `src` to bf16 bits ([`super::bf16::to_bf16`]) into rows of
+    /// `dst` `kp` apart (the padding is left as it is).
+    pub fn round_rows_bf16(src: &[f32], k: usize, dst: &mut [u16], kp: usize) {
+        for (s, d) in src.chunks_exact(k).zip(dst.chunks_exact_mut(kp)) {
+            for (d, &x) in d.iter_mut().zip(s) {
+                *d = super::bf16::to_bf16(x);
             }
         }
     }
@@ -450,13 +477,20 @@ mod tests {
         let xs: Vec<f32> = (0..96)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
             .collect();
-        let mut sm = xs.clone();
-        softmax_rows(&mut sm, 48);
-        for (row, got) in xs.chunks(48).zip(sm.chunks(48)) {
-            let m = row.iter().cloned().fold(f32::MIN, f32::max);
-            let z: f64 = row.iter().map(|v| ((v - m) as f64).exp()).sum();
-            for (v, g) in row.iter().zip(got) {
-                assert!((((v - m) as f64).exp() / z - *g as f64).abs() < 1e-6);
+        for n in [48, 37] {
+            let xs = &xs[..2 * n];
+            let mut sm = xs.to_vec();
+            let mut inv = [0f32; 2];
+            softmax_rows_deferred(&mut sm, n, &mut inv);
+            for (row, inv) in sm.chunks_mut(n).zip(inv) {
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+            for (row, got) in xs.chunks(n).zip(sm.chunks(n)) {
+                let m = row.iter().cloned().fold(f32::MIN, f32::max);
+                let z: f64 = row.iter().map(|v| ((v - m) as f64).exp()).sum();
+                for (v, g) in row.iter().zip(got) {
+                    assert!((((v - m) as f64).exp() / z - *g as f64).abs() < 1e-6);
+                }
             }
         }
         let w: Vec<f32> = (0..48).map(|i| 1.0 + i as f32 * 0.01).collect();

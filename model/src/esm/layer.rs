@@ -4,8 +4,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::attention::SelfAttention;
-use super::int8::{quantize_linear, Int8Block};
 use super::norm::{layer_norm, Norm};
+use super::packed::{PackedBlock, PackedLinear};
 use crate::config::EsmConfig;
 
 /// Pre-norm block: attention with residual, then a GELU feed-forward with residual.
@@ -39,19 +39,22 @@ impl EsmLayer {
         (self.norm.inner(), &self.intermediate, &self.output)
     }
 
-    /// Makes the block's four projections int8 (see [`super::int8`]): their weights become
-    /// the quantised values, and the packed int8 weights of the fast path are returned.
-    /// `None` while the projections are trainable variables.
-    pub(crate) fn quantize_int8(&mut self) -> Result<Option<Int8Block>> {
+    /// Makes the block's four projections int8 or bf16 (see [`super::packed`]): their weights
+    /// become the rounded values, and the packed weights of the fast path are returned.
+    /// `None` for f32, and while the projections are trainable variables.
+    pub(crate) fn quantize(&mut self, precision: crate::Precision) -> Result<Option<PackedBlock>> {
         let Some((qkv, out)) = self.attention.projections_mut() else {
             return Ok(None);
         };
-        Ok(Some(Int8Block {
-            qkv: quantize_linear(qkv)?,
-            out: quantize_linear(out)?,
-            ff1: quantize_linear(&mut self.intermediate)?,
-            ff2: quantize_linear(&mut self.output)?,
-        }))
+        let (Some(qkv), Some(out), Some(ff1), Some(ff2)) = (
+            PackedLinear::pack(qkv, precision)?,
+            PackedLinear::pack(out, precision)?,
+            PackedLinear::pack(&mut self.intermediate, precision)?,
+            PackedLinear::pack(&mut self.output, precision)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(PackedBlock { qkv, out, ff1, ff2 }))
     }
 
     /// Returns the block output and optionally the attention probabilities.

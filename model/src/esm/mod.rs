@@ -4,6 +4,7 @@
 //! norms stored either as `weight`/`bias` (hub checkpoints) or `gamma`/`beta` (`transformers` 5.x).
 
 mod attention;
+mod bf16;
 mod contact;
 mod embeddings;
 mod fast;
@@ -12,6 +13,7 @@ mod kernels;
 mod layer;
 mod lm_head;
 mod norm;
+mod packed;
 mod rotary;
 
 pub use attention::SelfAttention;
@@ -71,8 +73,9 @@ pub struct EsmForMaskedLM {
     lm_head: Option<LmHead>,
     contact_head: Option<ContactHead>,
     config: EsmConfig,
-    /// The packed int8 projections of every block, for an int8 model's fast path.
-    int8: Option<std::sync::Arc<[int8::Int8Block]>>,
+    /// The packed low-precision projections of every block, for the fast path of a model
+    /// installed at int8 or bf16.
+    packed: Option<std::sync::Arc<[packed::PackedBlock]>>,
 }
 
 impl EsmForMaskedLM {
@@ -128,25 +131,32 @@ impl EsmForMaskedLM {
             lm_head,
             contact_head,
             config: config.clone(),
-            int8: None,
+            packed: None,
         })
     }
 
-    /// Makes this an int8 model ([`crate::checkpoint::Precision::Int8`]): the projections of
-    /// every block take their int8 values per output channel (so every path computes with
-    /// the same weights), and the CPU fast path runs them as int8 products with activations
-    /// quantised per token. Fails for trainable weights.
-    pub fn quantize_int8(&mut self) -> Result<()> {
+    /// Makes this a model at `precision` ([`crate::checkpoint::Precision`]): the projections
+    /// of every block take their int8 (per output channel) or bf16 values, so every path
+    /// computes with the same weights, and the CPU fast path runs them as int8 products with
+    /// activations quantised per token, or as bf16 products with f32 sums. A no-op for f32;
+    /// fails for trainable weights.
+    pub fn quantize(&mut self, precision: crate::Precision) -> Result<()> {
+        if precision.is_f32() {
+            return Ok(());
+        }
         let blocks = self
             .layers
             .iter_mut()
             .map(|l| {
-                l.quantize_int8()?.ok_or_else(|| {
-                    candle_core::Error::Msg("trainable weights cannot be made int8".into())
+                l.quantize(precision)?.ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "trainable weights cannot be made {}",
+                        precision.as_str()
+                    ))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.int8 = Some(blocks.into());
+        self.packed = Some(blocks.into());
         Ok(())
     }
 
@@ -367,25 +377,25 @@ impl EsmForMaskedLM {
                 .iter()
                 .map(fast::host_slice)
                 .collect::<Result<Vec<_>>>()?;
-            let int8 = self.int8.as_ref().map(|blocks| &blocks[i]);
+            let packed = self.packed.as_ref().map(|blocks| &blocks[i]);
             fn projection<'a>(
                 f32_weight: &'a [f32],
-                int8: Option<&'a int8::Int8Linear>,
+                packed: Option<&'a packed::PackedLinear>,
             ) -> fast::Projection<'a> {
-                int8.map_or(fast::Projection::F32(f32_weight), fast::Projection::Int8)
+                packed.map_or(fast::Projection::F32(f32_weight), fast::Projection::Packed)
             }
             let weights = fast::BlockWeights {
                 ln1_w: s[0],
                 ln1_b: s[1],
-                qkv_w: projection(s[2], int8.map(|b| &b.qkv)),
+                qkv_w: projection(s[2], packed.map(|b| &b.qkv)),
                 qkv_b: s[3],
-                out_w: projection(s[4], int8.map(|b| &b.out)),
+                out_w: projection(s[4], packed.map(|b| &b.out)),
                 out_b: s[5],
                 ln2_w: s[6],
                 ln2_b: s[7],
-                ff1_w: projection(s[8], int8.map(|b| &b.ff1)),
+                ff1_w: projection(s[8], packed.map(|b| &b.ff1)),
                 ff1_b: s[9],
-                ff2_w: projection(s[10], int8.map(|b| &b.ff2)),
+                ff2_w: projection(s[10], packed.map(|b| &b.ff2)),
                 ff2_b: s[11],
             };
             fast::block_forward(&mut xs, &packing, &positions, &weights, dims, cos, sin);

@@ -1,10 +1,12 @@
-//! `plm-train quantize`: install a model at a lower precision, only if it passes the quality
-//! gates against the f32 model on real sequences.
+//! `plm-train quantize`: install a model at a lower precision (int8 or bf16), only if it passes
+//! the quality gates against the f32 model on real sequences.
 //!
 //! The gates (on `--sequences` proteins of `--data`, mean-pooled last layer):
 //! - cosine between the two models' embeddings of each protein: mean ≥ 0.999, min ≥ 0.99;
 //! - overlap of each protein's 10 nearest neighbours (cosine) among the set: mean ≥ 0.95;
-//! - masked-LM perplexity (same masks) drifts by at most 0.1.
+//! - masked-LM perplexity (same masks) drifts by at most 0.1;
+//! - with `--task-data`, every task head's metric within 1 % of f32 ([`tasks`]). A model with
+//!   task heads is not quantised without it unless `--skip-task-gate` says so (recorded).
 //!
 //! The new directory holds the same weights file, config, tokenizer and task heads, and a
 //! manifest with the precision and the gate results; its fingerprint differs from the f32
@@ -19,10 +21,13 @@ use candle_core::{DType, Device};
 use plm_model::checkpoint::{files, read_json};
 use plm_model::{
     Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, Manifest, Pooling, Precision,
+    TaskHeads,
 };
 use serde_json::{json, Value};
 
 use crate::pretrain;
+
+pub mod tasks;
 
 /// Least mean cosine between f32 and quantised embeddings.
 pub const MIN_MEAN_COSINE: f64 = 0.999;
@@ -64,13 +69,23 @@ pub struct QuantizeArgs {
     /// Seed of the crops and the perplexity masks.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The shared data directory (`function/`, `ppi/`, `binding/`): gates every task head's
+    /// metric on held-out labelled data. Required when the model has task heads.
+    #[arg(long)]
+    pub task_data: Option<PathBuf>,
+    /// Items per task of the task-head gate (proteins, pairs, or chains over all ligands).
+    #[arg(long, default_value_t = 300)]
+    pub task_items: usize,
+    /// Install a model with task heads without gating them (recorded in the manifest).
+    #[arg(long)]
+    pub skip_task_gate: bool,
 }
 
 /// Quantises, gates and writes the model; fails (writing nothing) when a gate fails.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     ensure!(
         !args.precision.is_f32(),
-        "--precision f32 is the model itself; choose int8"
+        "--precision f32 is the model itself; choose int8 or bf16"
     );
     ensure!(
         !args.to.exists(),
@@ -142,10 +157,34 @@ fn write_and_gate(args: &QuantizeArgs, source: &Checkpoint, staging: &Path) -> R
         args.data.display(),
         sequences.len()
     );
+    let heads = TaskHeads::open(&source.dir, &Device::Cpu)
+        .with_context(|| format!("loading the task heads of {}", source.dir.display()))?;
+    let task_sets = match (&heads, &args.task_data) {
+        (Some(heads), Some(data)) => Some(
+            tasks::TaskSets::load(data, heads, args.task_items, args.seed)
+                .with_context(|| format!("reading the task data in {}", data.display()))?,
+        ),
+        (Some(_), None) if !args.skip_task_gate => bail!(
+            "{} has task heads: give --task-data DIR (the shared data directory) so that their metrics are gated, or --skip-task-gate to install it without (recorded in the manifest)",
+            args.model.display()
+        ),
+        _ => None,
+    };
     let started = Instant::now();
     let full = load(&source.dir)?;
     let quantised = load(staging)?;
     let gates = measure_gates(&full, &quantised, &sequences, args.seed)?;
+    let task_gate = match (&heads, &task_sets) {
+        (Some(heads), Some(sets)) => {
+            Some(tasks::TaskGate::measure(&full, &quantised, heads, sets)?)
+        }
+        _ => None,
+    };
+    let task_report = match (&heads, &task_gate) {
+        (_, Some(gate)) => gate.to_json(),
+        (Some(_), None) => json!("skipped (--skip-task-gate)"),
+        (None, None) => json!("no task heads"),
+    };
     let report = json!({
         "model": manifest.name,
         "precision": args.precision.as_str(),
@@ -155,9 +194,11 @@ fn write_and_gate(args: &QuantizeArgs, source: &Checkpoint, staging: &Path) -> R
         "sequences": sequences.len(),
         "seed": args.seed,
         "gates": gates.to_json(),
+        "task_gate": task_report,
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
-    let failures = gates.failures();
+    let mut failures = gates.failures();
+    failures.extend(task_gate.iter().flat_map(tasks::TaskGate::failures));
     if !failures.is_empty() {
         bail!(
             "the {} model fails its quality gates ({}); nothing was written:\n{}",
@@ -206,7 +247,8 @@ fn load(dir: &Path) -> Result<Engine> {
         DeviceSpec::Cpu,
         DType::F32,
         EngineOptions::default(),
-        Arc::new(EmbeddingCache::new(0)),
+        // Interaction pairs share proteins: embed each once.
+        Arc::new(EmbeddingCache::new(256 << 20)),
     )
     .with_context(|| format!("loading {}", dir.display()))
 }

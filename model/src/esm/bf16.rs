@@ -1,0 +1,480 @@
+//! Bf16 linear layers of the CPU fast path.
+//!
+//! Weights are rounded to bfloat16 once (to nearest, ties to even), activations per row at run
+//! time with the same rounding. AVX-512 BF16's `vdpbf16ps` multiplies pairs of bf16 values
+//! (exactly: 8-bit significands) and adds each product to f32 accumulators, twice the
+//! multiply rate of f32 FMAs; only the inputs lose precision, not the sums. The portable twin
+//! performs the same additions in the instruction's order with its denormal rules (inputs and
+//! results flushed to zero), so both give the same bits, for any batch a row is part of and
+//! any thread count.
+
+#![allow(unsafe_code)] // SIMD kernel: target-feature dispatch and raw-pointer loads.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::Linear;
+
+use super::kernels;
+
+/// Output columns per packed panel (two 16-lane f32 vectors).
+const NR: usize = 32;
+/// Rows per register tile.
+const MR: usize = 8;
+/// Values of `k` summed into one f32 lane per instruction (a bf16 pair).
+const KG: usize = 2;
+
+/// `x` rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its bits.
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) as u16) | 0x40;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// Replaces every weight by its bf16 value: the weights a bf16 model *is*, so that every
+/// execution path (this one, the tensor path, a GPU) uses the same values.
+pub fn fake_quantize(w: &mut [f32]) {
+    for x in w {
+        *x = from_bf16(to_bf16(*x));
+    }
+}
+
+/// Makes `linear` a bf16 layer: its weight becomes [`fake_quantize`]d (for the tensor path)
+/// and the packed bf16 weights for the fast path are returned.
+pub(crate) fn quantize_linear(linear: &mut Linear) -> Result<Bf16Linear> {
+    let w = linear.weight();
+    let (n, k) = w.dims2()?;
+    let mut host = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    fake_quantize(&mut host);
+    let packed = Bf16Linear::pack(&host, k);
+    let weight = Tensor::from_vec(host, (n, k), w.device())?.to_dtype(w.dtype())?;
+    *linear = Linear::new(weight, linear.bias().cloned());
+    Ok(packed)
+}
+
+/// The weights of one linear layer in bf16, packed for the kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct Bf16Linear {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of [`KG`].
+    kp: usize,
+    /// `[panel][k pair][column of the panel][KG]` bf16 bits, zero-padded in both directions.
+    packed: Vec<u16>,
+}
+
+impl Bf16Linear {
+    /// Rounds and packs a PyTorch-layout `(n, k)` weight.
+    pub fn pack(w: &[f32], k: usize) -> Self {
+        let n = w.len() / k;
+        let kp = k.next_multiple_of(KG);
+        let mut packed = vec![0u16; n.div_ceil(NR) * NR * kp];
+        for (j, row) in w.chunks(k).enumerate() {
+            let base = (j / NR) * NR * kp;
+            for (t, &v) in row.iter().enumerate() {
+                packed[base + (t / KG) * NR * KG + (j % NR) * KG + t % KG] = to_bf16(v);
+            }
+        }
+        Self { n, k, kp, packed }
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// `out (+)= a · Wᵀ + bias` for the row-major rows `a` `(m, k)`: `out` is overwritten
+    /// unless `accumulate`, when the product and bias are added to it. Runs on the calling
+    /// thread (callers split rows across tasks).
+    pub fn forward_rows(&self, out: &mut [f32], a: &[f32], bias: &[f32], accumulate: bool) {
+        self.forward_rows_with(Kernel::detect(), out, a, bias, accumulate);
+    }
+
+    fn forward_rows_with(
+        &self,
+        kernel: Kernel,
+        out: &mut [f32],
+        a: &[f32],
+        bias: &[f32],
+        accumulate: bool,
+    ) {
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        let m = a.len() / k;
+        assert_eq!(out.len(), m * n, "output size");
+        assert_eq!(bias.len(), n, "bias size");
+        ACTIVATIONS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            buf.resize(m * kp, 0);
+            kernels::round_rows_bf16(a, k, &mut buf, kp);
+            for panel in 0..n.div_ceil(NR) {
+                let j0 = panel * NR;
+                let cols = NR.min(n - j0);
+                let b = &self.packed[panel * NR * kp..(panel + 1) * NR * kp];
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    let tile = Tile {
+                        a: &buf[r0 * kp..(r0 + rows) * kp],
+                        lda: kp,
+                        rows,
+                        b,
+                        groups: kp / KG,
+                        bias: &bias[j0..j0 + cols],
+                    };
+                    let out = &mut out[r0 * n + j0..(r0 + rows - 1) * n + j0 + cols];
+                    kernel.run(&tile, out, n, accumulate);
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer of bf16 activation rows.
+    static ACTIVATIONS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One register tile's inputs: up to [`MR`] rows of bf16 activations and one panel.
+struct Tile<'a> {
+    a: &'a [u16],
+    lda: usize,
+    rows: usize,
+    b: &'a [u16],
+    groups: usize,
+    /// The panel's bias (its length is the panel's column count).
+    bias: &'a [f32],
+}
+
+/// Which tile kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// AVX-512 BF16 (`vdpbf16ps`).
+    Avx512Bf16,
+    /// Portable loops: the reference twin.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs (detected once).
+    fn detect() -> Self {
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bf16")
+            {
+                return Kernel::Avx512Bf16;
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// `out[r·ldo + c] (+)= Σ_t a[r, t] · b[t, c] + bias[c]` for the tile's rows and the
+    /// panel's columns.
+    fn run(self, t: &Tile, out: &mut [f32], ldo: usize, accumulate: bool) {
+        assert!((1..=MR).contains(&t.rows));
+        assert!(t.a.len() >= (t.rows - 1) * t.lda + t.groups * KG);
+        assert!(t.b.len() >= t.groups * NR * KG);
+        assert!(out.len() >= (t.rows - 1) * ldo + t.bias.len());
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Bf16` is only detected on CPUs with the features; the asserted
+            // lengths bound every load and store.
+            Kernel::Avx512Bf16 => unsafe {
+                let o = out.as_mut_ptr();
+                match t.rows {
+                    8 => avx512::tile::<8>(t, o, ldo, accumulate),
+                    7 => avx512::tile::<7>(t, o, ldo, accumulate),
+                    6 => avx512::tile::<6>(t, o, ldo, accumulate),
+                    5 => avx512::tile::<5>(t, o, ldo, accumulate),
+                    4 => avx512::tile::<4>(t, o, ldo, accumulate),
+                    3 => avx512::tile::<3>(t, o, ldo, accumulate),
+                    2 => avx512::tile::<2>(t, o, ldo, accumulate),
+                    _ => avx512::tile::<1>(t, o, ldo, accumulate),
+                }
+            },
+            _ => tile_portable(t, out, ldo, accumulate),
+        }
+    }
+}
+
+/// `x`, or zero of its sign when it is subnormal (the instruction's input and output rule).
+#[inline(always)]
+fn flush(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// The reference twin of the AVX-512 tile: per bf16 pair, the odd product then the even one
+/// added to the f32 sum, each addition rounded, as `vdpbf16ps` specifies.
+fn tile_portable(t: &Tile, out: &mut [f32], ldo: usize, accumulate: bool) {
+    for r in 0..t.rows {
+        let a = &t.a[r * t.lda..];
+        for (c, o) in out[r * ldo..][..t.bias.len()].iter_mut().enumerate() {
+            let mut sum = 0f32;
+            for g in 0..t.groups {
+                let b = &t.b[g * NR * KG + c * KG..][..KG];
+                for i in [1, 0] {
+                    let x = flush(from_bf16(a[g * KG + i]));
+                    let w = flush(from_bf16(b[i]));
+                    sum = flush(x.mul_add(w, sum));
+                }
+            }
+            let v = sum + t.bias[c];
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, KG, NR};
+    use std::arch::x86_64::*;
+
+    /// `R` rows × 32 columns with `vdpbf16ps`: per k pair, two 64-byte weight loads and a
+    /// 4-byte broadcast per row feed `2R` dot-product instructions; the bias is added on the
+    /// accumulators, stores are masked.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BF16; `t` holds `R` rows and `t.groups` k pairs; `out` has `R`
+    /// rows `ldo` apart of at least the panel's columns.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile<const R: usize>(
+        t: &Tile,
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
+        for g in 0..t.groups {
+            // SAFETY: within the caller's bounds.
+            unsafe {
+                let bp = b.add(g * NR * KG);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(NR).cast()));
+                for r in 0..R {
+                    let word = a.add(r * t.lda + g * KG).cast::<i32>().read_unaligned();
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(word));
+                    lo[r] = _mm512_dpbf16_ps(lo[r], av, b0);
+                    hi[r] = _mm512_dpbf16_ps(hi[r], av, b1);
+                }
+            }
+        }
+        let n = t.bias.len();
+        let half = NR / 2;
+        let masks = [
+            if n >= half {
+                0xffffu16
+            } else {
+                ((1u32 << n) - 1) as u16
+            },
+            if n >= NR {
+                0xffffu16
+            } else if n > half {
+                ((1u32 << (n - half)) - 1) as u16
+            } else {
+                0
+            },
+        ];
+        for (h, &mask) in masks.iter().enumerate() {
+            if mask == 0 {
+                continue;
+            }
+            let at = h * half;
+            // SAFETY: the masked loads and stores touch only the panel's `n` columns.
+            unsafe {
+                let bias = _mm512_maskz_loadu_ps(mask, t.bias.as_ptr().add(at));
+                for r in 0..R {
+                    let sum = if h == 0 { lo[r] } else { hi[r] };
+                    let mut v = _mm512_add_ps(sum, bias);
+                    let dst = out.add(r * ldo + at);
+                    if accumulate {
+                        v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v);
+                    }
+                    _mm512_mask_storeu_ps(dst, mask, v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even significand (1).
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        for x in random(1000, 3) {
+            let y = from_bf16(to_bf16(x));
+            assert!((x - y).abs() <= x.abs() / 256.0, "{x} -> {y}");
+        }
+    }
+
+    #[test]
+    fn the_avx512_kernel_gives_the_bits_of_its_portable_twin() {
+        if Kernel::detect() != Kernel::Avx512Bf16 {
+            eprintln!("no AVX-512 BF16 on this CPU: only the portable kernel runs");
+            return;
+        }
+        for (m, n, k, seed) in [
+            (1, 1, 1, 1),
+            (7, 33, 5, 2),
+            (8, 32, 480, 3),
+            (19, 70, 1283, 4),
+        ] {
+            let (a, w, bias) = (
+                random(m * k, seed),
+                random(n * k, seed + 9),
+                random(n, seed),
+            );
+            let lin = Bf16Linear::pack(&w, k);
+            for accumulate in [false, true] {
+                let start = random(m * n, seed + 20);
+                let (mut simd, mut portable) = (start.clone(), start);
+                lin.forward_rows_with(Kernel::Avx512Bf16, &mut simd, &a, &bias, accumulate);
+                lin.forward_rows_with(Kernel::Portable, &mut portable, &a, &bias, accumulate);
+                assert_eq!(simd, portable, "({m},{n},{k}) accumulate {accumulate}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_bf16_product_is_close_to_the_f32_one_for_any_shape() {
+        for (m, n, k, seed) in [
+            (1, 5, 3, 1),
+            (9, 33, 17, 2),
+            (40, 64, 320, 3),
+            (17, 96, 1280, 4),
+        ] {
+            let (a, w, bias) = (random(m * k, seed), random(n * k, seed + 10), random(n, 0));
+            let lin = Bf16Linear::pack(&w, k);
+            let mut out = vec![0f32; m * n];
+            lin.forward_rows(&mut out, &a, &bias, false);
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f32 = (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
+                    let got = out[i * n + j] - bias[j];
+                    // Two roundings of at most 2^-9 relative, over k products of size ≤ 1.
+                    let bound = 0.006 * (k as f32).sqrt() + 1e-4;
+                    assert!(
+                        (got - exact).abs() < bound,
+                        "({m},{n},{k}) [{i},{j}]: {got} vs {exact}"
+                    );
+                }
+            }
+            let mut acc = out.clone();
+            lin.forward_rows(&mut acc, &a, &bias, true);
+            for (x, y) in acc.iter().zip(&out) {
+                assert_eq!(*x, 2.0 * y);
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_or_in_a_batch() {
+        let (m, n, k) = (11, 40, 64);
+        let (a, w, bias) = (random(m * k, 5), random(n * k, 6), random(n, 7));
+        let lin = Bf16Linear::pack(&w, k);
+        let mut batch = vec![0f32; m * n];
+        lin.forward_rows(&mut batch, &a, &bias, false);
+        for i in 0..m {
+            let mut alone = vec![0f32; n];
+            lin.forward_rows(&mut alone, &a[i * k..(i + 1) * k], &bias, false);
+            assert_eq!(alone, batch[i * n..(i + 1) * n]);
+        }
+    }
+
+    #[test]
+    fn fake_quantized_weights_pack_to_the_same_bits() {
+        let k = 48;
+        let w = random(20 * k, 9);
+        let mut fake = w.clone();
+        fake_quantize(&mut fake);
+        assert_eq!(
+            Bf16Linear::pack(&w, k).packed,
+            Bf16Linear::pack(&fake, k).packed
+        );
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test --release -p plm-model --lib bf16::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn bf16_against_f32_gemm() {
+        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bias = vec![0f32; n];
+        let lin = Bf16Linear::pack(&w, k);
+        let mut out = vec![0f32; m * n];
+        let reps = 20;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            lin.forward_rows(&mut out, &a, &bias, false);
+        }
+        let bf16 = t.elapsed().as_secs_f64() / reps as f64;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            // SAFETY: extents as allocated above.
+            unsafe {
+                kernels::matmul(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    n,
+                    false,
+                    a.as_ptr(),
+                    k,
+                    w.as_ptr(),
+                    1,
+                    k,
+                );
+            }
+        }
+        let f32t = t.elapsed().as_secs_f64() / reps as f64;
+        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+        eprintln!(
+            "{:?} bf16 {:.1} GFLOP/s, f32 {:.1} GFLOP/s (one thread)",
+            Kernel::detect(),
+            gflop / bf16,
+            gflop / f32t
+        );
+    }
+}
