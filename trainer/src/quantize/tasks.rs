@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::finetune::binding::label_files;
+use crate::finetune::features::progress;
 use crate::finetune::function::read_go_graph;
 use crate::finetune::ppi::{first_word, indexed};
 use crate::metrics::{auroc, fmax_sparse};
@@ -172,22 +173,25 @@ fn unseen_yeast_pairs(data: &Path, seed: u64) -> Result<Vec<(String, String, boo
 }
 
 /// Each head's metric (see the module docs) with `engine`, by name (`go_mf`, `ppi`,
-/// `binding_ZN`, ...).
+/// `binding_ZN`, ...). `label` names the model in the progress bars.
 pub fn metrics(
     engine: &Engine,
     heads: &TaskHeads,
     sets: &TaskSets,
+    label: &str,
 ) -> Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     for (ontology, proteins) in &sets.function {
         let mut truth = Vec::new();
         let mut scores = Vec::new();
-        for p in proteins {
+        let bar = progress(proteins.len(), &format!("{label} {ontology}"));
+        for p in bar.wrap_iter(proteins.iter()) {
             let (s, _) = predict::model_function_scores(engine, Some(heads), &p.sequence, ontology)
                 .with_context(|| format!("{ontology} head on {}", p.id))?;
             truth.push(p.labels.iter().cloned().collect::<HashSet<_>>());
             scores.push(s);
         }
+        bar.finish_and_clear();
         out.insert(ontology.clone(), fmax_sparse(&truth, &scores).0);
     }
     if !sets.ppi.is_empty() {
@@ -205,7 +209,8 @@ pub fn metrics(
     }
     for (ligand, chains) in &sets.binding {
         let (mut scores, mut labels) = (Vec::new(), Vec::new());
-        for chain in chains {
+        let bar = progress(chains.len(), &format!("{label} binding {ligand}"));
+        for chain in bar.wrap_iter(chains.iter()) {
             let by_ligand = predict::model_binding_scores(
                 engine,
                 Some(heads),
@@ -218,6 +223,7 @@ pub fn metrics(
                 labels.extend(&chain.labels);
             }
         }
+        bar.finish_and_clear();
         if let Some(v) = auroc(&scores, &labels) {
             out.insert(format!("binding_{ligand}"), v);
         }
@@ -255,8 +261,8 @@ impl TaskGate {
             notes.push(format!("binding_{ligand}: {} chains", chains.len()));
         }
         Ok(Self {
-            full: metrics(full, heads, sets)?,
-            quantised: metrics(quantised, heads, sets)?,
+            full: metrics(full, heads, sets, "f32")?,
+            quantised: metrics(quantised, heads, sets, "quantised")?,
             notes,
         })
     }
