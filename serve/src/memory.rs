@@ -32,7 +32,9 @@ mod tests {
         // freed while the last block pins the top of the heap: free() alone cannot shrink the
         // heap past it, so the pages stay resident until the trim.
         let start = resident_bytes();
-        let mut blocks: Vec<Vec<u8>> = (0..512).map(|i| vec![1 + i as u8; 64 * 1024]).collect();
+        let mut blocks: Vec<Vec<u8>> = (0..512)
+            .map(|i| vec![(i as u8).wrapping_add(1); 64 * 1024])
+            .collect();
         let pin = blocks.pop().unwrap_or_default();
         let touched = blocks.iter().map(|b| b[b.len() - 1] as u64).sum::<u64>();
         drop(blocks);

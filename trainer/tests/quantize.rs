@@ -33,12 +33,8 @@ fn quantize_to(model: &Path, to: &Path, data: &Path, precision: &str) -> std::pr
         .unwrap()
 }
 
-#[test]
-fn quantize_writes_a_gated_int8_model_and_refuses_what_it_must() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = synthetic_fasta(tmp.path());
-    let to = tmp.path().join("tiny-int8");
-    let out = quantize(&tiny_model(), &to, &data);
+/// The report of a run that succeeded with every gate passed.
+fn passed(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
@@ -46,6 +42,16 @@ fn quantize_writes_a_gated_int8_model_and_refuses_what_it_must() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["gates"]["passed"], true, "{report}");
+    report
+}
+
+#[test]
+fn quantize_writes_a_gated_int8_model_and_refuses_what_it_must() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic_fasta(tmp.path());
+    let to = tmp.path().join("tiny-int8");
+    let out = quantize(&tiny_model(), &to, &data);
+    let report = passed(&out);
     assert_eq!(report["sequences"], 60);
     let cosine = report["gates"]["embedding_cosine"]["mean"]
         .as_f64()
@@ -81,13 +87,7 @@ fn bf16_is_a_model_of_its_own_and_closer_to_f32_than_int8() {
     for precision in ["int8", "bf16"] {
         let to = tmp.path().join(format!("tiny-{precision}"));
         let out = quantize_to(&tiny_model(), &to, &data, precision);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["gates"]["passed"], true, "{report}");
+        let report = passed(&out);
         assert_eq!(report["precision"], precision);
         cosines.push(report["gates"]["embedding_cosine"]["min"].as_f64().unwrap());
     }

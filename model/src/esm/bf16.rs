@@ -276,22 +276,8 @@ mod avx512 {
                 }
             }
         }
-        let n = t.bias.len();
         let half = NR / 2;
-        let masks = [
-            if n >= half {
-                0xffffu16
-            } else {
-                ((1u32 << n) - 1) as u16
-            },
-            if n >= NR {
-                0xffffu16
-            } else if n > half {
-                ((1u32 << (n - half)) - 1) as u16
-            } else {
-                0
-            },
-        ];
+        let masks = crate::esm::packed::half_masks(t.bias.len());
         for (h, &mask) in masks.iter().enumerate() {
             if mask == 0 {
                 continue;
@@ -367,52 +353,6 @@ mod tests {
     }
 
     #[test]
-    fn the_bf16_product_is_close_to_the_f32_one_for_any_shape() {
-        for (m, n, k, seed) in [
-            (1, 5, 3, 1),
-            (9, 33, 17, 2),
-            (40, 64, 320, 3),
-            (17, 96, 1280, 4),
-        ] {
-            let (a, w, bias) = (random(m * k, seed), random(n * k, seed + 10), random(n, 0));
-            let lin = Bf16Linear::pack(&w, k);
-            let mut out = vec![0f32; m * n];
-            lin.forward_rows(&mut out, &a, &bias, false);
-            for i in 0..m {
-                for j in 0..n {
-                    let exact: f32 = (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
-                    let got = out[i * n + j] - bias[j];
-                    // Two roundings of at most 2^-9 relative, over k products of size ≤ 1.
-                    let bound = 0.006 * (k as f32).sqrt() + 1e-4;
-                    assert!(
-                        (got - exact).abs() < bound,
-                        "({m},{n},{k}) [{i},{j}]: {got} vs {exact}"
-                    );
-                }
-            }
-            let mut acc = out.clone();
-            lin.forward_rows(&mut acc, &a, &bias, true);
-            for (x, y) in acc.iter().zip(&out) {
-                assert_eq!(*x, 2.0 * y);
-            }
-        }
-    }
-
-    #[test]
-    fn a_row_gives_the_same_bits_alone_or_in_a_batch() {
-        let (m, n, k) = (11, 40, 64);
-        let (a, w, bias) = (random(m * k, 5), random(n * k, 6), random(n, 7));
-        let lin = Bf16Linear::pack(&w, k);
-        let mut batch = vec![0f32; m * n];
-        lin.forward_rows(&mut batch, &a, &bias, false);
-        for i in 0..m {
-            let mut alone = vec![0f32; n];
-            lin.forward_rows(&mut alone, &a[i * k..(i + 1) * k], &bias, false);
-            assert_eq!(alone, batch[i * n..(i + 1) * n]);
-        }
-    }
-
-    #[test]
     fn fake_quantized_weights_pack_to_the_same_bits() {
         let k = 48;
         let w = random(20 * k, 9);
@@ -421,60 +361,6 @@ mod tests {
         assert_eq!(
             Bf16Linear::pack(&w, k).packed,
             Bf16Linear::pack(&fake, k).packed
-        );
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// `cargo test --release -p plm-model --lib bf16::speed -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn bf16_against_f32_gemm() {
-        let (m, k, n) = (512usize, 480usize, 1920usize);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let bias = vec![0f32; n];
-        let lin = Bf16Linear::pack(&w, k);
-        let mut out = vec![0f32; m * n];
-        let reps = 20;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            lin.forward_rows(&mut out, &a, &bias, false);
-        }
-        let bf16 = t.elapsed().as_secs_f64() / reps as f64;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            // SAFETY: extents as allocated above.
-            unsafe {
-                kernels::matmul(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    n,
-                    false,
-                    a.as_ptr(),
-                    k,
-                    w.as_ptr(),
-                    1,
-                    k,
-                );
-            }
-        }
-        let f32t = t.elapsed().as_secs_f64() / reps as f64;
-        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
-        eprintln!(
-            "{:?} bf16 {:.1} GFLOP/s, f32 {:.1} GFLOP/s (one thread)",
-            Kernel::detect(),
-            gflop / bf16,
-            gflop / f32t
         );
     }
 }

@@ -10,6 +10,19 @@ use super::bf16::{self, Bf16Linear};
 use super::int8::{self, Int8Linear};
 use crate::Precision;
 
+/// Write masks of the two 16-lane halves of a 32-column panel holding `n` columns (both
+/// kernels' epilogues).
+pub(crate) fn half_masks(n: usize) -> [u16; 2] {
+    let half = |n: usize| {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
+    };
+    [half(n), half(n.saturating_sub(16))]
+}
+
 /// One projection's packed weights.
 #[derive(Debug, Clone)]
 pub(crate) enum PackedLinear {
@@ -25,6 +38,16 @@ impl PackedLinear {
             Precision::Int8 => Some(Self::Int8(int8::quantize_linear(linear)?)),
             Precision::Bf16 => Some(Self::Bf16(bf16::quantize_linear(linear)?)),
         })
+    }
+
+    /// Packs a PyTorch-layout `(n, k)` f32 weight at `precision` (`None` for f32).
+    #[cfg(test)]
+    fn from_weights(w: &[f32], k: usize, precision: Precision) -> Option<Self> {
+        match precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(Self::Int8(Int8Linear::quantize(w, k))),
+            Precision::Bf16 => Some(Self::Bf16(Bf16Linear::pack(w, k))),
+        }
     }
 
     /// Output width.
@@ -55,4 +78,137 @@ pub(crate) struct PackedBlock {
     pub ff1: PackedLinear,
     /// Second feed-forward projection.
     pub ff2: PackedLinear,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    const LOW: [Precision; 2] = [Precision::Int8, Precision::Bf16];
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    fn packed(w: &[f32], k: usize, precision: Precision) -> PackedLinear {
+        PackedLinear::from_weights(w, k, precision).expect("a low precision")
+    }
+
+    #[test]
+    fn masks_cover_exactly_the_panel_columns() {
+        assert_eq!(half_masks(0), [0, 0]);
+        assert_eq!(half_masks(1), [1, 0]);
+        assert_eq!(half_masks(16), [0xffff, 0]);
+        assert_eq!(half_masks(17), [0xffff, 1]);
+        assert_eq!(half_masks(32), [0xffff, 0xffff]);
+    }
+
+    #[test]
+    fn the_product_is_close_to_the_f32_one_for_any_shape() {
+        for precision in LOW {
+            // Two roundings over k products of size ≤ 1: half an int8 step (1/254 of the row's
+            // largest value) or 2^-9 relative for bf16.
+            let per_sqrt_k = if precision == Precision::Int8 {
+                0.02
+            } else {
+                0.006
+            };
+            for (m, n, k, seed) in [
+                (1, 5, 3, 1),
+                (9, 33, 17, 2),
+                (40, 64, 320, 3),
+                (17, 96, 1280, 4),
+            ] {
+                let (a, w, bias) = (random(m * k, seed), random(n * k, seed + 10), random(n, 0));
+                let lin = packed(&w, k, precision);
+                assert_eq!(lin.out_features(), n);
+                let mut out = vec![0f32; m * n];
+                lin.forward_rows(&mut out, &a, &bias, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        let exact: f32 = (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum();
+                        let got = out[i * n + j] - bias[j];
+                        let bound = per_sqrt_k * (k as f32).sqrt() + 1e-3;
+                        assert!(
+                            (got - exact).abs() < bound,
+                            "{precision:?} ({m},{n},{k}) [{i},{j}]: {got} vs {exact}"
+                        );
+                    }
+                }
+                let mut acc = out.clone();
+                lin.forward_rows(&mut acc, &a, &bias, true);
+                for (x, y) in acc.iter().zip(&out) {
+                    assert_eq!(*x, 2.0 * y, "{precision:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_alone_or_in_a_batch() {
+        let (m, n, k) = (11, 40, 64);
+        let (a, w, bias) = (random(m * k, 5), random(n * k, 6), random(n, 7));
+        for precision in LOW {
+            let lin = packed(&w, k, precision);
+            let mut batch = vec![0f32; m * n];
+            lin.forward_rows(&mut batch, &a, &bias, false);
+            for i in 0..m {
+                let mut alone = vec![0f32; n];
+                lin.forward_rows(&mut alone, &a[i * k..(i + 1) * k], &bias, false);
+                assert_eq!(alone, batch[i * n..(i + 1) * n], "{precision:?} row {i}");
+            }
+        }
+    }
+
+    /// `cargo test --release -p plm-model --lib packed::tests::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    #[allow(unsafe_code)] // The raw-pointer f32 GEMM it compares with.
+    fn speed_against_f32_gemm() {
+        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bias = vec![0f32; n];
+        let mut out = vec![0f32; m * n];
+        let reps = 20;
+        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+        let time = |f: &mut dyn FnMut()| {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            gflop * reps as f64 / t.elapsed().as_secs_f64()
+        };
+        let f32_rate = time(&mut || {
+            // SAFETY: extents as allocated above.
+            unsafe {
+                super::super::kernels::matmul(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    n,
+                    false,
+                    a.as_ptr(),
+                    k,
+                    w.as_ptr(),
+                    1,
+                    k,
+                );
+            }
+        });
+        for precision in LOW {
+            let lin = packed(&w, k, precision);
+            let rate = time(&mut || lin.forward_rows(&mut out, &a, &bias, false));
+            eprintln!(
+                "{precision:?}: {rate:.1} G(FL)OP/s against f32 gemm {f32_rate:.1} (one thread)"
+            );
+        }
+    }
 }

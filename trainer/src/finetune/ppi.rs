@@ -3,6 +3,7 @@
 //! human and fly pairs.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -89,6 +90,49 @@ fn evaluate(head: &PpiHead, x: &[Vec<f32>], pairs: &Pairs) -> Result<serde_json:
     }))
 }
 
+/// D-SCRIPT's yeast interaction set and how the interaction head splits it: proteins, not
+/// pairs, are split (the first fifth, shuffled with the seed, held out), so test pairs have both
+/// proteins unseen in training.
+pub struct YeastSplit {
+    /// Protein identifiers.
+    pub ids: Vec<String>,
+    /// Their sequences.
+    pub sequences: Vec<String>,
+    /// Pairs of protein indices and whether they interact.
+    pub pairs: Pairs,
+    /// Proteins held out from training.
+    pub held_out: HashSet<usize>,
+}
+
+impl YeastSplit {
+    /// Reads `ppi/dscript_yeast*` of the shared data directory `data` and splits with `seed`.
+    pub fn read(data: &Path, seed: u64) -> Result<Self> {
+        let dir = data.join("ppi");
+        let sequences = first_word(taskdata::read_sequences(&dir.join("dscript_yeast.fasta"))?);
+        let pairs = taskdata::read_pairs(&dir.join("dscript_yeast_pairs.tsv"))?;
+        let (ids, sequences, pairs) = indexed(&pairs, &sequences)?;
+        let mut proteins: Vec<usize> = (0..ids.len()).collect();
+        proteins.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let held_out = proteins[..ids.len() / 5].iter().copied().collect();
+        Ok(Self {
+            ids,
+            sequences,
+            pairs,
+            held_out,
+        })
+    }
+
+    /// Whether neither protein of the pair is held out (it may train the head).
+    pub fn trains(&self, &(a, b, _): &(usize, usize, bool)) -> bool {
+        !self.held_out.contains(&a) && !self.held_out.contains(&b)
+    }
+
+    /// Whether both proteins of the pair are held out.
+    pub fn unseen(&self, &(a, b, _): &(usize, usize, bool)) -> bool {
+        self.held_out.contains(&a) && self.held_out.contains(&b)
+    }
+}
+
 /// Sequences and index-pairs of a pair file, dropping pairs whose sequences are missing.
 pub fn indexed(
     pairs: &[(String, String, bool)],
@@ -141,24 +185,11 @@ pub fn first_word(map: HashMap<String, String>) -> HashMap<String, String> {
 pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
     let dir = args.data.join("ppi");
     let training = args.head_training();
-    let yeast_seqs = first_word(taskdata::read_sequences(&dir.join("dscript_yeast.fasta"))?);
-    let yeast_pairs = taskdata::read_pairs(&dir.join("dscript_yeast_pairs.tsv"))?;
-    let (ids, seqs, pairs) = indexed(&yeast_pairs, &yeast_seqs)?;
-    // Proteins, not pairs, are split: test pairs have both proteins unseen in training.
-    let mut proteins: Vec<usize> = (0..ids.len()).collect();
-    proteins.shuffle(&mut rand::rngs::StdRng::seed_from_u64(args.seed));
-    let test_proteins: HashSet<usize> = proteins[..ids.len() / 5].iter().copied().collect();
-    let train_pairs: Pairs = pairs
-        .iter()
-        .copied()
-        .filter(|p| !test_proteins.contains(&p.0) && !test_proteins.contains(&p.1))
-        .collect();
-    let test_pairs: Pairs = pairs
-        .iter()
-        .copied()
-        .filter(|p| test_proteins.contains(&p.0) && test_proteins.contains(&p.1))
-        .collect();
-    let x = fx.pooled("D-SCRIPT yeast features", &seqs)?;
+    let yeast = YeastSplit::read(&args.data, args.seed)?;
+    let (seqs, pairs) = (&yeast.sequences, &yeast.pairs);
+    let train_pairs: Pairs = pairs.iter().copied().filter(|p| yeast.trains(p)).collect();
+    let test_pairs: Pairs = pairs.iter().copied().filter(|p| yeast.unseen(p)).collect();
+    let x = fx.pooled("D-SCRIPT yeast features", seqs)?;
     let config = PpiHeadConfig {
         input_dim: x[0].len(),
         hidden: args.hidden,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::binary::{fit, report, Scored};
 use super::{head_settings, Evaluator, HomologyArgs, SHARPNESS};
 use crate::finetune::features::progress;
-use crate::finetune::ppi::{first_word, indexed};
+use crate::finetune::ppi::YeastSplit;
 use crate::reference::{read_interactions, PairSet};
 use crate::taskdata;
 
@@ -133,22 +133,16 @@ fn pair_set(pairs: &[Pair]) -> PairSet {
 
 /// Evaluates interaction prediction and returns the figures and the fitted blend.
 pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Blend)> {
-    let dir = args.data.join("ppi");
     let (_, seed) = head_settings(eval)?;
     // The head's own split, recomputed as finetune made it.
-    let yeast_seqs = first_word(taskdata::read_sequences(&dir.join("dscript_yeast.fasta"))?);
-    let yeast_pairs = taskdata::read_pairs(&dir.join("dscript_yeast_pairs.tsv"))?;
-    let (ids, seqs, pairs) = indexed(&yeast_pairs, &yeast_seqs)?;
-    let mut proteins: Vec<usize> = (0..ids.len()).collect();
-    proteins.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let test_proteins: HashSet<usize> = proteins[..ids.len() / 5].iter().copied().collect();
+    let yeast = YeastSplit::read(&args.data, seed)?;
+    let (seqs, pairs) = (&yeast.sequences, &yeast.pairs);
     let as_pair = |&(a, b, l): &(usize, usize, bool)| (seqs[a].clone(), seqs[b].clone(), l);
-    let trained =
-        |p: &(usize, usize, bool)| !test_proteins.contains(&p.0) && !test_proteins.contains(&p.1);
+    let trained = |p: &(usize, usize, bool)| yeast.trains(p);
     let train: Vec<Pair> = pairs.iter().filter(|p| trained(p)).map(as_pair).collect();
     let unseen: Vec<Pair> = pairs
         .iter()
-        .filter(|p| test_proteins.contains(&p.0) && test_proteins.contains(&p.1))
+        .filter(|p| yeast.unseen(p))
         .map(as_pair)
         .collect();
     let mut pool: Vec<usize> = (0..pairs.len()).filter(|&i| !trained(&pairs[i])).collect();

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::finetune::binding::label_files;
 use crate::finetune::features::progress;
 use crate::finetune::function::read_go_graph;
-use crate::finetune::ppi::{first_word, indexed};
+use crate::finetune::ppi::YeastSplit;
 use crate::metrics::{auroc, fmax_sparse};
 use crate::reference::propagated_go;
 use crate::taskdata::{self, LabeledProtein, ResidueLabels};
@@ -155,20 +155,14 @@ fn held_out_go(data: &Path, o: &str, trained: usize, seed: u64) -> Result<Vec<La
         .collect())
 }
 
-/// D-SCRIPT yeast pairs whose two proteins finetune held out from the head (the first fifth of
-/// the proteins shuffled with the head's seed), as sequences.
+/// D-SCRIPT yeast pairs whose two proteins finetune held out from the head, as sequences.
 fn unseen_yeast_pairs(data: &Path, seed: u64) -> Result<Vec<(String, String, bool)>> {
-    let dir = data.join("ppi");
-    let sequences = first_word(taskdata::read_sequences(&dir.join("dscript_yeast.fasta"))?);
-    let pairs = taskdata::read_pairs(&dir.join("dscript_yeast_pairs.tsv"))?;
-    let (ids, seqs, pairs) = indexed(&pairs, &sequences)?;
-    let mut proteins: Vec<usize> = (0..ids.len()).collect();
-    proteins.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let held: HashSet<usize> = proteins[..ids.len() / 5].iter().copied().collect();
-    Ok(pairs
+    let yeast = YeastSplit::read(data, seed)?;
+    Ok(yeast
+        .pairs
         .iter()
-        .filter(|(a, b, _)| held.contains(a) && held.contains(b))
-        .map(|&(a, b, l)| (seqs[a].clone(), seqs[b].clone(), l))
+        .filter(|p| yeast.unseen(p))
+        .map(|&(a, b, l)| (yeast.sequences[a].clone(), yeast.sequences[b].clone(), l))
         .collect())
 }
 
