@@ -357,12 +357,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-    }
+    use crate::esm::packed::test_support::{random, twin_cases};
 
     #[test]
     fn the_vnni_kernel_gives_the_bits_of_its_portable_twin() {
@@ -370,25 +365,12 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel runs");
             return;
         }
-        for (m, n, k, seed) in [
-            (1, 1, 1, 1),
-            (7, 33, 5, 2),
-            (8, 32, 480, 3),
-            (19, 70, 1283, 4),
-        ] {
-            let (a, w, bias) = (
-                random(m * k, seed),
-                random(n * k, seed + 9),
-                random(n, seed),
-            );
-            let lin = Int8Linear::quantize(&w, k);
-            for accumulate in [false, true] {
-                let start = random(m * n, seed + 20);
-                let (mut simd, mut portable) = (start.clone(), start);
-                lin.forward_rows_with(Kernel::Vnni, &mut simd, &a, &bias, accumulate);
-                lin.forward_rows_with(Kernel::Portable, &mut portable, &a, &bias, accumulate);
-                assert_eq!(simd, portable, "({m},{n},{k}) accumulate {accumulate}");
-            }
+        for c in twin_cases() {
+            let lin = Int8Linear::quantize(&c.w, c.k);
+            let (mut simd, mut portable) = (c.start.clone(), c.start);
+            lin.forward_rows_with(Kernel::Vnni, &mut simd, &c.a, &c.bias, c.accumulate);
+            lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
+            assert_eq!(simd, portable, "{}", c.name);
         }
     }
 

@@ -80,17 +80,62 @@ pub(crate) struct PackedBlock {
     pub ff2: PackedLinear,
 }
 
+/// Test data shared by the int8 and bf16 kernels' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod test_support {
     use rand::{Rng, SeedableRng};
 
-    const LOW: [Precision; 2] = [Precision::Int8, Precision::Bf16];
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
+    /// `len` values uniform in [-1, 1), reproducibly from `seed`.
+    pub fn random(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
+
+    /// One product on which a SIMD tile must give its portable twin's bits.
+    pub struct TwinCase {
+        pub a: Vec<f32>,
+        pub w: Vec<f32>,
+        pub bias: Vec<f32>,
+        /// The output's previous contents (read when `accumulate`).
+        pub start: Vec<f32>,
+        pub k: usize,
+        pub accumulate: bool,
+        pub name: String,
+    }
+
+    /// Shapes from one element to several panels and tiles with ragged edges, overwriting and
+    /// accumulating.
+    pub fn twin_cases() -> Vec<TwinCase> {
+        let shapes = [
+            (1, 1, 1, 1),
+            (7, 33, 5, 2),
+            (8, 32, 480, 3),
+            (19, 70, 1283, 4),
+        ];
+        let mut cases = Vec::new();
+        for (m, n, k, seed) in shapes {
+            for accumulate in [false, true] {
+                cases.push(TwinCase {
+                    a: random(m * k, seed),
+                    w: random(n * k, seed + 9),
+                    bias: random(n, seed),
+                    start: random(m * n, seed + 20),
+                    k,
+                    accumulate,
+                    name: format!("({m},{n},{k}) accumulate {accumulate}"),
+                });
+            }
+        }
+        cases
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::random;
+    use super::*;
+
+    const LOW: [Precision; 2] = [Precision::Int8, Precision::Bf16];
 
     fn packed(w: &[f32], k: usize, precision: Precision) -> PackedLinear {
         PackedLinear::from_weights(w, k, precision).expect("a low precision")
