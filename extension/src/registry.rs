@@ -127,9 +127,12 @@ pub fn exec_options() -> ExecOptions {
     }
 }
 
-/// Honours query cancel and `statement_timeout` between batches.
-pub fn check_interrupts() {
+/// Honours query cancel and `statement_timeout` between batches: PostgreSQL raises the cancel
+/// itself (its error unwinds to the function's boundary, as every PostgreSQL error does), so
+/// this never asks the engine to stop.
+pub fn check_interrupts() -> bool {
     pgrx::check_for_interrupts!();
+    false
 }
 
 /// `plm.device`, parsed.

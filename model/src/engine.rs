@@ -77,8 +77,10 @@ pub struct EngineOptions {
     pub window_overlap: usize,
     /// Compute threads (0: all cores).
     pub threads: usize,
-    /// Called on the calling thread between batches; may abort the work (e.g. query cancel).
-    pub interrupt_check: Option<fn()>,
+    /// Called on the calling thread between batches; `true` stops the work, which then fails
+    /// with [`PlmError::Cancelled`]. (In a PostgreSQL backend the check raises the query cancel
+    /// itself, as PostgreSQL errors do, and never returns `true`.)
+    pub interrupt_check: Option<fn() -> bool>,
 }
 
 impl Default for EngineOptions {
@@ -623,8 +625,8 @@ impl Engine {
         let mut piece_outputs: Vec<Option<SequenceOutput>> =
             (0..pieces.len()).map(|_| None).collect();
         for batch in plan_batches(&lengths, options.max_tokens_per_batch) {
-            if let Some(check) = options.interrupt_check {
-                check();
+            if options.interrupt_check.is_some_and(|stop| stop()) {
+                return Err(PlmError::Cancelled);
             }
             let seqs: Vec<&str> = batch.iter().map(|&i| pieces[i].residues.as_str()).collect();
             let outs = self

@@ -112,6 +112,9 @@ pub enum PlmError {
         /// The worker's message.
         message: String,
     },
+    /// The caller's interrupt check asked to stop ([`crate::EngineOptions::interrupt_check`]).
+    #[error("the request was cancelled")]
+    Cancelled,
     /// An I/O error with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -163,7 +166,8 @@ impl PlmError {
             PlmError::RequestTooLarge { .. }
             | PlmError::OverMemoryLimit { .. }
             | PlmError::AnswerTooLarge { .. } => ErrorClass::TooLarge,
-            PlmError::WorkerUnavailable(_) => ErrorClass::Unavailable,
+            // Only the inference server stops work this way, when its client has gone.
+            PlmError::WorkerUnavailable(_) | PlmError::Cancelled => ErrorClass::Unavailable,
             PlmError::Remote { class, .. } => *class,
             PlmError::Candle(_) | PlmError::Internal(_) => ErrorClass::Internal,
         }

@@ -420,3 +420,38 @@ fn residues_and_contacts_come_from_one_pass_and_agree_with_the_separate_calls() 
     let again = engine.residues_and_contacts(seq, &layers).unwrap();
     assert_eq!(again, (features, contacts));
 }
+
+/// An interrupt check that says stop ends the call with `PlmError::Cancelled` (a returned
+/// error, not an unwinding panic); one that never does changes nothing.
+#[test]
+fn a_stopping_interrupt_check_returns_cancelled() {
+    fn stop() -> bool {
+        true
+    }
+    fn go_on() -> bool {
+        false
+    }
+    let cancelled = engine_with(
+        EngineOptions {
+            interrupt_check: Some(stop),
+            ..Default::default()
+        },
+        0,
+    );
+    let err = cancelled
+        .embed(&SEQS, None, Pooling::Mean)
+        .expect_err("stopped");
+    assert!(matches!(err, plm_model::PlmError::Cancelled), "{err}");
+    let running = engine_with(
+        EngineOptions {
+            interrupt_check: Some(go_on),
+            ..Default::default()
+        },
+        0,
+    );
+    let plain = engine_with(EngineOptions::default(), 0);
+    assert_eq!(
+        running.embed(&SEQS, None, Pooling::Mean).unwrap(),
+        plain.embed(&SEQS, None, Pooling::Mean).unwrap()
+    );
+}

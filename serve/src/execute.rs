@@ -24,7 +24,7 @@ pub struct ExecOptions {
     /// Most memory one request may need, bytes (see [`limits`]).
     pub max_request_bytes: usize,
     /// Called between batches on the calling thread (query cancel in a backend).
-    pub interrupt_check: Option<fn()>,
+    pub interrupt_check: Option<fn() -> bool>,
 }
 
 /// The reference sets of this process, loaded on first use and kept.

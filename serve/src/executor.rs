@@ -46,25 +46,19 @@ pub fn run(cx: &Context<'_>) {
     }
 }
 
-/// Unwinding payload that stops a batch whose clients have all gone.
-struct Abandoned;
-
 thread_local! {
     /// Cancel flags of the requests the executor is computing.
     static RUNNING: std::cell::RefCell<Vec<Arc<AtomicBool>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The engine's between-batches check on the executor thread: stops work nobody waits for.
-fn abandon_if_cancelled() {
-    let abandoned = RUNNING.with(|r| {
+/// The engine's between-batches check on the executor thread: `true` (stop, and fail with
+/// [`PlmError::Cancelled`]) when every client of the running work has gone.
+fn every_client_gone() -> bool {
+    RUNNING.with(|r| {
         let r = r.borrow();
         !r.is_empty() && r.iter().all(|c| c.load(Ordering::SeqCst))
-    });
-    if abandoned {
-        // resume_unwind: no panic message, caught in `run_one`.
-        std::panic::resume_unwind(Box::new(Abandoned));
-    }
+    })
 }
 
 fn run_one(
@@ -75,19 +69,14 @@ fn run_one(
     task: &Task,
 ) -> Response {
     let (_, mut options) = (cx.settings)();
-    options.interrupt_check = Some(abandon_if_cancelled);
+    options.interrupt_check = Some(every_client_gone);
     RUNNING.with(|r| *r.borrow_mut() = jobs.iter().map(|j| j.cancelled.clone()).collect());
+    // A panic is a bug; it fails this request, not the server.
     let result = catch_unwind(AssertUnwindSafe(|| {
         execute(cx.registry, model, settings, task, &options)
     }));
     RUNNING.with(|r| r.borrow_mut().clear());
     let result = result.unwrap_or_else(|panic| {
-        if panic.is::<Abandoned>() {
-            cx.counters.cancelled(jobs.len() as u64);
-            return Err(PlmError::WorkerUnavailable(
-                "request abandoned by its client".into(),
-            ));
-        }
         let what = panic
             .downcast_ref::<String>()
             .cloned()
@@ -97,6 +86,12 @@ fn run_one(
             "the inference server failed: {what}"
         )))
     });
+    if matches!(result, Err(PlmError::Cancelled)) {
+        cx.counters.cancelled(jobs.len() as u64);
+        return Err(RemoteError::from(&PlmError::WorkerUnavailable(
+            "request abandoned by its client".into(),
+        )));
+    }
     if matches!(&result, Err(e) if e.class() == ErrorClass::TooLarge) {
         cx.counters.refused();
     }

@@ -92,7 +92,7 @@ impl RequestSettings {
         &self,
         max_tokens_per_batch: usize,
         threads: usize,
-        interrupt_check: Option<fn()>,
+        interrupt_check: Option<fn() -> bool>,
     ) -> EngineOptions {
         EngineOptions {
             max_tokens_per_batch,
