@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Residues per second of PyTorch transformers' EsmModel on a checkpoint directory, mean-pooled
-last layer, with the same synthetic sequences as `model/examples/throughput.rs`.
+"""Residues per second of PyTorch transformers' EsmModel (SDPA attention) on a checkpoint
+directory, mean-pooled last layer, with the same synthetic sequences as `model/examples/throughput.rs`.
 
 One shape, PyTorch only (median of REPEATS timed calls after a warm-up):
 
@@ -37,7 +37,7 @@ def sequence(length, seed):
 
 def load(path):
     logging.set_verbosity_error()
-    return EsmModel.from_pretrained(path, add_pooling_layer=False).eval()
+    return EsmModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="sdpa").eval()
 
 
 def torch_rate(model, batch, length, repeats):

@@ -87,7 +87,22 @@ def main(path):
         out.append("")
     if "homology" in r:
         out += homology_tables(r["homology"])
+    if "interface_prior" in r:
+        out += interface_prior_table(r["interface_prior"])
     print("\n".join(out))
+
+
+def interface_prior_table(p):
+    """The protein-interface prior of supplied structures (plm-train interface-prior)."""
+    rows = [("binding GNN alone (native contact graph)", p["model"]),
+            ("interface prior alone", p["prior"]),
+            (f"**combined (α = {p['alpha']:.2f}, the default with a structure)**", p["combined"])]
+    out = ["### The protein-interface prior of a supplied structure", "", p["protocol"] + ".", "",
+           f"| {p['residues']:,} residues ({p['positives']:,} interface) | AUROC | AUPR |", "|---|---|---|"]
+    for label, m in rows:
+        out.append(f"| {label} | {f(m['auroc'])} | {f(m['aupr'])} |")
+    out.append("")
+    return out
 
 
 def homology_tables(h):

@@ -465,6 +465,7 @@ pub fn write_seed_checkpoint(dir: &Path) -> plm_model::Result<()> {
         }),
         neighbours: BTreeMap::new(),
         blend: Default::default(),
+        interface_prior: None,
         metrics: serde_json::Value::Null,
     };
     let varmap = candle_nn::VarMap::new();

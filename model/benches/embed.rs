@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use plm_model::checkpoint::{save_checkpoint, Manifest};
 use plm_model::{
-    DeviceSpec, EmbeddingCache, Engine, EngineOptions, EsmConfig, EsmForMaskedLM, Pooling,
+    EmbeddingCache, Engine, EngineOptions, EsmConfig, EsmForMaskedLM, LoadOptions, Pooling,
 };
 
 fn random_checkpoint(config: &EsmConfig, dir: &std::path::Path) {
@@ -55,8 +55,7 @@ fn bench(c: &mut Criterion) {
         random_checkpoint(&config, &path);
         let engine = Engine::load(
             &path,
-            DeviceSpec::Cpu,
-            DType::F32,
+            LoadOptions::default(),
             EngineOptions {
                 max_tokens_per_batch: 32 * 1002,
                 ..Default::default()

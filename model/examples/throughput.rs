@@ -14,8 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::DType;
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, Pooling};
+use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, Pooling};
 
 fn sequence(len: usize, seed: usize) -> String {
     const AA: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
@@ -45,13 +44,14 @@ fn load(
 ) -> Result<Engine, Box<dyn std::error::Error>> {
     let options = EngineOptions {
         max_tokens_per_batch: max_tokens,
-        threads,
         ..Default::default()
     };
     Ok(Engine::load(
         dir,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions {
+            threads,
+            ..LoadOptions::default()
+        },
         options,
         Arc::new(EmbeddingCache::new(0)),
     )?)

@@ -211,6 +211,10 @@ pub struct HeadsConfig {
     /// validation proteins by `plm-train homology` (absent: [`Blend::default`]).
     #[serde(default)]
     pub blend: BTreeMap<String, Blend>,
+    /// The protein-interface prior blended with the binding head when a structure is given,
+    /// as fitted by `plm-train interface-prior` (absent: the head alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_prior: Option<crate::surface::InterfacePrior>,
     /// Evaluation results and training provenance.
     #[serde(default)]
     pub metrics: serde_json::Value,
@@ -233,6 +237,11 @@ impl HeadsConfig {
             .copied()
             .filter(|b| (0.0..=1.0).contains(&b.alpha) && (0.0..=64.0).contains(&b.sharpness))
             .unwrap_or_default()
+    }
+
+    /// The interface prior, when present and well-formed.
+    pub fn interface_prior(&self) -> Option<&crate::surface::InterfacePrior> {
+        self.interface_prior.as_ref().filter(|p| p.is_valid())
     }
 
     /// Names of the heads present, as recorded in the manifest.
@@ -434,6 +443,7 @@ mod tests {
                 },
             )]),
             blend: Default::default(),
+            interface_prior: None,
             metrics: serde_json::Value::Null,
         }
     }

@@ -6,6 +6,7 @@
 //! - [`engine`]: batched inference with length bucketing, pooling, windows and caching;
 //! - [`cache`]: the byte-bounded embedding cache;
 //! - [`structure`], [`graph`], [`gnn`]: structures, residue graphs and graph neural network layers;
+//! - [`surface`]: the protein-interface prior of a supplied structure;
 //! - [`heads`], [`predict`]: task heads (function, interaction, binding sites) and their predictions;
 //!
 //! Serving (the model registry of a process, the inference server and its protocol) lives in
@@ -27,6 +28,7 @@ pub mod neighbours;
 pub mod pooling;
 pub mod predict;
 pub mod structure;
+pub mod surface;
 #[cfg(test)]
 mod test_util;
 pub mod tokenizer;
@@ -36,7 +38,9 @@ pub use cache::{CacheKey, CacheStats, EmbeddingCache};
 pub use checkpoint::{Checkpoint, Manifest, Precision};
 pub use config::EsmConfig;
 pub use device::DeviceSpec;
-pub use engine::{Engine, EngineOptions, LongSequencePolicy, Matrix, POOLING_CHUNK_RESIDUES};
+pub use engine::{
+    Engine, EngineOptions, LoadOptions, LongSequencePolicy, Matrix, POOLING_CHUNK_RESIDUES,
+};
 pub use error::{ErrorClass, PlmError, Result};
 pub use esm::EsmForMaskedLM;
 pub use heads::{HeadsConfig, TaskHeads};

@@ -8,13 +8,14 @@ use candle_core::{Device, Tensor};
 use crate::engine::{Engine, Matrix};
 use crate::error::{PlmError, Result};
 use crate::gnn::EdgeIndex;
-use crate::graph::{GraphBatch, GraphOptions, ResidueGraph};
+use crate::graph::{GraphBatch, ResidueGraph};
 use crate::heads::{propagate_up, sigmoid, TaskHeads, LIGANDS, ONTOLOGIES};
 use crate::homology::{
     self, combine_score, BindingReference, Blend, Evidence, FunctionReference,
     InteractionReference, Method,
 };
 use crate::structure::{map_to_sequence, parse_structure};
+use crate::surface::ChainGeometry;
 
 /// One predicted function term.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,6 +59,8 @@ pub enum ContactSource<'a> {
         /// Chain identifier; `None` takes the first protein chain.
         chain: Option<&'a str>,
     },
+    /// C-alpha geometry already mapped to the sequence (evaluation on contact files).
+    Geometry(&'a ChainGeometry),
 }
 
 fn missing_head(engine: &Engine, head: &str) -> PlmError {
@@ -382,20 +385,19 @@ pub fn predict_ppi(
         .collect())
 }
 
-/// The residue graph of a sequence from a supplied structure (`chain`: `None` takes the first
-/// protein chain); predicted contacts come with the features from
-/// [`Engine::residues_and_contacts`] instead.
-pub fn structure_graph(
+/// The C-alpha geometry of a supplied structure's chain (`chain`: `None` takes the first
+/// protein chain) mapped onto `sequence`, whose features have `length` rows; predicted contacts
+/// come with the features from [`Engine::residues_and_contacts`] instead.
+pub fn structure_geometry(
     sequence: &str,
     length: usize,
     text: &str,
     chain: Option<&str>,
-    options: &GraphOptions,
-) -> Result<ResidueGraph> {
+) -> Result<ChainGeometry> {
     let cleaned = crate::tokenizer::clean_sequence(sequence)?;
     let trace = parse_structure(text, chain)?;
     let mapping = map_to_sequence(&cleaned, &trace)?;
-    ResidueGraph::from_structure(length, &trace, &mapping, options)
+    Ok(ChainGeometry::from_trace(length, &trace, &mapping))
 }
 
 /// How [`predict_binding_sites`] answers.
@@ -424,17 +426,37 @@ pub fn model_binding_scores(
         (Some(h), Some(c)) => (h, c),
         _ => return Err(missing_head(engine, "binding-site")),
     };
-    let (x, graph) = match source {
+    let (x, graph, geometry) = match source {
         ContactSource::Predicted => {
             // One pass for the features and the contacts.
             let (x, contacts) = engine.residues_and_contacts(sequence, &feature_layers(heads))?;
             let graph = ResidueGraph::from_contact_map(x.rows, &contacts.data, &config.graph)?;
-            (x, graph)
+            (x, graph, None)
         }
         ContactSource::Structure { text, chain } => {
             let x = residue_features(engine, heads, &[sequence])?.remove(0);
-            let graph = structure_graph(sequence, x.rows, text, chain, &config.graph)?;
-            (x, graph)
+            let geometry = structure_geometry(sequence, x.rows, text, chain)?;
+            let graph = ResidueGraph::from_pairs(
+                x.rows,
+                geometry.contacts(config.graph.distance_cutoff),
+                &config.graph,
+            )?;
+            (x, graph, Some(geometry))
+        }
+        ContactSource::Geometry(geometry) => {
+            let x = residue_features(engine, heads, &[sequence])?.remove(0);
+            if geometry.length != x.rows {
+                return Err(PlmError::InvalidArgument(format!(
+                    "a geometry of {} residues for a sequence of {}",
+                    geometry.length, x.rows
+                )));
+            }
+            let graph = ResidueGraph::from_pairs(
+                x.rows,
+                geometry.contacts(config.graph.distance_cutoff),
+                &config.graph,
+            )?;
+            (x, graph, Some(geometry.clone()))
         }
     };
     let x = &x;
@@ -446,11 +468,24 @@ pub fn model_binding_scores(
         .iter()
         .map(|row| sigmoid(row))
         .collect();
+    let prior = geometry
+        .as_ref()
+        .and_then(|g| heads.config.interface_prior().map(|p| (g, p)));
+    let surface = prior.map(|(g, _)| g.features()).transpose()?;
     Ok(config
         .ligands
         .iter()
         .enumerate()
-        .map(|(c, l)| (l.clone(), probs.iter().map(|p| p[c]).collect()))
+        .map(|(c, l)| {
+            let column: Vec<f32> = probs.iter().map(|p| p[c]).collect();
+            let column = match (prior, &surface) {
+                (Some((_, prior)), Some(features)) if prior.ligands.contains(l) => {
+                    prior.blend(&column, features)
+                }
+                _ => column,
+            };
+            (l.clone(), column)
+        })
         .collect())
 }
 

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::DType;
 use plm_model::{
-    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy, PlmError,
+    Checkpoint, EmbeddingCache, Engine, EngineOptions, LoadOptions, LongSequencePolicy, PlmError,
     Pooling,
 };
 
@@ -29,8 +28,7 @@ fn tiny() -> PathBuf {
 fn engine_with(options: EngineOptions, cache_bytes: usize) -> Engine {
     Engine::load(
         tiny(),
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         options,
         Arc::new(EmbeddingCache::new(cache_bytes)),
     )
@@ -213,8 +211,7 @@ fn invalid_input_names_the_sequence() {
 fn load_error(dir: &Path) -> String {
     Engine::load(
         dir,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions::default(),
         Arc::new(EmbeddingCache::new(0)),
     )
@@ -345,8 +342,7 @@ fn low_precision_model_is_its_own_close_and_batch_independent(precision: plm_mod
     let open = |d: &Path| {
         Engine::load(
             d,
-            DeviceSpec::Cpu,
-            DType::F32,
+            LoadOptions::default(),
             EngineOptions {
                 max_tokens_per_batch: 100_000,
                 ..Default::default()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use plm_model::esm::ForwardOptions;
-use plm_model::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, Pooling};
+use plm_model::{Checkpoint, EmbeddingCache, Engine, EngineOptions, LoadOptions, Pooling};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -109,8 +109,7 @@ fn check_fixture(fx: &Fixture, weights_dir: &Path) {
     // The engine: pooled embeddings, contacts and logits through length-bucketed padded batches.
     let engine = Engine::from_checkpoint(
         ckpt,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions {
             max_tokens_per_batch: 100_000,
             ..Default::default()

@@ -8,7 +8,7 @@ use plm_model::heads::binding_blend_key;
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
 use plm_model::tokenizer::clean_sequences;
-use plm_model::{Result, TaskHeads};
+use plm_model::{LoadOptions, Result, TaskHeads};
 
 use crate::limits;
 use crate::protocol::{ModelRef, Output, RequestSettings, Task};
@@ -60,12 +60,14 @@ fn load_for(
     task: &Task,
     options: &ExecOptions,
 ) -> Result<LoadedModel> {
-    let engine_options = settings.engine_options(
-        options.max_tokens_per_batch,
-        options.threads,
-        options.interrupt_check,
-    );
-    let loaded = registry.get(&model.dir, &model.name, model.device, engine_options)?;
+    let engine_options =
+        settings.engine_options(options.max_tokens_per_batch, options.interrupt_check);
+    let load = LoadOptions {
+        device: model.device,
+        threads: options.threads,
+        ..LoadOptions::default()
+    };
+    let loaded = registry.get(&model.dir, &model.name, load, engine_options)?;
     limits::check(
         task,
         &limits::Shape::of(&loaded.engine, options.max_tokens_per_batch),

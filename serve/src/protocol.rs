@@ -91,7 +91,6 @@ impl RequestSettings {
     pub fn engine_options(
         &self,
         max_tokens_per_batch: usize,
-        threads: usize,
         interrupt_check: Option<fn() -> bool>,
     ) -> EngineOptions {
         EngineOptions {
@@ -100,7 +99,6 @@ impl RequestSettings {
             max_residues: None,
             max_length: Some(self.max_length as usize),
             window_overlap: WINDOW_OVERLAP,
-            threads,
             interrupt_check,
         }
     }

@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use candle_core::DType;
-
 use plm_model::checkpoint::{files, sha256_file};
 use plm_model::heads::files as head_files;
 use plm_model::TaskHeads;
-use plm_model::{Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, PlmError, Result};
+use plm_model::{Checkpoint, EmbeddingCache, Engine, EngineOptions, LoadOptions, PlmError, Result};
 
 /// A loaded model: the engine and its task heads (`None` when the directory has none).
 #[derive(Clone)]
@@ -69,21 +67,23 @@ impl ModelRegistry {
         &self.cache
     }
 
-    /// The model in `dir` on `device` with `options`, loading it on first use.
+    /// A handle on the model in `dir` whose calls run under `options`, loaded with `load` on
+    /// first use (a model loaded on another device is loaded again; other threads do not
+    /// reload it).
     ///
     /// `name` is only used in messages.
     pub fn get(
         &self,
         dir: &Path,
         name: &str,
-        device: DeviceSpec,
+        load: LoadOptions,
         options: EngineOptions,
     ) -> Result<LoadedModel> {
         {
             let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(entry) = models.get_mut(dir) {
                 Self::check_unchanged(entry, dir, name)?;
-                if entry.model.engine.device_spec() == device {
+                if entry.model.engine.device_spec() == load.device {
                     // This request's options on a handle of its own: the shared engine is
                     // never written to, so concurrent requests cannot see each other's.
                     return Ok(LoadedModel {
@@ -97,8 +97,7 @@ impl ModelRegistry {
         let checkpoint = Checkpoint::open(dir)?;
         let engine = Arc::new(Engine::from_checkpoint(
             checkpoint,
-            device,
-            DType::F32,
+            load,
             options,
             self.cache.clone(),
         )?);
@@ -184,7 +183,7 @@ mod tests {
             std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
         }
         let registry = ModelRegistry::new(Arc::new(EmbeddingCache::new(0)));
-        let get = || registry.get(&dir, "m", DeviceSpec::Cpu, EngineOptions::default());
+        let get = || registry.get(&dir, "m", LoadOptions::default(), EngineOptions::default());
         assert!(get().unwrap().heads.is_some());
         assert!(get().is_ok(), "unchanged files load from the registry");
         let config = dir.join(head_files::CONFIG);

@@ -8,6 +8,7 @@ pub mod data;
 pub mod distill;
 pub mod finetune;
 pub mod homology_eval;
+pub mod interface_prior;
 pub mod masking;
 pub mod metrics;
 pub mod model_init;

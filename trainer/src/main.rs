@@ -62,6 +62,13 @@ enum Command {
         #[command(flatten)]
         args: plm_train::homology_eval::HomologyArgs,
     },
+    /// Fit the protein-interface prior of supplied structures (C-alpha burial and patches) on
+    /// GraphPPIS Train_335 and its blend with the binding GNN; write it into the model's
+    /// heads.json.
+    InterfacePrior {
+        #[command(flatten)]
+        args: plm_train::interface_prior::InterfacePriorArgs,
+    },
     /// Install a model at a lower precision (int8) as a model of its own, only if it passes the
     /// quality gates against the f32 model (embedding cosine, nearest neighbours, perplexity).
     Quantize {
@@ -137,6 +144,7 @@ fn main() -> Result<()> {
         Command::Finetune { args } => plm_train::finetune::run(args),
         Command::Reference { args } => plm_train::reference::run(&args),
         Command::Homology { args } => plm_train::homology_eval::run(&args),
+        Command::InterfacePrior { args } => plm_train::interface_prior::run(&args),
         Command::Quantize { args } => plm_train::quantize::run(&args),
         Command::Plot { run } => {
             let png =

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use flate2::read::MultiGzDecoder;
+use plm_model::surface::CaPair;
 
 /// A protein with a set of labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -291,7 +292,23 @@ pub fn read_residue_labels(path: &Path) -> Result<Vec<ResidueLabels>> {
 /// Residue contact lists by chain from a `chain, i, j, distance` TSV (`.gz` allowed), keeping
 /// pairs closer than `cutoff` Å.
 pub fn read_contacts(path: &Path, cutoff: f32) -> Result<HashMap<String, Vec<(usize, usize)>>> {
-    let mut out: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+    Ok(read_ca_pairs(path)?
+        .into_iter()
+        .map(|(chain, pairs)| {
+            let close = pairs
+                .into_iter()
+                .filter(|&(_, _, d)| d < cutoff)
+                .map(|(i, j, _)| (i, j))
+                .collect();
+            (chain, close)
+        })
+        .collect())
+}
+
+/// C-alpha pairs `(i, j, distance)` by chain from a `chain, i, j, distance` TSV (`.gz`
+/// allowed).
+pub fn read_ca_pairs(path: &Path) -> Result<HashMap<String, Vec<CaPair>>> {
+    let mut out: HashMap<String, Vec<CaPair>> = HashMap::new();
     for (k, r) in read_tsv(path, 1, 4)?.into_iter().enumerate() {
         let parse = |s: &str| -> Result<f32> {
             s.parse().with_context(|| {
@@ -303,9 +320,7 @@ pub fn read_contacts(path: &Path, cutoff: f32) -> Result<HashMap<String, Vec<(us
             parse(&r[2])? as usize,
             parse(&r[3])?,
         );
-        if d < cutoff {
-            out.entry(r[0].clone()).or_default().push((i, j));
-        }
+        out.entry(r[0].clone()).or_default().push((i, j, d));
     }
     Ok(out)
 }

@@ -5,9 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::DType;
 use plm_model::predict::{self, ContactSource};
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, TaskHeads};
+use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
 use plm_train::finetune::{run, FinetuneArgs};
 use plm_train::quantize::{self, QuantizeArgs};
 
@@ -200,8 +199,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
 
     let engine = Engine::load(
         &out,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions::default(),
         Arc::new(EmbeddingCache::new(1 << 20)),
     )
@@ -245,6 +243,72 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
     assert_eq!(first, std::fs::read(out.join("heads.safetensors")).unwrap());
 
     quantizing_gates_every_head(tmp.path(), &out, &data);
+    fitting_the_interface_prior(&out, &data);
+}
+
+/// `plm-train interface-prior` writes a valid prior and its report, and `plm_binding_sites`'
+/// code path applies it to the `PPI` column, on resolved residues only, when a structure's
+/// geometry is given.
+fn fitting_the_interface_prior(model: &Path, data: &Path) {
+    plm_train::interface_prior::run(&plm_train::interface_prior::InterfacePriorArgs {
+        model: model.to_path_buf(),
+        data: data.to_path_buf(),
+        seed: 7,
+        dry_run: false,
+    })
+    .unwrap();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("results.json")).unwrap())
+            .unwrap();
+    let report = &results["interface_prior"];
+    for source in ["model", "prior", "combined"] {
+        assert!(report[source]["auroc"].is_number(), "{report}");
+    }
+    let mut heads = TaskHeads::open(model, &candle_core::Device::Cpu)
+        .unwrap()
+        .unwrap();
+    let prior = heads.config.interface_prior().expect("a prior").clone();
+    assert_eq!(prior.ligands, ["PPI"]);
+
+    let engine = Engine::load(
+        model,
+        LoadOptions::default(),
+        EngineOptions::default(),
+        Arc::new(EmbeddingCache::new(0)),
+    )
+    .unwrap();
+    let seq = "MKTAYIAKQRQISFVKSHFSRQ";
+    // Residues 0..18 resolved (chain neighbours at 3.8 Å, a few close pairs); 18.. not.
+    let mut pairs: Vec<(usize, usize, f32)> = (0..17).map(|i| (i, i + 1, 3.8)).collect();
+    pairs.extend([(0, 9, 6.5), (2, 12, 9.0), (4, 15, 11.0)]);
+    let geometry = plm_model::surface::ChainGeometry::from_pairs(seq.len(), pairs);
+    let features = geometry.features().unwrap();
+    let scores = |heads: &TaskHeads| {
+        predict::model_binding_scores(
+            &engine,
+            Some(heads),
+            seq,
+            ContactSource::Geometry(&geometry),
+        )
+        .unwrap()
+    };
+    heads.config.interface_prior = None;
+    let gnn = scores(&heads);
+    heads.config.interface_prior = Some(prior.with_alpha(1.0));
+    let blended = scores(&heads);
+    let prior = heads.config.interface_prior.clone().unwrap();
+    for ((ligand, g), (_, b)) in gnn.iter().zip(&blended) {
+        for (i, (g, b)) in g.iter().zip(b).enumerate() {
+            let expected = match (&features[i], ligand.as_str()) {
+                (Some(f), "PPI") => prior.score(f),
+                _ => *g,
+            };
+            assert!(
+                (b - expected).abs() < 1e-6,
+                "{ligand} {i}: {b} vs {expected}"
+            );
+        }
+    }
 }
 
 /// `plm-train quantize` of a model with heads: refused without task data, and with it the

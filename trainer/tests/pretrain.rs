@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, Pooling, ProteinTokenizer};
+use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, Pooling, ProteinTokenizer};
 use plm_train::comm::SingleProcess;
 use plm_train::model_init::TrainableModel;
 use plm_train::pretrain::{self, PretrainArgs};
@@ -72,8 +72,7 @@ fn resumed_run_is_bit_identical_to_uninterrupted() {
     // The checkpoint is a model directory the library (and so the extension) loads.
     let engine = Engine::load(
         full.join("last"),
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions::default(),
         Arc::new(EmbeddingCache::new(0)),
     )

@@ -1,4 +1,4 @@
-//! CPU inference path for the transformer blocks.
+//! The packed-token transformer block of CPU inference.
 //!
 //! Candle runs one kernel per tensor op, most of them single-threaded and each allocating its
 //! output, and loops over `batch × heads` tiny GEMMs for attention. Here the real (unpadded)
@@ -13,9 +13,9 @@
 //!    residual, the `(chunk, intermediate)` activation staying in cache.
 //!
 //! GEMMs are single-threaded `gemm` calls inside the parallel tasks, so the two levels of
-//! threading never compete. Used for f32 on the CPU when no gradients are tracked and no
-//! attention maps are asked for; the tensor path in the sibling modules is the reference. An
-//! int8 or bf16 model's projections run as int8 or bf16 products instead ([`super::packed`]).
+//! threading never compete. The model's CPU variant ([`super::cpu`]) runs its blocks here; the
+//! tensor path in the sibling modules is the reference. An int8 or bf16 model's projections
+//! run as int8 or bf16 products instead ([`super::packed`]).
 
 #![allow(unsafe_code)] // Disjoint writes into shared output buffers from parallel tasks.
 
@@ -235,8 +235,38 @@ fn linear_f32(out: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], k: usize, acc
     }
 }
 
+/// The buffers of a pass's blocks, allocated once per pass and reused block after block.
+///
+/// Every phase overwrites the part it uses, so the contents left by the previous block never
+/// matter; growing a buffer is the only allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Workspace {
+    /// `(rows, hidden)`: the normalised input, then the attention context.
+    normed: Vec<f32>,
+    /// `(rows, 3·hidden)`: queries, keys and values.
+    qkv: Vec<f32>,
+    /// `(FFN_ROWS, intermediate)` at most: the feed-forward activation of a row block.
+    inter: Vec<f32>,
+}
+
+impl Workspace {
+    /// Makes room for a block over `rows` rows of the shapes `d`.
+    fn fit(&mut self, rows: usize, d: Dims) {
+        let grow = |v: &mut Vec<f32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+        };
+        grow(&mut self.normed, rows * d.hidden);
+        grow(&mut self.qkv, rows * 3 * d.hidden);
+        grow(&mut self.inter, FFN_ROWS.min(rows.max(1)) * d.intermediate);
+    }
+}
+
 /// Runs one block on packed rows `xs` `(rows, hidden)` in place. `positions[r]` is row `r`'s
-/// rotary position; `cos`/`sin` are the `(positions, head_dim/2)` tables.
+/// rotary position; `cos`/`sin` are the `(positions, head_dim/2)` tables; `ws` holds the
+/// intermediate buffers.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn block_forward(
     xs: &mut [f32],
     packing: &Packing,
@@ -245,24 +275,26 @@ pub(crate) fn block_forward(
     d: Dims,
     cos: &[f32],
     sin: &[f32],
+    ws: &mut Workspace,
 ) {
     let h = d.hidden;
     let rows = packing.rows();
     debug_assert_eq!(xs.len(), rows * h);
     let chunk = row_chunk(rows);
     let q_scale = (d.head_dim as f32).powf(-0.5);
-    let mut normed = vec![0f32; rows * h];
+    ws.fit(rows, d);
+    let normed = &mut ws.normed[..rows * h];
 
     // Phase 1: qkv = rotary(LN(x) · Wqkvᵀ + b), q scaled.
-    let mut qkv = vec![0f32; rows * 3 * h];
-    layer_norm_par(xs, &mut normed, w.ln1_w, w.ln1_b, d.eps);
-    linear(&mut qkv, &normed, w.qkv_w, w.qkv_b, h, false);
+    let qkv = &mut ws.qkv[..rows * 3 * h];
+    layer_norm_par(xs, normed, w.ln1_w, w.ln1_b, d.eps);
+    linear(qkv, normed, w.qkv_w, w.qkv_b, h, false);
     qkv.par_chunks_mut(chunk * 3 * h)
         .zip(positions.par_chunks(chunk))
         .for_each(|(qkv, pos)| kernels::rotary_qk(qkv, pos, cos, sin, h, d.head_dim, q_scale));
 
     // Phase 2: per (sequence, head, query block) attention into ctx.
-    let ctx = &mut normed;
+    let ctx = normed;
     let mut tasks = Vec::new();
     for &(start, len) in &packing.spans {
         for head in 0..d.heads {
@@ -275,7 +307,7 @@ pub(crate) fn block_forward(
         }
     }
     let ctx_ptr = SharedMut(ctx.as_mut_ptr());
-    let qkv_ref = &qkv;
+    let qkv_ref = &*qkv;
     tasks.par_iter().for_each(|&(start, len, head, q0, qn)| {
         let hd = d.head_dim;
         with_scratch(qn * (len + 1), |scratch| {
@@ -326,14 +358,13 @@ pub(crate) fn block_forward(
             }
         });
     });
-    drop(qkv);
 
     // Phase 3: x += ctx · Woᵀ + b, then x += GELU(LN(x) · W1ᵀ + b1) · W2ᵀ + b2 by row blocks.
     linear(xs, ctx, w.out_w, w.out_b, h, true);
     let i = d.intermediate;
     let block = FFN_ROWS.min(rows.max(1));
-    let mut inter = vec![0f32; block * i];
-    for (x, normed) in xs.chunks_mut(block * h).zip(normed.chunks_mut(block * h)) {
+    let inter = &mut ws.inter;
+    for (x, normed) in xs.chunks_mut(block * h).zip(ctx.chunks_mut(block * h)) {
         let m = x.len() / h;
         let inter = &mut inter[..m * i];
         layer_norm_par(x, normed, w.ln2_w, w.ln2_b, d.eps);

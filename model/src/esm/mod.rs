@@ -6,6 +6,7 @@
 mod attention;
 mod bf16;
 mod contact;
+mod cpu;
 mod embeddings;
 mod fast;
 mod int8;
@@ -73,9 +74,8 @@ pub struct EsmForMaskedLM {
     lm_head: Option<LmHead>,
     contact_head: Option<ContactHead>,
     config: EsmConfig,
-    /// The packed low-precision projections of every block, for the fast path of a model
-    /// installed at int8 or bf16.
-    packed: Option<std::sync::Arc<[packed::PackedBlock]>>,
+    /// The CPU inference variant, built at load when the weights allow it ([`cpu`]).
+    cpu: Option<std::sync::Arc<cpu::CpuEsm>>,
 }
 
 impl EsmForMaskedLM {
@@ -123,7 +123,7 @@ impl EsmForMaskedLM {
         } else {
             None
         };
-        Ok(Self {
+        let mut model = Self {
             embeddings,
             layers,
             final_norm,
@@ -131,13 +131,15 @@ impl EsmForMaskedLM {
             lm_head,
             contact_head,
             config: config.clone(),
-            packed: None,
-        })
+            cpu: None,
+        };
+        model.cpu = cpu::CpuEsm::build(&model, None).map(std::sync::Arc::new);
+        Ok(model)
     }
 
     /// Makes this a model at `precision` ([`crate::checkpoint::Precision`]): the projections
     /// of every block take their int8 (per output channel) or bf16 values, so every path
-    /// computes with the same weights, and the CPU fast path runs them as int8 products with
+    /// computes with the same weights, and the CPU variant runs them as int8 products with
     /// activations quantised per token, or as bf16 products with f32 sums. A no-op for f32;
     /// fails for trainable weights.
     pub fn quantize(&mut self, precision: crate::Precision) -> Result<()> {
@@ -156,7 +158,7 @@ impl EsmForMaskedLM {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.packed = Some(blocks.into());
+        self.cpu = cpu::CpuEsm::build(self, Some(blocks)).map(std::sync::Arc::new);
         Ok(())
     }
 
@@ -198,8 +200,8 @@ impl EsmForMaskedLM {
             (true, None) => candle_core::bail!("this checkpoint has no contact head"),
             _ => None,
         };
-        if contact_head.is_none() && self.fast_path_available() {
-            return self.forward_fast(input_ids, attention_mask, options);
+        if let (None, Some(cpu)) = (contact_head, &self.cpu) {
+            return cpu.forward(self, input_ids, attention_mask, options);
         }
         let (_, seq_len) = input_ids.dims2()?;
         let mask_f = attention_mask.to_dtype(DType::F32)?;
@@ -290,140 +292,9 @@ impl EsmForMaskedLM {
         })
     }
 
-    /// Whether [`fast`]'s CPU path can run this model: f32 weights on the CPU, not trainable.
-    fn fast_path_available(&self) -> bool {
-        fast::eligible(self.embeddings.word_weight())
-            && self
-                .layers
-                .iter()
-                .all(|l| l.attention().fused_qkv().is_some())
-    }
-
-    /// [`EsmForMaskedLM::forward`] without attention maps on the CPU: the blocks run on the
-    /// packed real tokens (see [`fast`]); requested hidden states come back zero at padding.
-    fn forward_fast(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        options: &ForwardOptions,
-    ) -> Result<ForwardOutput> {
-        let num_layers = self.layers.len();
-        let (batch, seq_len) = input_ids.dims2()?;
-        let h = self.config.hidden_size;
-        let mask_f = attention_mask.to_dtype(DType::F32)?;
-        let mask_host = mask_f.flatten_all()?.to_vec1::<f32>()?;
-        let last_needed = if options.logits {
-            num_layers
-        } else {
-            options.layers.iter().copied().max().unwrap_or(num_layers)
-        };
-        let packing = fast::Packing::from_mask(&mask_host, batch, seq_len);
-        let positions: Vec<u32> = packing.origin.iter().map(|&(_, t)| t as u32).collect();
-        let ids_host = input_ids
-            .to_dtype(DType::U32)?
-            .flatten_all()?
-            .to_vec1::<u32>()?;
-        let mut xs =
-            self.embeddings
-                .forward_packed(&ids_host, &mask_host, &packing, &self.config)?;
-        let device = input_ids.device();
-        let unpack = |packed: &[f32]| -> Result<Tensor> {
-            Tensor::from_vec(
-                packing.unpack(packed, batch, seq_len, h),
-                (batch, seq_len, h),
-                device,
-            )
-        };
-        let mut hidden: Vec<(usize, Tensor)> = Vec::new();
-        if options.layers.contains(&0) && num_layers > 0 {
-            hidden.push((0, unpack(&xs)?));
-        }
-        let (cos, sin) = self.rotary.cos_sin(seq_len)?;
-        let (cos_g, sin_g) = (cos.storage_and_layout(), sin.storage_and_layout());
-        let (cos, sin) = (fast::host_slice(&cos_g)?, fast::host_slice(&sin_g)?);
-        let dims = fast::Dims {
-            hidden: h,
-            intermediate: self.config.intermediate_size,
-            heads: self.config.num_attention_heads,
-            head_dim: self.config.head_dim(),
-            eps: self.config.layer_norm_eps as f32,
-        };
-        for (i, layer) in self.layers.iter().enumerate().take(last_needed) {
-            let attn = layer.attention();
-            let qkv = attn
-                .fused_qkv()
-                .ok_or_else(|| candle_core::Error::Msg("no fused projection".into()))?;
-            let (ln2, ff1, ff2) = layer.feed_forward();
-            let bias = |t: Option<&Tensor>| -> Result<Tensor> {
-                t.cloned()
-                    .ok_or_else(|| candle_core::Error::Msg("missing bias".into()))
-            };
-            let tensors = [
-                attn.norm().weight().clone(),
-                bias(attn.norm().bias())?,
-                qkv.weight().clone(),
-                bias(qkv.bias())?,
-                attn.output().weight().clone(),
-                bias(attn.output().bias())?,
-                ln2.weight().clone(),
-                bias(ln2.bias())?,
-                ff1.weight().clone(),
-                bias(ff1.bias())?,
-                ff2.weight().clone(),
-                bias(ff2.bias())?,
-            ];
-            let guards: Vec<_> = tensors.iter().map(Tensor::storage_and_layout).collect();
-            let s = guards
-                .iter()
-                .map(fast::host_slice)
-                .collect::<Result<Vec<_>>>()?;
-            let packed = self.packed.as_ref().map(|blocks| &blocks[i]);
-            fn projection<'a>(
-                f32_weight: &'a [f32],
-                packed: Option<&'a packed::PackedLinear>,
-            ) -> fast::Projection<'a> {
-                packed.map_or(fast::Projection::F32(f32_weight), fast::Projection::Packed)
-            }
-            let weights = fast::BlockWeights {
-                ln1_w: s[0],
-                ln1_b: s[1],
-                qkv_w: projection(s[2], packed.map(|b| &b.qkv)),
-                qkv_b: s[3],
-                out_w: projection(s[4], packed.map(|b| &b.out)),
-                out_b: s[5],
-                ln2_w: s[6],
-                ln2_b: s[7],
-                ff1_w: projection(s[8], packed.map(|b| &b.ff1)),
-                ff1_b: s[9],
-                ff2_w: projection(s[10], packed.map(|b| &b.ff2)),
-                ff2_b: s[11],
-            };
-            fast::block_forward(&mut xs, &packing, &positions, &weights, dims, cos, sin);
-            if i + 1 < num_layers && options.layers.contains(&(i + 1)) {
-                hidden.push((i + 1, unpack(&xs)?));
-            }
-        }
-        let want_final = options.layers.contains(&num_layers) || options.logits;
-        let final_hidden = if want_final && last_needed == num_layers {
-            let w = self.final_norm.inner().weight().clone();
-            let b = self
-                .final_norm
-                .inner()
-                .bias()
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg("missing bias".into()))?;
-            let (wg, bg) = (w.storage_and_layout(), b.storage_and_layout());
-            let normed = fast::layer_norm(
-                &xs,
-                fast::host_slice(&wg)?,
-                fast::host_slice(&bg)?,
-                self.config.layer_norm_eps as f32,
-            );
-            Some(unpack(&normed)?)
-        } else {
-            None
-        };
-        self.assemble_output(options, hidden, final_hidden, None)
+    /// Whether passes without contacts run on the CPU variant ([`cpu`]), chosen at load.
+    pub fn has_cpu_variant(&self) -> bool {
+        self.cpu.is_some()
     }
 
     /// Masked-language-model logits `(batch, tokens, vocab)` and the final hidden state.
@@ -476,7 +347,7 @@ mod tests {
         .join("tests/fixtures/esm_tiny");
         let ckpt = crate::checkpoint::Checkpoint::open(&dir).unwrap();
         let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
-        assert!(model.fast_path_available());
+        assert!(model.has_cpu_variant());
         let n = model.config().num_hidden_layers;
         let (b, t) = (3, 40);
         let mut ids: Vec<u32> = (0..b * t).map(|i| 4 + (i * 7 % 20) as u32).collect();

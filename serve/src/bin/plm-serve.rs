@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use plm_model::{DeviceSpec, EmbeddingCache, EngineOptions};
+use plm_model::{DeviceSpec, EmbeddingCache, EngineOptions, LoadOptions};
 use plm_serve::process::ServeOptions;
 use plm_serve::{ModelRegistry, Server, ServerConfig};
 
@@ -74,10 +74,13 @@ fn main() -> Result<()> {
             let loaded = server.handle().registry().get(
                 &dir.join(name),
                 name,
-                device,
+                LoadOptions {
+                    device,
+                    threads: config.threads,
+                    ..LoadOptions::default()
+                },
                 EngineOptions {
                     max_tokens_per_batch: config.max_batch_tokens,
-                    threads: config.threads,
                     ..Default::default()
                 },
             );

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use plm_model::predict::mean_rows;
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, LongSequencePolicy};
+use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, LongSequencePolicy};
 use sha2::{Digest, Sha256};
 
 /// Per-residue features of a list of proteins, stacked.
@@ -92,8 +92,7 @@ impl FeatureExtractor {
         };
         let engine = Engine::load(
             model_dir,
-            DeviceSpec::Cpu,
-            DType::F32,
+            LoadOptions::default(),
             options,
             Arc::new(EmbeddingCache::new(0)),
         )

@@ -22,11 +22,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use clap::Args;
 use plm_model::homology::{self, Blend, FunctionReference, Method};
 use plm_model::predict::model_function_scores;
-use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, TaskHeads};
+use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -185,8 +184,7 @@ struct Split<'a> {
 pub fn run(args: &HomologyArgs) -> Result<()> {
     let engine = Engine::load(
         &args.model,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions {
             long_sequences: plm_model::LongSequencePolicy::Window,
             ..EngineOptions::default()

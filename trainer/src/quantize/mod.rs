@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use plm_model::checkpoint::{files, read_json};
 use plm_model::{
-    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, Manifest, Pooling, Precision,
+    Checkpoint, EmbeddingCache, Engine, EngineOptions, LoadOptions, Manifest, Pooling, Precision,
     TaskHeads,
 };
 use serde_json::{json, Value};
@@ -244,8 +244,7 @@ fn record_in_manifest(dir: &Path, report: &Value) -> Result<()> {
 fn load(dir: &Path) -> Result<Engine> {
     Engine::load(
         dir,
-        DeviceSpec::Cpu,
-        DType::F32,
+        LoadOptions::default(),
         EngineOptions::default(),
         // Interaction pairs share proteins: embed each once.
         Arc::new(EmbeddingCache::new(256 << 20)),
