@@ -209,20 +209,11 @@ pub fn run(args: &InterfacePriorArgs) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    let heads_path = args.model.join(plm_model::heads::files::CONFIG);
-    let mut config: plm_model::HeadsConfig = plm_model::checkpoint::read_json(&heads_path)?;
-    config.interface_prior = Some(prior);
-    config.save(&args.model)?;
-    let results_path = args.model.join("results.json");
-    let mut all: Value = plm_model::checkpoint::read_json(&results_path).unwrap_or(json!({}));
-    all.as_object_mut()
-        .context("results.json is not an object")?
-        .insert("interface_prior".into(), report);
-    plm_model::checkpoint::write_json(&results_path, &all)?;
-    println!(
-        "wrote {} and {}",
-        heads_path.display(),
-        results_path.display()
-    );
-    Ok(())
+    crate::model_dir::update_heads_and_results(
+        &args.model,
+        |config| config.interface_prior = Some(prior),
+        |results| {
+            results.insert("interface_prior".into(), report);
+        },
+    )
 }

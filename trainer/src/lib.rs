@@ -11,6 +11,7 @@ pub mod homology_eval;
 pub mod interface_prior;
 pub mod masking;
 pub mod metrics;
+pub mod model_dir;
 pub mod model_init;
 pub mod optim;
 pub mod plot;

@@ -55,7 +55,7 @@ fn pretrain(
         cmd.arg("--resume");
     }
     cmd.args(flags);
-    let output = cmd.output().expect("running plm-train");
+    let output = common::output(&mut cmd).expect("running plm-train");
     assert!(
         output.status.success(),
         "{cmd:?} failed:\n{}\n{}",

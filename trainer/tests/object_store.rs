@@ -65,14 +65,15 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS, "--secret-key", SECRET])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting s3s-fs");
+        let child = common::spawn(
+            Command::new(bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS, "--secret-key", SECRET])
+                .arg(root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("starting s3s-fs");
         let server = Self {
             child,
             port,
@@ -143,7 +144,7 @@ fn pretrain_args(cmd: &mut Command, train: &str, out: &str, steps: usize) {
 }
 
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running plm-train");
+    let out = common::output(cmd).expect("running plm-train");
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}",
@@ -153,7 +154,7 @@ fn run_ok(cmd: &mut Command) -> Output {
 }
 
 fn run_err(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("running plm-train");
+    let out = common::output(cmd).expect("running plm-train");
     assert!(!out.status.success(), "{cmd:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -223,11 +224,7 @@ fn pretraining_reads_and_checkpoints_to_a_bucket_and_resumes_bit_identically() {
     let out = "s3://corpora/runs/mlm";
     let mut cmd = server.command(&staging);
     pretrain_args(&mut cmd, train, out, STEPS);
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(cmd.stdout(Stdio::null()).stderr(Stdio::piped())).unwrap();
     let pointer = bucket.join("runs/mlm/last.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pointer.is_file() {

@@ -238,27 +238,16 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    let heads_path = args.model.join(plm_model::heads::files::CONFIG);
-    let mut config: plm_model::HeadsConfig = plm_model::checkpoint::read_json(&heads_path)?;
-    config.blend.extend(blend);
-    config.save(&args.model)?;
-    let results_path = args.model.join("results.json");
-    let mut all: Value = plm_model::checkpoint::read_json(&results_path).unwrap_or(json!({}));
-    let entry = all
-        .as_object_mut()
-        .context("results.json is not an object")?
-        .entry("homology")
-        .or_insert(json!({}));
-    for (k, v) in results {
-        entry[k] = v;
-    }
-    plm_model::checkpoint::write_json(&results_path, &all)?;
-    println!(
-        "wrote {} and {}",
-        heads_path.display(),
-        results_path.display()
-    );
-    Ok(())
+    crate::model_dir::update_heads_and_results(
+        &args.model,
+        |config| config.blend.extend(blend),
+        |all| {
+            let entry = all.entry("homology").or_insert(json!({}));
+            for (k, v) in results {
+                entry[k] = v;
+            }
+        },
+    )
 }
 
 fn summary(v: &Value) -> String {

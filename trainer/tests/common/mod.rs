@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 
 use plm_train::train_loop::{LoopArgs, Precision};
 
@@ -18,12 +20,29 @@ pub fn mpirun_or_skip() -> Option<PathBuf> {
     found
 }
 
+/// Held while a test writes an executable and while a test forks a child: a child forked while
+/// another thread still has a fresh copy open for writing inherits that descriptor until it
+/// execs, and running the copy in that window fails with "Text file busy" (ETXTBSY).
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
 /// A private copy of the binary `bin` in `dir`: a concurrent build sharing the target directory
-/// (without the test's features) cannot swap it during the test.
+/// (without the test's features) cannot swap it during the test. Run it with [`output`].
 pub fn private_copy(bin: &str, dir: &Path) -> PathBuf {
     let copy = dir.join(Path::new(bin).file_name().unwrap_or_default());
+    let _guard = FORK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     std::fs::copy(bin, &copy).unwrap();
     copy
+}
+
+/// `cmd.spawn()`, forking under the lock [`private_copy`] writes under.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let _guard = FORK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    cmd.spawn()
+}
+
+/// `cmd.output()`, forking under the lock [`private_copy`] writes under.
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))?.wait_with_output()
 }
 
 /// Largest absolute element-wise difference of two tensors.
