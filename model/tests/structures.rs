@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use plm_model::graph::{GraphOptions, ResidueGraph};
 use plm_model::structure::{map_to_sequence, parse_structure};
+use plm_model::surface::ChainGeometry;
 
 const UBIQUITIN: &str =
     "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG";
@@ -100,4 +101,52 @@ fn deepfri_chains_parse_and_align_to_themselves() {
         assert!(seq.len() > 30, "{name}: {} residues", seq.len());
         map_to_sequence(&seq, &trace).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// The geometry the interface prior reads agrees with the structure's residue graph, marks a
+/// tag the structure lacks as unresolved, and gives exposed residues fewer neighbours.
+#[test]
+fn ubiquitin_geometry_matches_its_graph_and_reads_burial() {
+    let Some(text) = structure("pdb1ubi.pdb") else {
+        return;
+    };
+    let trace = parse_structure(&text, None).unwrap();
+    let tagged = format!("MGSSHHHHHH{UBIQUITIN}");
+    let mapping = map_to_sequence(&tagged, &trace).unwrap();
+    let geometry = ChainGeometry::from_trace(tagged.len(), &trace, &mapping);
+    let options = GraphOptions::default();
+    let from_geometry = ResidueGraph::from_pairs(
+        tagged.len(),
+        geometry.contacts(options.distance_cutoff),
+        &options,
+    )
+    .unwrap();
+    let from_trace =
+        ResidueGraph::from_structure(tagged.len(), &trace, &mapping, &options).unwrap();
+    assert_eq!(from_geometry.num_edges(), from_trace.num_edges());
+    for i in 0..tagged.len() {
+        for j in i + 1..tagged.len() {
+            assert_eq!(
+                from_geometry.has_edge(i, j),
+                from_trace.has_edge(i, j),
+                "{i}-{j}"
+            );
+        }
+    }
+    assert!(
+        geometry.resolved[..10].iter().all(|r| !r),
+        "the tag has no coordinates"
+    );
+    assert!(geometry.resolved[10..].iter().all(|r| *r));
+    let features = geometry.features().unwrap();
+    assert!(features[..10].iter().all(Option::is_none));
+    // The C-terminal tail (G75, G76) is flexible and exposed; V26 sits in the core of the
+    // helix packing against the sheet.
+    let within_12 = |i: usize| features[10 + i].unwrap()[2];
+    assert!(
+        within_12(75) < within_12(25),
+        "{} vs {}",
+        within_12(75),
+        within_12(25)
+    );
 }
