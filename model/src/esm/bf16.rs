@@ -17,11 +17,12 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Linear;
 
 use super::kernels;
+use super::packed;
 
 /// Output columns per packed panel (two 16-lane f32 vectors).
-const NR: usize = 32;
+const NR: usize = super::packed::PANEL_COLUMNS;
 /// Rows per register tile.
-const MR: usize = 8;
+const MR: usize = super::packed::TILE_ROWS;
 /// Values of `k` summed into one f32 lane per instruction (a bf16 pair).
 const KG: usize = 2;
 
@@ -118,24 +119,17 @@ impl Bf16Linear {
             buf.clear();
             buf.resize(m * kp, 0);
             kernels::round_rows_bf16(a, k, &mut buf, kp);
-            for panel in 0..n.div_ceil(NR) {
-                let j0 = panel * NR;
-                let cols = NR.min(n - j0);
-                let b = &self.packed[panel * NR * kp..(panel + 1) * NR * kp];
-                for r0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - r0);
-                    let tile = Tile {
-                        a: &buf[r0 * kp..(r0 + rows) * kp],
-                        lda: kp,
-                        rows,
-                        b,
-                        groups: kp / KG,
-                        bias: &bias[j0..j0 + cols],
-                    };
-                    let out = &mut out[r0 * n + j0..(r0 + rows - 1) * n + j0 + cols];
-                    kernel.run(&tile, out, n, accumulate);
-                }
-            }
+            packed::for_each_tile(out, m, n, |t, out| {
+                let tile = Tile {
+                    a: &buf[t.r0 * kp..(t.r0 + t.rows) * kp],
+                    lda: kp,
+                    rows: t.rows,
+                    b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
+                    groups: kp / KG,
+                    bias: &bias[t.j0..t.j0 + t.cols],
+                };
+                kernel.run(&tile, out, n, accumulate);
+            });
         });
     }
 }

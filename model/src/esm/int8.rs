@@ -17,11 +17,12 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Linear;
 
 use super::kernels;
+use super::packed;
 
 /// Output columns per packed panel (two 16-lane i32 vectors).
-const NR: usize = 32;
+const NR: usize = super::packed::PANEL_COLUMNS;
 /// Rows per register tile.
-const MR: usize = 8;
+const MR: usize = super::packed::TILE_ROWS;
 /// Bytes of `k` summed into one i32 lane.
 const KG: usize = 4;
 
@@ -135,28 +136,21 @@ impl Int8Linear {
         ACTIVATIONS.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (aq, row_scales) = buf.quantize(a, m, k, kp);
-            for panel in 0..n.div_ceil(NR) {
-                let j0 = panel * NR;
-                let cols = NR.min(n - j0);
+            packed::for_each_tile(out, m, n, |t, out| {
                 let columns = Columns {
-                    offsets: &self.offsets[j0..j0 + cols],
-                    scales: &self.scales[j0..j0 + cols],
-                    bias: &bias[j0..j0 + cols],
+                    offsets: &self.offsets[t.j0..t.j0 + t.cols],
+                    scales: &self.scales[t.j0..t.j0 + t.cols],
+                    bias: &bias[t.j0..t.j0 + t.cols],
                 };
-                let b = &self.packed[panel * NR * kp..(panel + 1) * NR * kp];
-                for r0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - r0);
-                    let tile = Tile {
-                        a: &aq[r0 * kp..(r0 + rows) * kp],
-                        lda: kp,
-                        b,
-                        groups: kp / KG,
-                        row_scales: &row_scales[r0..r0 + rows],
-                    };
-                    let out = &mut out[r0 * n + j0..(r0 + rows - 1) * n + j0 + cols];
-                    kernel.run(&tile, &columns, out, n, accumulate);
-                }
-            }
+                let tile = Tile {
+                    a: &aq[t.r0 * kp..(t.r0 + t.rows) * kp],
+                    lda: kp,
+                    b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
+                    groups: kp / KG,
+                    row_scales: &row_scales[t.r0..t.r0 + t.rows],
+                };
+                kernel.run(&tile, &columns, out, n, accumulate);
+            });
         });
     }
 }

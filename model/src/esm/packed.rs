@@ -10,6 +10,52 @@ use super::bf16::{self, Bf16Linear};
 use super::int8::{self, Int8Linear};
 use crate::Precision;
 
+/// Output columns per packed panel (two 16-lane vectors), in both kernels.
+pub(crate) const PANEL_COLUMNS: usize = 32;
+/// Rows per register tile, in both kernels.
+pub(crate) const TILE_ROWS: usize = 8;
+
+/// Where one register tile lies in a row-major `(m, n)` output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TileSpan {
+    /// Panel index (columns `panel·PANEL_COLUMNS ..`).
+    pub panel: usize,
+    /// First column.
+    pub j0: usize,
+    /// Columns (at most [`PANEL_COLUMNS`]).
+    pub cols: usize,
+    /// First row.
+    pub r0: usize,
+    /// Rows (at most [`TILE_ROWS`]).
+    pub rows: usize,
+}
+
+/// Walks the register tiles of a row-major `(m, n)` output panel by panel, row block by row
+/// block (both kernels' order), passing each tile's span and the slice of `out` from its first
+/// to its last element (row stride `n`).
+pub(crate) fn for_each_tile(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    mut tile: impl FnMut(TileSpan, &mut [f32]),
+) {
+    for panel in 0..n.div_ceil(PANEL_COLUMNS) {
+        let j0 = panel * PANEL_COLUMNS;
+        let cols = PANEL_COLUMNS.min(n - j0);
+        for r0 in (0..m).step_by(TILE_ROWS) {
+            let rows = TILE_ROWS.min(m - r0);
+            let span = TileSpan {
+                panel,
+                j0,
+                cols,
+                r0,
+                rows,
+            };
+            tile(span, &mut out[r0 * n + j0..(r0 + rows - 1) * n + j0 + cols]);
+        }
+    }
+}
+
 /// Write masks of the two 16-lane halves of a 32-column panel holding `n` columns (both
 /// kernels' epilogues).
 pub(crate) fn half_masks(n: usize) -> [u16; 2] {
