@@ -6,6 +6,7 @@ use petgraph::graph::{NodeIndex, UnGraph};
 
 use crate::error::{PlmError, Result};
 use crate::structure::ChainTrace;
+use crate::surface::ChainGeometry;
 
 /// How edges are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -112,20 +113,9 @@ impl ResidueGraph {
         mapping: &[Option<usize>],
         options: &GraphOptions,
     ) -> Result<Self> {
-        let mapped: Vec<(usize, usize)> = mapping
-            .iter()
-            .enumerate()
-            .filter_map(|(k, m)| m.map(|pos| (k, pos)))
-            .collect();
-        let mut pairs = Vec::new();
-        for (a, &(ka, pa)) in mapped.iter().enumerate() {
-            for &(kb, pb) in &mapped[a + 1..] {
-                if trace.distance(ka, kb) <= options.distance_cutoff {
-                    pairs.push((pa, pb));
-                }
-            }
-        }
-        Self::from_pairs(length, pairs, options)
+        let cutoff = options.distance_cutoff;
+        let geometry = ChainGeometry::from_trace(length, trace, mapping, cutoff);
+        Self::from_pairs(length, geometry.contacts(cutoff), options)
     }
 
     /// Number of residues.

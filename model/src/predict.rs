@@ -386,18 +386,20 @@ pub fn predict_ppi(
 }
 
 /// The C-alpha geometry of a supplied structure's chain (`chain`: `None` takes the first
-/// protein chain) mapped onto `sequence`, whose features have `length` rows; predicted contacts
-/// come with the features from [`Engine::residues_and_contacts`] instead.
+/// protein chain) mapped onto `sequence`, whose features have `length` rows, with pairs up to
+/// `radius` Å at least ([`ChainGeometry::from_trace`]); predicted contacts come with the
+/// features from [`Engine::residues_and_contacts`] instead.
 pub fn structure_geometry(
     sequence: &str,
     length: usize,
     text: &str,
     chain: Option<&str>,
+    radius: f64,
 ) -> Result<ChainGeometry> {
     let cleaned = crate::tokenizer::clean_sequence(sequence)?;
     let trace = parse_structure(text, chain)?;
     let mapping = map_to_sequence(&cleaned, &trace)?;
-    Ok(ChainGeometry::from_trace(length, &trace, &mapping))
+    Ok(ChainGeometry::from_trace(length, &trace, &mapping, radius))
 }
 
 /// How [`predict_binding_sites`] answers.
@@ -435,12 +437,9 @@ pub fn model_binding_scores(
         }
         ContactSource::Structure { text, chain } => {
             let x = residue_features(engine, heads, &[sequence])?.remove(0);
-            let geometry = structure_geometry(sequence, x.rows, text, chain)?;
-            let graph = ResidueGraph::from_pairs(
-                x.rows,
-                geometry.contacts(config.graph.distance_cutoff),
-                &config.graph,
-            )?;
+            let cutoff = config.graph.distance_cutoff;
+            let geometry = structure_geometry(sequence, x.rows, text, chain, cutoff)?;
+            let graph = ResidueGraph::from_pairs(x.rows, geometry.contacts(cutoff), &config.graph)?;
             (x, graph, Some(geometry))
         }
         ContactSource::Geometry(geometry) => {

@@ -34,7 +34,8 @@ pub type CaPair = (usize, usize, f32);
 pub struct ChainGeometry {
     /// Residues of the sequence.
     pub length: usize,
-    /// C-alpha pairs under the largest radius, each once.
+    /// C-alpha pairs under the largest feature radius (and any longer ones asked for), each
+    /// once.
     pub pairs: Vec<CaPair>,
     /// Whether each position has coordinates.
     pub resolved: Vec<bool>,
@@ -42,8 +43,15 @@ pub struct ChainGeometry {
 
 impl ChainGeometry {
     /// The geometry of a structure's chain whose residues were mapped to sequence positions
-    /// with [`crate::structure::map_to_sequence`].
-    pub fn from_trace(length: usize, trace: &ChainTrace, mapping: &[Option<usize>]) -> Self {
+    /// with [`crate::structure::map_to_sequence`], keeping pairs up to `radius` Å or the
+    /// largest feature radius, whichever is larger (a residue graph may need longer contacts
+    /// than the features).
+    pub fn from_trace(
+        length: usize,
+        trace: &ChainTrace,
+        mapping: &[Option<usize>],
+        radius: f64,
+    ) -> Self {
         let mapped: Vec<(usize, usize)> = mapping
             .iter()
             .enumerate()
@@ -51,12 +59,12 @@ impl ChainGeometry {
             .collect();
         let mut resolved = vec![false; length];
         let mut pairs = Vec::new();
-        let cutoff = f64::from(RADII[RADII.len() - 1]);
+        let feature_radius = f64::from(RADII[RADII.len() - 1]);
         for (a, &(ka, pa)) in mapped.iter().enumerate() {
             resolved[pa] = true;
             for &(kb, pb) in &mapped[a + 1..] {
                 let d = trace.distance(ka, kb);
-                if d < cutoff && pa != pb {
+                if (d < feature_radius || d <= radius) && pa != pb {
                     pairs.push((pa, pb, d as f32));
                 }
             }
