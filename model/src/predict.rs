@@ -1,6 +1,7 @@
 //! Task predictions from a language model and its task heads: function terms, interaction
 //! probabilities and per-residue binding sites.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor};
@@ -428,6 +429,9 @@ pub fn model_binding_scores(
         (Some(h), Some(c)) => (h, c),
         _ => return Err(missing_head(engine, "binding-site")),
     };
+    let cutoff = config.graph.distance_cutoff;
+    let structure_graph =
+        |g: &ChainGeometry| ResidueGraph::from_pairs(g.length, g.contacts(cutoff), &config.graph);
     let (x, graph, geometry) = match source {
         ContactSource::Predicted => {
             // One pass for the features and the contacts.
@@ -437,10 +441,8 @@ pub fn model_binding_scores(
         }
         ContactSource::Structure { text, chain } => {
             let x = residue_features(engine, heads, &[sequence])?.remove(0);
-            let cutoff = config.graph.distance_cutoff;
             let geometry = structure_geometry(sequence, x.rows, text, chain, cutoff)?;
-            let graph = ResidueGraph::from_pairs(x.rows, geometry.contacts(cutoff), &config.graph)?;
-            (x, graph, Some(geometry))
+            (x, structure_graph(&geometry)?, Some(Cow::Owned(geometry)))
         }
         ContactSource::Geometry(geometry) => {
             let x = residue_features(engine, heads, &[sequence])?.remove(0);
@@ -450,12 +452,7 @@ pub fn model_binding_scores(
                     geometry.length, x.rows
                 )));
             }
-            let graph = ResidueGraph::from_pairs(
-                x.rows,
-                geometry.contacts(config.graph.distance_cutoff),
-                &config.graph,
-            )?;
-            (x, graph, Some(geometry.clone()))
+            (x, structure_graph(geometry)?, Some(Cow::Borrowed(geometry)))
         }
     };
     let x = &x;
