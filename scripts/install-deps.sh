@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on Debian 12, idempotently and non-interactively:
 # PostgreSQL 15 with headers, clang, OpenMPI, a TrueType font (trainer loss plots), sudo,
-# cargo-pgrx (pinned), PostgreSQL 18 built from Debian's source package (scripts/install-pg.sh),
+# cargo-pgrx (pinned), PostgreSQL 17 and 18 built from Debian's source package (scripts/install-pg.sh),
 # pgrx's config for each PostgreSQL, pgvector for each (built from Debian's source package when
 # missing) and, optionally, the Python reference stack (torch + transformers) used by the
 # parity tests and benchmarks.
 #
 #   scripts/install-deps.sh            # everything
 #   PLM_SKIP_PYTHON=1 scripts/install-deps.sh   # no Python reference stack
-#   PLM_PG_EXTRA="" scripts/install-deps.sh     # PostgreSQL 15 only
+#   PLM_PG_EXTRA="" scripts/install-deps.sh     # PostgreSQL 15 only (also read by scripts/test.sh)
 #   PLM_SKIP_TEST_TOOLS=1 scripts/install-deps.sh  # no S3 test server (scripts/setup.sh)
 set -euo pipefail
 
@@ -21,7 +21,7 @@ log() { printf '\033[1;34m[install-deps]\033[0m %s\n' "$*"; }
 
 export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang
-  build-essential pkg-config sudo libopenmpi-dev openmpi-bin libssl-dev ca-certificates dpkg-dev
+  build-essential pkg-config sudo libopenmpi-dev openmpi-bin libssl-dev ca-certificates curl dpkg-dev
   fonts-dejavu-core
   # sequence clustering for the identity-split GO evaluation of plm-train finetune
   mmseqs2)
@@ -59,7 +59,7 @@ else
 fi
 # PostgreSQL majors besides Debian 12's 15, built from Debian's source packages and cached
 # (scripts/install-pg.sh): the extension is tested against each. PLM_PG_EXTRA="" skips them.
-PG_EXTRA="${PLM_PG_EXTRA-18}"
+PG_EXTRA="${PLM_PG_EXTRA-17 18}"
 declare -A PG_CONFIGS=([$PG_MAJOR]="$PG_CONFIG")
 for major in $PG_EXTRA; do
   PG_CONFIGS[$major]="$("$ROOT/scripts/install-pg.sh" "$major" | tail -1)"

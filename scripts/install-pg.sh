@@ -4,7 +4,10 @@
 #
 #   scripts/install-pg.sh 17     # prints the pg_config path of the install on its last line
 #
-# 17 comes from the trixie source suite, 18 from sid. The build is the server, client tools and
+# 17 comes from the trixie source suite, 18 from sid. When the suite's current upstream tarball is
+# not on the mirror (trixie's 17.12 is not served by every mirror), the pinned tarball of the
+# previous trixie upload is fetched from Debian's pool and checked against the SHA-256 of that
+# upload's .dsc. The build is the server, client tools and
 # PGXS (what an extension build and pg_regress need), without documentation. Set PLM_PG_PREFIX to
 # choose where the versions go (default /usr/local/pg_plm/postgresql, readable by the postgres user).
 set -euo pipefail
@@ -15,8 +18,12 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 log() { printf '\033[1;34m[install-pg %s]\033[0m %s\n' "$MAJOR" "$*" >&2; }
 
+# Fallback upstream tarball per major: Debian pool path and its SHA-256 (from the upload's .dsc).
+FALLBACK_TARBALL=""
 case "$MAJOR" in
-  17) SUITE=trixie ;;
+  17) SUITE=trixie
+      FALLBACK_TARBALL="pool/main/p/postgresql-17/postgresql-17_17.11.orig.tar.bz2"
+      FALLBACK_SHA256="dd27f2b3c59e73ed14aa3324901242bf69a032a6347805f274e6260322d42979" ;;
   18) SUITE=sid ;;
   *) echo "install-pg.sh: PostgreSQL $MAJOR is not built from source here (15 comes from Debian 12)" >&2; exit 2 ;;
 esac
@@ -43,7 +50,13 @@ build_dir="$(mktemp -d)"
 trap 'rm -rf "$build_dir"' EXIT
 log "apt-get source postgresql-$MAJOR ($SUITE)"
 # Only the upstream tarball is needed (Debian's patches concern packaging).
-(cd "$build_dir" && apt-get source -qq --download-only "postgresql-$MAJOR/$SUITE" >/dev/null)
+if ! (cd "$build_dir" && apt-get source -qq --download-only "postgresql-$MAJOR/$SUITE" >/dev/null 2>&1); then
+  [ -n "$FALLBACK_TARBALL" ] || { echo "install-pg.sh: apt-get source postgresql-$MAJOR/$SUITE failed" >&2; exit 1; }
+  log "the suite's tarball is not on the mirror: fetching ${FALLBACK_TARBALL##*/} from Debian's pool"
+  rm -f "$build_dir"/postgresql-"$MAJOR"_*
+  curl -fsSL -o "$build_dir/${FALLBACK_TARBALL##*/}" "http://deb.debian.org/debian/$FALLBACK_TARBALL"
+  echo "$FALLBACK_SHA256  $build_dir/${FALLBACK_TARBALL##*/}" | sha256sum -c --quiet
+fi
 tar -xf "$build_dir"/postgresql-"$MAJOR"_*.orig.tar.* -C "$build_dir"
 cd "$build_dir"/postgresql-"$MAJOR".*/
 log "configure --prefix=$PREFIX"

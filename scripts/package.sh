@@ -15,6 +15,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_CONFIG="${1:-${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
+# cargo-pgrx's --no-gc-sections rustflag would recompile every dependency apart from cargo test's
+# build; extension/build.rs passes it to the cdylib's link alone.
+export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1
 log() { printf '\033[1;34m[package]\033[0m %s\n' "$*" >&2; }
 cd "$ROOT"
 

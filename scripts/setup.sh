@@ -9,6 +9,9 @@ cd "$ROOT"
 # A target directory outside the checkout, so repeated runs on one machine (CI in fresh
 # clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
+# cargo-pgrx's --no-gc-sections rustflag would recompile every dependency apart from cargo test's
+# build; extension/build.rs passes it to the cdylib's link alone.
+export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1
 # PostgreSQL 18 is built only for the tests (scripts/test.sh).
 PLM_PG_EXTRA="${PLM_PG_EXTRA-}" PLM_SKIP_PYTHON="${PLM_SKIP_PYTHON:-1}" \
   PLM_SKIP_TEST_TOOLS="${PLM_SKIP_TEST_TOOLS:-1}" scripts/install-deps.sh

@@ -3,7 +3,8 @@
 # the extension's in-server tests (cargo pgrx test), the pg_regress SQL suites in tests/, the
 # upgrade from every released version, the shared-worker tests and the examples in sql/examples/,
 # against a real PostgreSQL 15 with pgvector; then the in-server tests, the SQL suites and the
-# upgrade again against PostgreSQL 18, the release artifacts installed on clean 15 and 18, and a
+# upgrade again against PostgreSQL 17 and 18, the release artifacts installed on clean 15, 17 and
+# 18, and a
 # compile check of the CUDA build. In-server tests run without preloading (the inference server is
 # started on demand);
 # the local server preloads pg_plm. Inference always runs in the isolated plm-serve process.
@@ -17,7 +18,10 @@ cd "$ROOT"
 # clones included) reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pg_plm/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-step() { printf '\n==== %s ====\n' "$*"; }
+# cargo-pgrx's --no-gc-sections rustflag would recompile every dependency apart from cargo test's
+# build; extension/build.rs passes it to the cdylib's link alone.
+export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1
+step() { printf '\n==== %s [%s, %dm%02ds in] ====\n' "$*" "$(date +%T)" $((SECONDS / 60)) $((SECONDS % 60)); }
 passed=0
 
 step "dependencies"
@@ -110,37 +114,48 @@ step "soak (scripts/soak.sh, short; the 10-minute run is recorded in docs/BENCHM
 scripts/soak.sh 30
 passed=$((passed + 1))
 
-step "PostgreSQL 18: in-server tests, pg_regress suites, upgrade"
-# Built from Debian's source package by install-deps.sh (scripts/install-pg.sh); its own cluster
-# (port 5418) beside the 15 one.
-PG18_CONFIG="$(scripts/install-pg.sh 18 | tail -1)"
-PG18_BIN="$("$PG18_CONFIG" --bindir)"
-# Installing rewrites pg_plm.so in place: a 18 server left running by an interrupted run must stop.
-PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 scripts/pg-local.sh stop
-PG_CONFIG="$PG18_CONFIG" scripts/install-server.sh
-PG_CONFIG="$PG18_CONFIG" scripts/install-models.sh >/dev/null
-mkdir -p "$PGRX_TEST_HOME-18" && chown postgres:postgres "$PGRX_TEST_HOME-18"
-(cd extension && cargo pgrx test pg18 --runas postgres --pgdata "$PGRX_TEST_HOME-18/data")
-passed=$((passed + 1))
-# After the in-server tests: they install a test build (with its tests schema) in the same place.
-(cd extension && cargo pgrx install --release --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
+# PostgreSQL 17 and 18, built from Debian's source packages by install-deps.sh
+# (scripts/install-pg.sh), each with its own cluster (port 54MAJOR) beside the 15 one.
 PG15_CONFIG="$PG_CONFIG"
-export PG_BIN="$PG18_BIN" PLM_PGHOME=/var/lib/postgresql/pg_plm18 PLM_PGPORT=5418 PG_CONFIG="$PG18_CONFIG"
-PATH="$PG18_BIN:$PATH" scripts/pg-local.sh restart
-eval "$(scripts/pg-local.sh env)"
-run_regress "$("$PG18_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" "$PG18_BIN"
-PATH="$PG18_BIN:$PATH" tests/upgrade/run.sh
-passed=$((passed + 1))
-scripts/pg-local.sh stop
+PG_SOURCE_MAJORS="${PLM_PG_EXTRA-17 18}"
+source_built_major() { # MAJOR: in-server tests, pg_regress suites and upgrade against that version
+  local major="$1" config bin
+  config="$(scripts/install-pg.sh "$major" | tail -1)"
+  bin="$("$config" --bindir)"
+  # Installing rewrites pg_plm.so in place: a server left running by an interrupted run must stop.
+  PG_BIN="$bin" PLM_PGHOME="/var/lib/postgresql/pg_plm$major" scripts/pg-local.sh stop
+  PG_CONFIG="$config" scripts/install-server.sh
+  PG_CONFIG="$config" scripts/install-models.sh >/dev/null
+  mkdir -p "$PGRX_TEST_HOME-$major" && chown postgres:postgres "$PGRX_TEST_HOME-$major"
+  (cd extension && cargo pgrx test "pg$major" --runas postgres --pgdata "$PGRX_TEST_HOME-$major/data")
+  # After the in-server tests: they install a test build (with its tests schema) in the same place.
+  (cd extension && cargo pgrx install --release --pg-config "$config" --no-default-features --features "pg$major")
+  (
+    export PG_BIN="$bin" PLM_PGHOME="/var/lib/postgresql/pg_plm$major" PLM_PGPORT="54$major" PG_CONFIG="$config"
+    PATH="$bin:$PATH" scripts/pg-local.sh restart
+    eval "$(scripts/pg-local.sh env)"
+    run_regress "$("$config" --pkglibdir)/pgxs/src/test/regress/pg_regress" "$bin"
+    PATH="$bin:$PATH" tests/upgrade/run.sh
+    scripts/pg-local.sh stop
+  )
+}
+for major in $PG_SOURCE_MAJORS; do
+  step "PostgreSQL $major: in-server tests, pg_regress suites, upgrade"
+  source_built_major "$major"
+  passed=$((passed + 2 + $(echo $suites | wc -w)))
+done
 
-step "release artifacts on clean PostgreSQL 15 and 18 (tests/package/run.sh)"
+step "release artifacts on clean PostgreSQL 15${PG_SOURCE_MAJORS:+, ${PG_SOURCE_MAJORS// /, }} (tests/package/run.sh)"
 tests/package/run.sh "$PG15_CONFIG"
-tests/package/run.sh "$PG18_CONFIG"
-passed=$((passed + 2))
+passed=$((passed + 1))
+for major in $PG_SOURCE_MAJORS; do
+  tests/package/run.sh "$(scripts/install-pg.sh "$major" | tail -1)"
+  passed=$((passed + 1))
+done
 
 step "GPU build compiles without a GPU (scripts/check-cuda.sh: --features cuda)"
 scripts/check-cuda.sh 15
 passed=$((passed + 1))
 
 echo
-echo "summary: $passed passed, 0 failed"
+echo "summary: $passed passed, 0 failed ($((SECONDS / 60))m$((SECONDS % 60))s)"

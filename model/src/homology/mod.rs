@@ -12,6 +12,7 @@
 //!   through alignments.
 
 mod binding;
+mod calibration;
 mod function;
 mod interaction;
 mod store;
@@ -27,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PlmError, Result};
 
 pub use binding::{binding_file, BindingReference, BindingTransfer};
+pub use calibration::{
+    expected_calibration_error, reliability, Calibration, Platt, ReliabilityBin,
+};
 pub use function::{function_file, FunctionReference, Transfer};
 pub use interaction::{interaction_file, InteractionReference, Interolog};
 
@@ -92,6 +96,10 @@ pub struct Blend {
     /// task's own rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// Maps the scores of single-score tasks (interaction, binding) to calibrated
+    /// probabilities, where fitted.
+    #[serde(default, skip_serializing_if = "Calibration::is_empty")]
+    pub calibration: Calibration,
 }
 
 fn yes() -> bool {
@@ -106,6 +114,7 @@ impl Default for Blend {
             sharpness: 1.0,
             model_without_hits: true,
             evidence: None,
+            calibration: Calibration::default(),
         }
     }
 }
@@ -130,8 +139,22 @@ pub enum Evidence {
 
 /// One score by `method`: the model's, homology's (`None`: no homology information, scored 0),
 /// or their blend (as `blend.evidence` says, else as the task's `evidence` rule) where homology
-/// has information and the model's alone where it has none.
+/// has information and the model's alone where it has none; calibrated as `blend.calibration`
+/// says.
 pub fn combine_score(
+    model: f32,
+    homology: Option<f32>,
+    method: Method,
+    blend: Blend,
+    evidence: Evidence,
+) -> f32 {
+    blend
+        .calibration
+        .apply(method, raw_score(model, homology, method, blend, evidence))
+}
+
+/// [`combine_score`] before calibration.
+fn raw_score(
     model: f32,
     homology: Option<f32>,
     method: Method,

@@ -2,7 +2,10 @@
 //! residue): the model's probability, homology's score at each hit sharpness (`None` where
 //! homology knows nothing), and the truth.
 
-use plm_model::homology::{combine_score, Blend, Evidence, Method};
+use plm_model::homology::{
+    combine_score, expected_calibration_error, reliability, Blend, Calibration, Evidence, Method,
+    Platt,
+};
 use serde_json::{json, Value};
 
 use super::{alphas, SHARPNESS};
@@ -69,7 +72,8 @@ fn value(scores: &[f32], labels: &[bool]) -> f64 {
 
 /// The hit sharpness, blend rule (of `rules`) and weight best for the blend, by AUROC on
 /// `validation`, searched together (AUROC of homology alone hardly depends on the sharpness,
-/// the blend does); ties go to the larger weight on homology.
+/// the blend does); ties go to the larger weight on homology. The model's and the blend's
+/// scores are then calibrated on the same items ([`calibrate`]).
 pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
     let mut tried: Vec<(Blend, f64)> = Vec::new();
     for &sharpness in &SHARPNESS {
@@ -80,6 +84,7 @@ pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
                     sharpness,
                     model_without_hits: true,
                     evidence: Some(rule),
+                    calibration: Calibration::default(),
                 };
                 let v = value(
                     &validation.scores(Method::Combined, blend),
@@ -101,7 +106,47 @@ pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
             summary.push(json!({"sharpness": b.sharpness, "evidence": b.evidence, "best_alpha": b.alpha, "auroc": v, "auroc_model_alone": group[0].1}));
         }
     }
-    (best, summary)
+    (calibrate(validation, best), summary)
+}
+
+/// `blend` without calibration.
+fn raw(blend: Blend) -> Blend {
+    Blend {
+        calibration: Calibration::default(),
+        ..blend
+    }
+}
+
+/// `blend` with Platt maps of the model's and the blend's raw scores fitted on `validation`
+/// (increasing maps: no ranking changes).
+pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
+    let fit = |method| Platt::fit(&validation.scores(method, raw(blend)), &validation.labels);
+    Blend {
+        calibration: Calibration {
+            model: fit(Method::Model),
+            combined: fit(Method::Combined),
+        },
+        ..blend
+    }
+}
+
+/// Bins of the reliability diagrams and of the expected calibration error.
+const CALIBRATION_BINS: usize = 10;
+
+/// Expected calibration error of the model's and the blend's test scores before and after
+/// calibration, and the reliability diagram of the calibrated blend.
+fn calibration_report(test: &Scored, blend: Blend) -> Value {
+    let ece = |scores: &[f32]| expected_calibration_error(scores, &test.labels, CALIBRATION_BINS);
+    let mut out = json!({"bins": CALIBRATION_BINS});
+    for (key, method) in [("model", Method::Model), ("combined", Method::Combined)] {
+        let calibrated = test.scores(method, blend);
+        out[key] = json!({
+            "ece_raw": ece(&test.scores(method, raw(blend))),
+            "ece": ece(&calibrated),
+            "reliability": reliability(&calibrated, &test.labels, CALIBRATION_BINS),
+        });
+    }
+    out
 }
 
 fn metrics(scores: &[f32], labels: &[bool]) -> Value {
@@ -126,5 +171,6 @@ pub fn report(test: &Scored, blend: Blend, nearest_neighbour: &[f32]) -> Value {
         "combined": metrics(&test.scores(Method::Combined, blend), &test.labels),
         "naive": metrics(&constant, &test.labels),
         "mmseqs2_nearest_neighbour": metrics(nearest_neighbour, &test.labels),
+        "calibration": calibration_report(test, blend),
     })
 }

@@ -272,13 +272,15 @@ fn summary(v: &Value) -> String {
 fn binary_summary(v: &Value) -> String {
     let f = |k: &str| v[k]["auroc"].as_f64().unwrap_or(f64::NAN);
     format!(
-        "AUROC model {:.3} homology {:.3} combined {:.3} mmseqs2-nn {:.3} ({} of {} with homology)",
+        "AUROC model {:.3} homology {:.3} combined {:.3} mmseqs2-nn {:.3} ({} of {} with homology); ECE combined {:.3} -> {:.3}",
         f("model"),
         f("homology"),
         f("combined"),
         f("mmseqs2_nearest_neighbour"),
         v["with_homology"],
-        v["items"]
+        v["items"],
+        v["calibration"]["combined"]["ece_raw"].as_f64().unwrap_or(f64::NAN),
+        v["calibration"]["combined"]["ece"].as_f64().unwrap_or(f64::NAN),
     )
 }
 
@@ -479,7 +481,7 @@ fn evaluate_split(
                 alpha: 1.0,
                 sharpness,
                 model_without_hits: false,
-                evidence: None,
+                ..Blend::default()
             };
             (
                 sharpness,
@@ -496,7 +498,7 @@ fn evaluate_split(
                 alpha,
                 sharpness,
                 model_without_hits,
-                evidence: None,
+                ..Blend::default()
             };
             by_alpha.push((
                 alpha,
@@ -519,7 +521,7 @@ fn evaluate_split(
         alpha,
         sharpness,
         model_without_hits,
-        evidence: None,
+        ..Blend::default()
     };
     // Thresholds (weighted F1) come from validation too.
     let threshold = |scores: &[Scores]| match metric {
