@@ -140,7 +140,8 @@ pub enum Evidence {
 /// One score by `method`: the model's, homology's (`None`: no homology information, scored 0),
 /// or their blend (as `blend.evidence` says, else as the task's `evidence` rule) where homology
 /// has information and the model's alone where it has none; calibrated as `blend.calibration`
-/// says.
+/// says. Where the blend is the model's score alone, it is the model's calibrated score too:
+/// `combined` and `model` agree on queries without homology information.
 pub fn combine_score(
     model: f32,
     homology: Option<f32>,
@@ -148,9 +149,15 @@ pub fn combine_score(
     blend: Blend,
     evidence: Evidence,
 ) -> f32 {
-    blend
-        .calibration
-        .apply(method, raw_score(model, homology, method, blend, evidence))
+    let calibrate_as = match (method, homology) {
+        (Method::Combined, None) if blend.model_without_hits => Method::Model,
+        (Method::Combined, None) => return 0.0,
+        _ => method,
+    };
+    blend.calibration.apply(
+        calibrate_as,
+        raw_score(model, homology, method, blend, evidence),
+    )
 }
 
 /// [`combine_score`] before calibration.
@@ -302,6 +309,47 @@ mod tests {
         assert_eq!(
             combine_score(0.8, Some(0.0), Method::Combined, fitted, only),
             0.6
+        );
+    }
+
+    #[test]
+    fn calibrated_blends_agree_with_the_model_without_homology() {
+        let calibrated = Blend {
+            alpha: 0.5,
+            calibration: Calibration {
+                model: Some(Platt {
+                    slope: 0.5,
+                    intercept: -1.0,
+                }),
+                combined: Some(Platt {
+                    slope: 2.0,
+                    intercept: 0.5,
+                }),
+            },
+            ..Blend::default()
+        };
+        let both = Evidence::ForAndAgainst;
+        let model = combine_score(0.8, None, Method::Model, calibrated, both);
+        assert!(
+            (model - 0.8).abs() > 0.05,
+            "the model's map applies: {model}"
+        );
+        // No homology information: the blend is the model's score, calibrated as the model's.
+        assert_eq!(
+            combine_score(0.8, None, Method::Combined, calibrated, both),
+            model
+        );
+        // With it, the blend's own map: 0.8 mixed with 0.4 is 0.6, then σ(2·logit(0.6) + 0.5).
+        let blended = combine_score(0.8, Some(0.4), Method::Combined, calibrated, both);
+        let expected = 1.0 / (1.0 + (-(2.0 * (0.6f64 / 0.4).ln() + 0.5)).exp());
+        assert!(
+            (f64::from(blended) - expected).abs() < 1e-5,
+            "{blended} vs {expected}"
+        );
+        // Homology's vote is evidence, reported as it is.
+        assert_eq!(
+            combine_score(0.8, Some(0.4), Method::Homology, calibrated, both),
+            0.4
         );
     }
 }

@@ -117,14 +117,27 @@ fn raw(blend: Blend) -> Blend {
     }
 }
 
-/// `blend` with Platt maps of the model's and the blend's raw scores fitted on `validation`
-/// (increasing maps: no ranking changes).
+/// `blend` with Platt maps fitted on `validation` (increasing maps: no ranking changes): the
+/// model's on every item, the blend's on the items homology knows something about (on the
+/// others the blend is the model's score and takes the model's map).
 pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
-    let fit = |method| Platt::fit(&validation.scores(method, raw(blend)), &validation.labels);
+    let model = Platt::fit(
+        &validation.scores(Method::Model, raw(blend)),
+        &validation.labels,
+    );
+    let informed = &validation.homology[sharpness_index(blend.sharpness)];
+    let (scores, labels): (Vec<f32>, Vec<bool>) = validation
+        .scores(Method::Combined, raw(blend))
+        .into_iter()
+        .zip(&validation.labels)
+        .zip(informed)
+        .filter(|(_, h)| h.is_some())
+        .map(|((s, &l), _)| (s, l))
+        .unzip();
     Blend {
         calibration: Calibration {
-            model: fit(Method::Model),
-            combined: fit(Method::Combined),
+            model,
+            combined: Platt::fit(&scores, &labels),
         },
         ..blend
     }
