@@ -117,27 +117,37 @@ impl Platt {
 /// The calibration of each method's scores for one task (`heads.json` → `blend.<task>` →
 /// `calibration`). Homology's own score (the identity-weighted share of templates that agree)
 /// is reported as it is: it is evidence, and 0 means "no template", not "surely not".
+///
+/// The blend has two maps: items with homology information and items without differ in how
+/// often they are positive, so one map for both (or the model's map, fitted on all items, for
+/// the second) miscalibrates each group.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Calibration {
-    /// For `method => 'model'`.
+    /// For `method => 'model'` (fitted on every item).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Platt>,
-    /// For `method => 'combined'`.
+    /// For `method => 'combined'` where homology has information (fitted on those items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub combined: Option<Platt>,
+    /// For `method => 'combined'` where it has none: the model's score, calibrated on the items
+    /// without homology information (the model's map when this one could not be fitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_homology: Option<Platt>,
 }
 
 impl Calibration {
     /// Whether nothing is calibrated.
     pub fn is_empty(&self) -> bool {
-        self.model.is_none() && self.combined.is_none()
+        self.model.is_none() && self.combined.is_none() && self.without_homology.is_none()
     }
 
-    /// `score` of `method`, calibrated where a valid map was fitted.
-    pub fn apply(&self, method: Method, score: f32) -> f32 {
+    /// `score` of `method` (`informed`: homology had information about the item), calibrated
+    /// where a valid map was fitted.
+    pub fn apply(&self, method: Method, informed: bool, score: f32) -> f32 {
         let map = match method {
             Method::Model => self.model,
-            Method::Combined => self.combined,
+            Method::Combined if informed => self.combined,
+            Method::Combined => self.without_homology.or(self.model),
             Method::Homology => None,
         };
         map.filter(|p| p.is_valid())
@@ -246,24 +256,26 @@ mod tests {
     #[test]
     fn calibration_applies_by_method_and_keeps_nan() {
         let c = Calibration {
-            model: None,
             combined: Some(Platt {
                 slope: 1.0,
                 intercept: 1.0,
             }),
+            ..Calibration::default()
         };
-        assert_eq!(c.apply(Method::Model, 0.3), 0.3);
-        assert_eq!(c.apply(Method::Homology, 0.3), 0.3);
-        assert!(c.apply(Method::Combined, 0.5) > 0.7);
-        assert!(c.apply(Method::Combined, f32::NAN).is_nan());
+        assert_eq!(c.apply(Method::Model, false, 0.3), 0.3);
+        assert_eq!(c.apply(Method::Homology, true, 0.3), 0.3);
+        assert!(c.apply(Method::Combined, true, 0.5) > 0.7);
+        // Without homology information and no map of its own: the model's map (none here).
+        assert_eq!(c.apply(Method::Combined, false, 0.5), 0.5);
+        assert!(c.apply(Method::Combined, true, f32::NAN).is_nan());
         let bad = Calibration {
             model: Some(Platt {
                 slope: -1.0,
                 intercept: 0.0,
             }),
-            combined: None,
+            ..Calibration::default()
         };
-        assert_eq!(bad.apply(Method::Model, 0.3), 0.3);
+        assert_eq!(bad.apply(Method::Model, false, 0.3), 0.3);
     }
 
     #[test]

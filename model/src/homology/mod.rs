@@ -140,8 +140,8 @@ pub enum Evidence {
 /// One score by `method`: the model's, homology's (`None`: no homology information, scored 0),
 /// or their blend (as `blend.evidence` says, else as the task's `evidence` rule) where homology
 /// has information and the model's alone where it has none; calibrated as `blend.calibration`
-/// says. Where the blend is the model's score alone, it is the model's calibrated score too:
-/// `combined` and `model` agree on queries without homology information.
+/// says (the blend without homology information is the model's score, calibrated on such
+/// items: it ranks as `model` does but need not equal it).
 pub fn combine_score(
     model: f32,
     homology: Option<f32>,
@@ -149,15 +149,11 @@ pub fn combine_score(
     blend: Blend,
     evidence: Evidence,
 ) -> f32 {
-    let calibrate_as = match (method, homology) {
-        (Method::Combined, None) if blend.model_without_hits => Method::Model,
-        (Method::Combined, None) => return 0.0,
-        _ => method,
-    };
-    blend.calibration.apply(
-        calibrate_as,
-        raw_score(model, homology, method, blend, evidence),
-    )
+    if method == Method::Combined && homology.is_none() && !blend.model_without_hits {
+        return 0.0;
+    }
+    let raw = raw_score(model, homology, method, blend, evidence);
+    blend.calibration.apply(method, homology.is_some(), raw)
 }
 
 /// [`combine_score`] before calibration.
@@ -313,38 +309,34 @@ mod tests {
     }
 
     #[test]
-    fn calibrated_blends_agree_with_the_model_without_homology() {
-        let calibrated = Blend {
+    fn calibrated_blends_use_the_map_of_their_group() {
+        let map = |slope, intercept| Some(Platt { slope, intercept });
+        let mut calibrated = Blend {
             alpha: 0.5,
             calibration: Calibration {
-                model: Some(Platt {
-                    slope: 0.5,
-                    intercept: -1.0,
-                }),
-                combined: Some(Platt {
-                    slope: 2.0,
-                    intercept: 0.5,
-                }),
+                model: map(0.5, -1.0),
+                combined: map(2.0, 0.5),
+                without_homology: map(1.0, -2.0),
             },
             ..Blend::default()
         };
         let both = Evidence::ForAndAgainst;
+        let sigma_of = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let near = |got: f32, want: f64| (f64::from(got) - want).abs() < 1e-5;
+        let logit = |p: f64| (p / (1.0 - p)).ln();
         let model = combine_score(0.8, None, Method::Model, calibrated, both);
-        assert!(
-            (model - 0.8).abs() > 0.05,
-            "the model's map applies: {model}"
-        );
-        // No homology information: the blend is the model's score, calibrated as the model's.
+        assert!(near(model, sigma_of(0.5 * logit(0.8) - 1.0)), "{model}");
+        // With homology information, the blend's map: 0.8 mixed with 0.4 is 0.6.
+        let blended = combine_score(0.8, Some(0.4), Method::Combined, calibrated, both);
+        assert!(near(blended, sigma_of(2.0 * logit(0.6) + 0.5)), "{blended}");
+        // Without, the model's score through the map of items without homology information,
+        // or the model's map where that one was not fitted.
+        let alone = combine_score(0.8, None, Method::Combined, calibrated, both);
+        assert!(near(alone, sigma_of(logit(0.8) - 2.0)), "{alone}");
+        calibrated.calibration.without_homology = None;
         assert_eq!(
             combine_score(0.8, None, Method::Combined, calibrated, both),
             model
-        );
-        // With it, the blend's own map: 0.8 mixed with 0.4 is 0.6, then σ(2·logit(0.6) + 0.5).
-        let blended = combine_score(0.8, Some(0.4), Method::Combined, calibrated, both);
-        let expected = 1.0 / (1.0 + (-(2.0 * (0.6f64 / 0.4).ln() + 0.5)).exp());
-        assert!(
-            (f64::from(blended) - expected).abs() < 1e-5,
-            "{blended} vs {expected}"
         );
         // Homology's vote is evidence, reported as it is.
         assert_eq!(

@@ -117,27 +117,29 @@ fn raw(blend: Blend) -> Blend {
     }
 }
 
-/// `blend` with Platt maps fitted on `validation` (increasing maps: no ranking changes): the
-/// model's on every item, the blend's on the items homology knows something about (on the
-/// others the blend is the model's score and takes the model's map).
+/// `blend` with Platt maps fitted on `validation` (each increasing: no ranking changes within
+/// a group): the model's on every item, the blend's on the items homology knows something
+/// about, and the model's score on the items it knows nothing about.
 pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
-    let model = Platt::fit(
-        &validation.scores(Method::Model, raw(blend)),
-        &validation.labels,
-    );
+    let labels = &validation.labels;
+    let model_scores = validation.scores(Method::Model, raw(blend));
+    let combined_scores = validation.scores(Method::Combined, raw(blend));
     let informed = &validation.homology[sharpness_index(blend.sharpness)];
-    let (scores, labels): (Vec<f32>, Vec<bool>) = validation
-        .scores(Method::Combined, raw(blend))
-        .into_iter()
-        .zip(&validation.labels)
-        .zip(informed)
-        .filter(|(_, h)| h.is_some())
-        .map(|((s, &l), _)| (s, l))
-        .unzip();
+    let group = |scores: &[f32], with_homology: bool| -> Option<Platt> {
+        let (s, l): (Vec<f32>, Vec<bool>) = scores
+            .iter()
+            .zip(labels)
+            .zip(informed)
+            .filter(|(_, h)| h.is_some() == with_homology)
+            .map(|((&s, &l), _)| (s, l))
+            .unzip();
+        Platt::fit(&s, &l)
+    };
     Blend {
         calibration: Calibration {
-            model,
-            combined: Platt::fit(&scores, &labels),
+            model: Platt::fit(&model_scores, labels),
+            combined: group(&combined_scores, true),
+            without_homology: group(&model_scores, false),
         },
         ..blend
     }
