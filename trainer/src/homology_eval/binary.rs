@@ -118,8 +118,9 @@ fn raw(blend: Blend) -> Blend {
 }
 
 /// `blend` with Platt maps fitted on `validation` (each increasing: no ranking changes within
-/// a group): the model's on every item, the blend's on the items homology knows something
-/// about, and the model's score on the items it knows nothing about.
+/// a group), each kept only where it calibrates ([`checked_fit`]): the model's on every item,
+/// the blend's on the items homology knows something about, and the model's score on the items
+/// it knows nothing about.
 pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
     let labels = &validation.labels;
     let model_scores = validation.scores(Method::Model, raw(blend));
@@ -133,15 +134,40 @@ pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
             .filter(|(_, h)| h.is_some() == with_homology)
             .map(|((&s, &l), _)| (s, l))
             .unzip();
-        Platt::fit(&s, &l)
+        checked_fit(&s, &l)
     };
     Blend {
         calibration: Calibration {
-            model: Platt::fit(&model_scores, labels),
+            model: checked_fit(&model_scores, labels),
             combined: group(&combined_scores, true),
             without_homology: group(&model_scores, false),
         },
         ..blend
+    }
+}
+
+/// A Platt map of `scores`, kept only if one fitted on every other item lowers the expected
+/// calibration error of the items between (scores that are calibrated already stay as they
+/// are: a map fitted on few items would only add noise); then fitted on all items.
+fn checked_fit(scores: &[f32], labels: &[bool]) -> Option<Platt> {
+    let half = |parity: usize| -> (Vec<f32>, Vec<bool>) {
+        scores
+            .iter()
+            .zip(labels)
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, (&s, &l))| (s, l))
+            .unzip()
+    };
+    let ((fit_scores, fit_labels), (check_scores, check_labels)) = (half(0), half(1));
+    let candidate = Platt::fit(&fit_scores, &fit_labels)?;
+    let calibrated: Vec<f32> = check_scores.iter().map(|&s| candidate.apply(s)).collect();
+    let before = expected_calibration_error(&check_scores, &check_labels, CALIBRATION_BINS)?;
+    let after = expected_calibration_error(&calibrated, &check_labels, CALIBRATION_BINS)?;
+    if after < before {
+        Platt::fit(scores, labels)
+    } else {
+        None
     }
 }
 
@@ -188,4 +214,74 @@ pub fn report(test: &Scored, blend: Blend, nearest_neighbour: &[f32]) -> Value {
         "mmseqs2_nearest_neighbour": metrics(nearest_neighbour, &test.labels),
         "calibration": calibration_report(test, blend),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Scores whose true probability is `truth(score)`, drawn with a fixed seed.
+    fn drawn(n: usize, truth: impl Fn(f32) -> f32) -> (Vec<f32>, Vec<bool>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        (0..n)
+            .map(|_| {
+                let s: f32 = rng.random_range(0.01..0.99);
+                (s, rng.random::<f32>() < truth(s))
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn overconfident_scores_get_a_map_and_degenerate_ones_none() {
+        // A head that says 0.9 where one item in two is positive, 0.1 where one in five is.
+        let (scores, labels) = drawn(4000, |s| 0.2 + 0.3 * s);
+        let map = checked_fit(&scores, &labels).expect("overconfident scores are recalibrated");
+        assert!(map.slope < 1.0, "{map:?}");
+        let calibrated: Vec<f32> = scores.iter().map(|&s| map.apply(s)).collect();
+        let ece = |s: &[f32]| expected_calibration_error(s, &labels, CALIBRATION_BINS).unwrap();
+        assert!(ece(&calibrated) < ece(&scores) / 3.0);
+        assert_eq!(checked_fit(&scores, &vec![true; scores.len()]), None);
+        assert_eq!(checked_fit(&[], &[]), None);
+    }
+
+    #[test]
+    fn calibration_fits_each_group_on_its_own_items() {
+        // Homology knows a third of the items, and those are positive far more often.
+        let (model, _) = drawn(4000, |_| 0.0);
+        let informed: Vec<Option<f32>> = (0..model.len())
+            .map(|i| (i % 3 == 0).then_some(0.5))
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let labels: Vec<bool> = model
+            .iter()
+            .zip(&informed)
+            .map(|(&s, h)| {
+                let rate = if h.is_some() { 0.6 } else { 0.1 } + 0.3 * s;
+                rng.random::<f32>() < rate
+            })
+            .collect();
+        let validation = Scored {
+            model,
+            homology: vec![informed; SHARPNESS.len()],
+            labels,
+            evidence: Evidence::ForAndAgainst,
+        };
+        let blend = calibrate(
+            &validation,
+            Blend {
+                alpha: 0.0,
+                ..Blend::default()
+            },
+        );
+        let c = blend.calibration;
+        let (with, without) = (c.combined.unwrap(), c.without_homology.unwrap());
+        // With α = 0 the blend is the model's score in both groups: the group with homology,
+        // positive more often, maps the same score higher.
+        assert!(
+            with.apply(0.5) > without.apply(0.5) + 0.2,
+            "{with:?} {without:?}"
+        );
+        assert!(c.model.is_some());
+    }
 }
