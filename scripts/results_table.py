@@ -212,34 +212,37 @@ def ece_cell(c, method):
 
 def calibration_tables(h):
     """Expected calibration error of the interaction and binding scores, and one reliability diagram."""
-    rows = []
-    if "ppi" in h:
-        for k, label in (("unseen_proteins", "interaction: D-SCRIPT yeast, unseen proteins"),
-                         ("random_split", "interaction: D-SCRIPT yeast, random pairs"),
-                         ("cross_species_fly", "interaction: fly, yeast reference"),
-                         ("cross_species_human", "interaction: human, yeast reference")):
-            c = h["ppi"].get(k, {}).get("calibration")
-            if c:
-                rows.append((label, c, h["ppi"][k]))
+    ppi_rows, binding_rows = [], []
+    for k, label in (("unseen_proteins", "interaction: D-SCRIPT yeast, unseen proteins"),
+                     ("random_split", "interaction: D-SCRIPT yeast, random pairs"),
+                     ("cross_species_fly", "interaction: fly, yeast reference"),
+                     ("cross_species_human", "interaction: human, yeast reference")):
+        e = h.get("ppi", {}).get(k, {})
+        if e.get("calibration"):
+            ppi_rows.append((label, e["calibration"], e))
     for lig, e in h.get("binding", {}).items():
         c = e.get("held_out_chains", {}).get("calibration")
         if c:
-            rows.append((f"binding {lig}: held-out chains", c, e["held_out_chains"]))
+            binding_rows.append((f"binding {lig}: held-out chains", c, e["held_out_chains"]))
+    rows = ppi_rows + binding_rows
     if not rows:
         return []
     bins = rows[0][1]["bins"]
     out = ["### Calibration of the interaction and binding scores", "",
            "Every `plm_ppi` probability and `plm_binding_sites` score of the model and of the blend "
            "goes through a Platt map `σ(a·logit(s) + b)` fitted with the blend on the same validation "
-           "items (stored in `heads.json` with the blend). The map is increasing, so AUROC and AUPR "
-           "above are unchanged; what changes is that a score means the fraction of such items that "
-           f"are positive. Expected calibration error ({bins} equal-width bins) on the test items, "
+           "items (stored in `heads.json` with the blend): the model's on every item, the blend's on "
+           "items with homology information and another on items without. Each map is increasing, so "
+           "the model's AUROC and AUPR are unchanged; the blend's two maps can reorder items across "
+           "the two groups (the combined figures above are those of the calibrated scores). A score "
+           "then means the fraction of such items that are positive. Expected calibration error "
+           f"({bins} equal-width bins) on the test items, "
            "raw → calibrated; `method => 'homology'` returns the template vote as it is (0 means no "
            "template) and is not calibrated.", "",
            "| test set | model | combined (the default) |", "|---|---|---|"]
     for label, c, _ in rows:
         out.append(f"| {label} | {ece_cell(c, 'model')} | {ece_cell(c, 'combined')} |")
-    label, c, _ = max(rows[:4] if "ppi" in h else rows, key=lambda r: r[2]["items"])
+    label, c, _ = max(ppi_rows or binding_rows, key=lambda r: r[2]["items"])
     out += ["", f"Reliability of the calibrated combined score, {label}:", "",
             "| score bin | items | mean score | observed rate |", "|---|---|---|---|"]
     for b in c["combined"]["reliability"]:

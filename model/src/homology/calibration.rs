@@ -1,8 +1,10 @@
 //! Calibrated probabilities for the binary tasks (interaction per pair, binding per residue):
 //! Platt scaling of a score's logit, `σ(slope·logit(s) + intercept)`, fitted on validation data
-//! by `plm-train homology`. The map is strictly increasing, so it changes no ranking (AUROC and
-//! AUPR stay as they were); it makes a score of 0.3 mean that about 30 % of such items are
-//! positive, which a head trained with class weights or a blend of two sources does not give.
+//! by `plm-train homology`. Each map is strictly increasing, so it changes no ranking among the
+//! items it applies to (the model's AUROC and AUPR stay as they were); the blend's two maps, one
+//! for items with homology information and one for items without, can reorder items across the
+//! two groups. A calibrated score of 0.3 means that about 30 % of such items are positive, which
+//! a head trained with class weights or a blend of two sources does not give.
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +120,7 @@ impl Platt {
 /// `calibration`). Homology's own score (the identity-weighted share of templates that agree)
 /// is reported as it is: it is evidence, and 0 means "no template", not "surely not".
 ///
-/// The blend has two maps: items with homology information and items without differ in how
+/// The blend has two maps because items with homology information and items without differ in how
 /// often they are positive, so one map for both (or the model's map, fitted on all items, for
 /// the second) miscalibrates each group.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
