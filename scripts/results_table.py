@@ -207,7 +207,13 @@ def ece_cell(c, method):
     m = c.get(method) if c else None
     if not m or m.get("ece_raw") is None:
         return "–"
-    return f"{f(m['ece_raw'])} → **{f(m['ece'])}**"
+    raw, calibrated = f(m["ece_raw"]), f(m["ece"])
+    # The lower error in bold (compared as printed: equal figures are not marked).
+    if calibrated < raw:
+        calibrated = f"**{calibrated}**"
+    elif raw < calibrated:
+        raw = f"**{raw}**"
+    return f"{raw} → {calibrated}"
 
 
 def calibration_tables(h):
@@ -229,15 +235,18 @@ def calibration_tables(h):
         return []
     bins = rows[0][1]["bins"]
     out = ["### Calibration of the interaction and binding scores", "",
-           "Every `plm_ppi` probability and `plm_binding_sites` score of the model and of the blend "
-           "goes through a Platt map `σ(a·logit(s) + b)` fitted with the blend on the same validation "
-           "items (stored in `heads.json` with the blend): the model's on every item, the blend's on "
-           "items with homology information and another on items without. Each map is increasing, so "
-           "the model's AUROC and AUPR are unchanged; the blend's two maps can reorder items across "
-           "the two groups (the combined figures above are those of the calibrated scores). A score "
-           "then means the fraction of such items that are positive. Expected calibration error "
+           "`plm_ppi` probabilities and `plm_binding_sites` scores of the model and of the blend go "
+           "through Platt maps `σ(a·logit(s) + b)` fitted on the blend's validation items (stored in "
+           "`heads.json` with the blend): the model's on every item, the blend's on items with "
+           "homology information and another on items without. A map is kept only where one fitted "
+           "on every other validation item lowers the calibration error of the items between; the "
+           "blend's weight and sharpness are chosen by the AUROC of the calibrated scores. Each map "
+           "is increasing, so the model's AUROC and AUPR are unchanged; the blend's two maps can "
+           "reorder items across the two groups (the combined figures above are those of the "
+           "calibrated scores). A score then estimates the fraction of such items that are positive. "
+           "Expected calibration error "
            f"({bins} equal-width bins) on the test items, "
-           "raw → calibrated; `method => 'homology'` returns the template vote as it is (0 means no "
+           "raw → calibrated (the lower in bold); `method => 'homology'` returns the template vote as it is (0 means no "
            "template) and is not calibrated.", "",
            "| test set | model | combined (the default) |", "|---|---|---|"]
     for label, c, _ in rows:

@@ -45,15 +45,17 @@ SELECT round(plm_ppi(:'ubq', 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSG
        plm_ppi(:'ubq', 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ')
      = plm_ppi('MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ', :'ubq') AS symmetric;
 -- Interolog transfer: a known interacting pair of the shipped interaction reference
--- (D-SCRIPT yeast YOR045W–YPR133W-A) finds itself, in either order; a protein with no
--- homolog there leaves the model alone.
+-- (D-SCRIPT yeast YOR045W–YPR133W-A) finds itself, in either order; pairs with a protein that
+-- has no homolog there keep the model's order (both are calibrated by increasing maps).
 \set tom6 'MDGMFAMPGAAAGAASPQQPKSRFQAFKESPLYTIALNGAFFVAGVAFIQSPLMDMLAPQL'
 \set tom5 'MFGLPQQEVSEEEKRAHQEQTEKTLKQAAYVAAFLWVSPMIWHLVKKQWK'
 SELECT round(plm_ppi(:'tom6', :'tom5', method => 'homology')::numeric, 3) AS known_pair,
        round(plm_ppi(:'tom5', :'tom6', method => 'homology')::numeric, 3) AS reversed,
        plm_ppi(:'tom6', :'tom5') > plm_ppi(:'tom6', :'tom5', method => 'model') AS combined_raises_it;
 SELECT plm_ppi(:'tom6', :'nothing', method => 'homology') AS no_homolog,
-       plm_ppi(:'tom6', :'nothing') = plm_ppi(:'tom6', :'nothing', method => 'model') AS combined_is_model;
+       (plm_ppi(:'tom6', :'nothing') < plm_ppi(:'tom5', :'nothing'))
+     = (plm_ppi(:'tom6', :'nothing', method => 'model') < plm_ppi(:'tom5', :'nothing', method => 'model'))
+       AS model_order_kept;
 SELECT plm_ppi(:'tom6', :'tom5', method => 'blast');
 -- Template transfer of binding sites: a zinc-binding chain of the shipped binding reference
 -- (6imq_B, BioLiP) recovers its own zinc ligands; the method argument works with every form.
@@ -64,9 +66,13 @@ FROM plm_binding_sites(:'zf', 'ZN', threshold => 0.5, method => 'homology');
 SELECT count(*) = length(:'zf') * 11 AS every_residue_and_ligand
 FROM plm_binding_sites(:'zf', threshold => 0, method => 'combined');
 SELECT count(*) AS homology_rows FROM plm_binding_sites(:'nothing', threshold => 0.01, method => 'homology');
-SELECT array_agg(score ORDER BY position, ligand) = (SELECT array_agg(score ORDER BY position, ligand)
-         FROM plm_binding_sites(:'nothing', threshold => 0, method => 'model')) AS combined_is_model
-FROM plm_binding_sites(:'nothing', threshold => 0);
+-- Without a template, each ligand's residues keep the network's order.
+SELECT count(*) AS ligands, bool_and(c.ranked = m.ranked) AS model_order_kept
+FROM (SELECT ligand, array_agg(position ORDER BY score, position) AS ranked
+      FROM plm_binding_sites(:'nothing', threshold => 0) GROUP BY ligand) c
+JOIN (SELECT ligand, array_agg(position ORDER BY score, position) AS ranked
+      FROM plm_binding_sites(:'nothing', threshold => 0, method => 'model') GROUP BY ligand) m
+  USING (ligand);
 SELECT * FROM plm_binding_sites(:'zf', method => 'blast');
 -- Errors list the valid values.
 SELECT * FROM plm_function(:'ubq', 'pfam');

@@ -70,43 +70,61 @@ fn value(scores: &[f32], labels: &[bool]) -> f64 {
     auroc(scores, labels).unwrap_or(0.5)
 }
 
-/// The hit sharpness, blend rule (of `rules`) and weight best for the blend, by AUROC on
-/// `validation`, searched together (AUROC of homology alone hardly depends on the sharpness,
-/// the blend does); ties go to the larger weight on homology. The model's and the blend's
-/// scores are then calibrated on the same items ([`calibrate`]).
+/// The hit sharpness, blend rule (of `rules`) and weight best for the blend on `validation`.
+/// For each sharpness and rule the weight with the best AUROC of the raw blend is found (ties go
+/// to the larger weight on homology); each of these candidates, and the model alone, is then
+/// calibrated ([`calibrate`]) and the one whose calibrated scores rank best is kept: the
+/// blend's group maps can reorder items across groups, so the choice is made on the scores the
+/// extension will return.
 pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
-    let mut tried: Vec<(Blend, f64)> = Vec::new();
+    let calibrated_value = |blend: Blend| -> (Blend, f64) {
+        let blend = calibrate(validation, blend);
+        let v = value(
+            &validation.scores(Method::Combined, blend),
+            &validation.labels,
+        );
+        (blend, v)
+    };
+    let (mut best, mut best_value) = calibrated_value(Blend {
+        alpha: 0.0,
+        ..Blend::default()
+    });
+    let mut summary: Vec<Value> = Vec::new();
     for &sharpness in &SHARPNESS {
         for &rule in rules {
-            for alpha in alphas() {
-                let blend = Blend {
-                    alpha,
-                    sharpness,
-                    model_without_hits: true,
-                    evidence: Some(rule),
-                    calibration: Calibration::default(),
-                };
-                let v = value(
-                    &validation.scores(Method::Combined, blend),
-                    &validation.labels,
-                );
-                tried.push((blend, v));
+            let tried: Vec<(Blend, f64)> = alphas()
+                .map(|alpha| {
+                    let blend = Blend {
+                        alpha,
+                        sharpness,
+                        model_without_hits: true,
+                        evidence: Some(rule),
+                        calibration: Calibration::default(),
+                    };
+                    let v = value(
+                        &validation.scores(Method::Combined, blend),
+                        &validation.labels,
+                    );
+                    (blend, v)
+                })
+                .collect();
+            let Some(&(raw_best, raw_value)) = tried
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
+            else {
+                continue;
+            };
+            let (candidate, v) = calibrated_value(raw_best);
+            summary.push(
+                json!({"sharpness": sharpness, "evidence": rule, "best_alpha": raw_best.alpha,
+                "auroc": raw_value, "auroc_calibrated": v, "auroc_model_alone": tried[0].1}),
+            );
+            if v > best_value || (v == best_value && candidate.alpha > best.alpha) {
+                (best, best_value) = (candidate, v);
             }
         }
     }
-    let best = tried
-        .iter()
-        .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
-        .map_or_else(Blend::default, |(b, _)| b);
-    // Reported: the best weight of each sharpness and rule, and the weight 0 (the model alone).
-    let mut summary: Vec<Value> = Vec::new();
-    for group in tried.chunks(alphas().count()) {
-        if let Some((b, v)) = group.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
-            summary.push(json!({"sharpness": b.sharpness, "evidence": b.evidence, "best_alpha": b.alpha, "auroc": v, "auroc_model_alone": group[0].1}));
-        }
-    }
-    (calibrate(validation, best), summary)
+    (best, summary)
 }
 
 /// `blend` without calibration.
