@@ -38,10 +38,43 @@ else
 fi
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 
-# cargo-pgrx, pinned: skip the 4-minute build when the right version is installed.
+# Python reference stack for parity tests and side-by-side benchmarks (optional). Mostly a
+# download (torch's wheels are gigabytes): it runs in the background while the compilers below
+# use the CPU, its output printed when it ends.
+python_stack() {
+  VENV="${PLM_VENV:-$HOME/.cache/pg_plm/venv}"
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import torch, transformers, safetensors" 2>/dev/null; then
+    log "pip install torch transformers safetensors (reference implementation)"
+    "$VENV/bin/pip" install -q torch transformers safetensors numpy ||
+      log "WARNING: Python reference stack unavailable; parity tests on large configs will be skipped"
+  else
+    log "Python reference stack present"
+  fi
+  # The data-team pipeline that the sync benchmark compares against (scripts/bench_sync.sh).
+  if ! "$VENV/bin/python" -c "import psycopg" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "psycopg[binary]" || log "WARNING: psycopg unavailable; scripts/bench_sync.sh cannot run"
+  fi
+}
+python_pid=""
+if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then
+  python_log="$(mktemp)"
+  python_stack >"$python_log" 2>&1 &
+  python_pid=$!
+  # A failing step below must not leave pip running.
+  trap 'if [ -n "$python_pid" ]; then pkill -P "$python_pid" || true; kill "$python_pid" 2>/dev/null || true; fi' EXIT
+fi
+
+# The tools below are built at opt-level 1: they spend their time waiting on cargo, PostgreSQL or
+# the disk, and full optimisation would double their build time on a fresh machine.
+tool_install() { CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install --locked "$@"; }
+# cargo-pgrx, pinned: skip the build when the right version is installed.
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   log "cargo install cargo-pgrx $PGRX_VERSION"
-  cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+  tool_install cargo-pgrx --version "=$PGRX_VERSION"
 else
   log "cargo-pgrx $PGRX_VERSION present"
 fi
@@ -52,8 +85,8 @@ S3S_ROOT="$HOME/.cache/pg_plm/s3s"
 if [ "${PLM_SKIP_TEST_TOOLS:-0}" = "1" ]; then
   log "s3s-fs skipped (PLM_SKIP_TEST_TOOLS=1)"
 elif ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
-  log "cargo install s3s-fs $S3S_VERSION (about 3 minutes on 2 cores, once)"
-  cargo install s3s-fs --version "=$S3S_VERSION" --features binary --locked --root "$S3S_ROOT"
+  log "cargo install s3s-fs $S3S_VERSION (once)"
+  tool_install s3s-fs --version "=$S3S_VERSION" --features binary --root "$S3S_ROOT"
 else
   log "s3s-fs $S3S_VERSION present"
 fi
@@ -97,23 +130,11 @@ for major in "${!PG_CONFIGS[@]}"; do
   rm -rf "$build_dir"
 done
 
-# Python reference stack for parity tests and side-by-side benchmarks (optional).
-if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then
-  VENV="${PLM_VENV:-$HOME/.cache/pg_plm/venv}"
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    python3 -m venv "$VENV"
-  fi
-  if ! "$VENV/bin/python" -c "import torch, transformers, safetensors" 2>/dev/null; then
-    log "pip install torch transformers safetensors (reference implementation)"
-    "$VENV/bin/pip" install -q torch transformers safetensors numpy ||
-      log "WARNING: Python reference stack unavailable; parity tests on large configs will be skipped"
-  else
-    log "Python reference stack present"
-  fi
-  # The data-team pipeline that the sync benchmark compares against (scripts/bench_sync.sh).
-  if ! "$VENV/bin/python" -c "import psycopg" 2>/dev/null; then
-    "$VENV/bin/pip" install -q "psycopg[binary]" || log "WARNING: psycopg unavailable; scripts/bench_sync.sh cannot run"
-  fi
+if [ -n "$python_pid" ]; then
+  status=0
+  wait "$python_pid" || status=$?
+  python_pid=""
+  cat "$python_log" && rm -f "$python_log"
+  [ "$status" = 0 ] || log "WARNING: Python reference stack setup failed; parity tests on large configs will be skipped"
 fi
 log "done"

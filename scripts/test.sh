@@ -4,10 +4,9 @@
 # upgrade from every released version, the shared-worker tests and the examples in sql/examples/,
 # against a real PostgreSQL 15 with pgvector; then the in-server tests, the SQL suites and the
 # upgrade again against PostgreSQL 17 and 18, the release artifacts installed on clean 15, 17 and
-# 18, and a
-# compile check of the CUDA build. In-server tests run without preloading (the inference server is
-# started on demand);
-# the local server preloads pg_plm. Inference always runs in the isolated plm-serve process.
+# 18, and a compile check of the CUDA build (run in the background from the start). In-server
+# tests run without preloading (the inference server is started on demand); the local server
+# preloads pg_plm. Inference always runs in the isolated plm-serve process.
 # Idempotent and non-interactive; reuses what scripts/setup.sh installed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +26,19 @@ passed=0
 step "dependencies"
 scripts/install-deps.sh
 
+step "one feature set per dependency across the builds below (scripts/check-features.sh)"
+scripts/check-features.sh
+passed=$((passed + 1))
+
+step "GPU build check started in the background (scripts/check-cuda.sh, reported at the end)"
+# Mostly nvcc on candle's kernels (minutes) and independent of everything below: at the lowest
+# priority, in its own process group, it takes only the CPU the steps below leave idle.
+cuda_log="$(mktemp)"
+setsid nice -n 19 scripts/check-cuda.sh 15 >"$cuda_log" 2>&1 &
+cuda_pid=$!
+trap 'kill -TERM -- "-$cuda_pid" 2>/dev/null || true' EXIT
+echo "pid $cuda_pid, log $cuda_log"
+
 step "ESM-2 8M parity fixture (PyTorch transformers reference)"
 FIXTURE=model/tests/fixtures/generated/esm2_t6_8M
 PY="${PLM_VENV:-$HOME/.cache/pg_plm/venv}/bin/python"
@@ -40,7 +52,10 @@ step "model, alignment, server, fuzz-corpus and trainer tests"
 # The trainer's object-storage tests start this S3 server (installed by install-deps.sh); set,
 # a missing server fails them instead of skipping.
 export PLM_S3_SERVER="$HOME/.cache/pg_plm/s3s/bin/s3s-fs"
-cargo test -p plm-model -p plm-align -p plm-serve -p plm-fuzz -p plm-train --features plm-train/mpi
+# Every build of this script uses the release profile and, through plm-workspace-hack, one set
+# of features per dependency: the dependency tree is compiled once for the tests, plm-serve, and
+# the extension's test and install builds (workspace-hack/README.md).
+cargo test --release -p plm-model -p plm-align -p plm-serve -p plm-fuzz -p plm-train --features plm-train/mpi
 passed=$((passed + 1))
 
 step "extension in-server tests (cargo pgrx test)"
@@ -51,7 +66,7 @@ scripts/install-server.sh
 scripts/install-models.sh
 PGRX_TEST_HOME=/var/lib/postgresql/pg_plm-pgrx-test
 mkdir -p "$PGRX_TEST_HOME" && chown postgres:postgres "$PGRX_TEST_HOME"
-(cd extension && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_HOME/data")
+(cd extension && cargo pgrx test --release pg15 --runas postgres --pgdata "$PGRX_TEST_HOME/data")
 passed=$((passed + 1))
 
 step "install the extension into PostgreSQL 15 and start the local server"
@@ -127,7 +142,7 @@ source_built_major() { # MAJOR: in-server tests, pg_regress suites and upgrade a
   PG_CONFIG="$config" scripts/install-server.sh
   PG_CONFIG="$config" scripts/install-models.sh >/dev/null
   mkdir -p "$PGRX_TEST_HOME-$major" && chown postgres:postgres "$PGRX_TEST_HOME-$major"
-  (cd extension && cargo pgrx test "pg$major" --runas postgres --pgdata "$PGRX_TEST_HOME-$major/data")
+  (cd extension && cargo pgrx test --release "pg$major" --runas postgres --pgdata "$PGRX_TEST_HOME-$major/data")
   # After the in-server tests: they install a test build (with its tests schema) in the same place.
   (cd extension && cargo pgrx install --release --pg-config "$config" --no-default-features --features "pg$major")
   (
@@ -154,7 +169,11 @@ for major in $PG_SOURCE_MAJORS; do
 done
 
 step "GPU build compiles without a GPU (scripts/check-cuda.sh: --features cuda)"
-scripts/check-cuda.sh 15
+cuda_status=0
+wait "$cuda_pid" || cuda_status=$?
+trap - EXIT
+cat "$cuda_log" && rm -f "$cuda_log"
+[ "$cuda_status" = 0 ] || { echo "scripts/check-cuda.sh failed (exit $cuda_status)" >&2; exit 1; }
 passed=$((passed + 1))
 
 echo
