@@ -34,11 +34,11 @@ step "GPU build check started in the background (scripts/check-cuda.sh, reported
 # Mostly nvcc on candle's kernels (minutes) and independent of everything below: at the lowest
 # priority, in its own session (so that it can be stopped as a whole), it takes only the CPU the
 # steps below leave idle. With autogroup scheduling (Linux's default) a new session competes as
-# an equal of this one whatever its nice value, so its autogroup is niced as well.
+# an equal of this one whatever its nice value, so it nices its autogroup as well.
 cuda_log="$(mktemp)"
-setsid nice -n 19 scripts/check-cuda.sh 15 >"$cuda_log" 2>&1 &
+setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 scripts/check-cuda.sh 15' \
+  >"$cuda_log" 2>&1 &
 cuda_pid=$!
-echo 19 >"/proc/$cuda_pid/autogroup" 2>/dev/null || true
 trap 'kill -TERM -- "-$cuda_pid" 2>/dev/null || true' EXIT
 echo "pid $cuda_pid, log $cuda_log"
 
