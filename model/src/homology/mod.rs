@@ -140,8 +140,8 @@ pub enum Evidence {
 /// One score by `method`: the model's, homology's (`None`: no homology information, scored 0),
 /// or their blend (as `blend.evidence` says, else as the task's `evidence` rule) where homology
 /// has information and the model's alone where it has none; calibrated as `blend.calibration`
-/// says (the blend without homology information is the model's score, calibrated on such
-/// items: it ranks as `model` does but need not equal it).
+/// says (one increasing map per method: the blend without homology information is the model's
+/// score through the blend's map, so it ranks as `model` does but need not equal it).
 pub fn combine_score(
     model: f32,
     homology: Option<f32>,
@@ -153,7 +153,7 @@ pub fn combine_score(
         return 0.0;
     }
     let raw = raw_score(model, homology, method, blend, evidence);
-    blend.calibration.apply(method, homology.is_some(), raw)
+    blend.calibration.apply(method, raw)
 }
 
 /// [`combine_score`] before calibration.
@@ -309,14 +309,13 @@ mod tests {
     }
 
     #[test]
-    fn calibrated_blends_use_the_map_of_their_group() {
+    fn calibrated_blends_use_their_method_s_map() {
         let map = |slope, intercept| Some(Platt { slope, intercept });
-        let mut calibrated = Blend {
+        let calibrated = Blend {
             alpha: 0.5,
             calibration: Calibration {
                 model: map(0.5, -1.0),
                 combined: map(2.0, 0.5),
-                without_homology: map(1.0, -2.0),
             },
             ..Blend::default()
         };
@@ -326,18 +325,12 @@ mod tests {
         let logit = |p: f64| (p / (1.0 - p)).ln();
         let model = combine_score(0.8, None, Method::Model, calibrated, both);
         assert!(near(model, sigma_of(0.5 * logit(0.8) - 1.0)), "{model}");
-        // With homology information, the blend's map: 0.8 mixed with 0.4 is 0.6.
+        // With homology information, 0.8 mixed with 0.4 is 0.6; without, the model's score:
+        // both through the blend's map.
         let blended = combine_score(0.8, Some(0.4), Method::Combined, calibrated, both);
         assert!(near(blended, sigma_of(2.0 * logit(0.6) + 0.5)), "{blended}");
-        // Without, the model's score through the map of items without homology information,
-        // or the model's map where that one was not fitted.
         let alone = combine_score(0.8, None, Method::Combined, calibrated, both);
-        assert!(near(alone, sigma_of(logit(0.8) - 2.0)), "{alone}");
-        calibrated.calibration.without_homology = None;
-        assert_eq!(
-            combine_score(0.8, None, Method::Combined, calibrated, both),
-            model
-        );
+        assert!(near(alone, sigma_of(2.0 * logit(0.8) + 0.5)), "{alone}");
         // Homology's vote is evidence, reported as it is.
         assert_eq!(
             combine_score(0.8, Some(0.4), Method::Homology, calibrated, both),

@@ -70,61 +70,43 @@ fn value(scores: &[f32], labels: &[bool]) -> f64 {
     auroc(scores, labels).unwrap_or(0.5)
 }
 
-/// The hit sharpness, blend rule (of `rules`) and weight best for the blend on `validation`.
-/// For each sharpness and rule the weight with the best AUROC of the raw blend is found (ties go
-/// to the larger weight on homology); each of these candidates, and the model alone, is then
-/// calibrated ([`calibrate`]) and the one whose calibrated scores rank best is kept: the
-/// blend's group maps can reorder items across groups, so the choice is made on the scores the
-/// extension will return.
+/// The hit sharpness, blend rule (of `rules`) and weight best for the blend, by AUROC on
+/// `validation`, searched together (AUROC of homology alone hardly depends on the sharpness,
+/// the blend does); ties go to the larger weight on homology. The model's and the blend's
+/// scores are then calibrated on the same items ([`calibrate`]), which keeps their ranking.
 pub fn fit(validation: &Scored, rules: &[Evidence]) -> (Blend, Vec<Value>) {
-    let calibrated_value = |blend: Blend| -> (Blend, f64) {
-        let blend = calibrate(validation, blend);
-        let v = value(
-            &validation.scores(Method::Combined, blend),
-            &validation.labels,
-        );
-        (blend, v)
-    };
-    let (mut best, mut best_value) = calibrated_value(Blend {
-        alpha: 0.0,
-        ..Blend::default()
-    });
-    let mut summary: Vec<Value> = Vec::new();
+    let mut tried: Vec<(Blend, f64)> = Vec::new();
     for &sharpness in &SHARPNESS {
         for &rule in rules {
-            let tried: Vec<(Blend, f64)> = alphas()
-                .map(|alpha| {
-                    let blend = Blend {
-                        alpha,
-                        sharpness,
-                        model_without_hits: true,
-                        evidence: Some(rule),
-                        calibration: Calibration::default(),
-                    };
-                    let v = value(
-                        &validation.scores(Method::Combined, blend),
-                        &validation.labels,
-                    );
-                    (blend, v)
-                })
-                .collect();
-            let Some(&(raw_best, raw_value)) = tried
-                .iter()
-                .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
-            else {
-                continue;
-            };
-            let (candidate, v) = calibrated_value(raw_best);
-            summary.push(
-                json!({"sharpness": sharpness, "evidence": rule, "best_alpha": raw_best.alpha,
-                "auroc": raw_value, "auroc_calibrated": v, "auroc_model_alone": tried[0].1}),
-            );
-            if v > best_value || (v == best_value && candidate.alpha > best.alpha) {
-                (best, best_value) = (candidate, v);
+            for alpha in alphas() {
+                let blend = Blend {
+                    alpha,
+                    sharpness,
+                    model_without_hits: true,
+                    evidence: Some(rule),
+                    calibration: Calibration::default(),
+                };
+                let v = value(
+                    &validation.scores(Method::Combined, blend),
+                    &validation.labels,
+                );
+                tried.push((blend, v));
             }
         }
     }
-    (best, summary)
+    let best = tried
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.alpha.total_cmp(&b.0.alpha)))
+        .map_or_else(Blend::default, |(b, _)| b);
+    // Reported: the best weight of each sharpness and rule, and the weight 0 (the model alone).
+    let mut summary: Vec<Value> = Vec::new();
+    for group in tried.chunks(alphas().count()) {
+        if let Some((b, v)) = group.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            summary.push(json!({"sharpness": b.sharpness, "evidence": b.evidence, "best_alpha": b.alpha, "auroc": v, "auroc_model_alone": group[0].1}));
+        }
+    }
+    (calibrate(validation, best), summary)
 }
 
 /// `blend` without calibration.
@@ -135,30 +117,16 @@ fn raw(blend: Blend) -> Blend {
     }
 }
 
-/// `blend` with Platt maps fitted on `validation` (each increasing: no ranking changes within
-/// a group), each kept only where it calibrates ([`checked_fit`]): the model's on every item,
-/// the blend's on the items homology knows something about, and the model's score on the items
-/// it knows nothing about.
+/// `blend` with a Platt map for the model's and for the blend's scores, each fitted on every
+/// item of `validation` and kept only where it calibrates ([`checked_fit`]). The maps are
+/// increasing: rankings, and so AUROC and AUPR, stay those of the raw scores.
 pub fn calibrate(validation: &Scored, blend: Blend) -> Blend {
-    let labels = &validation.labels;
-    let model_scores = validation.scores(Method::Model, raw(blend));
-    let combined_scores = validation.scores(Method::Combined, raw(blend));
-    let informed = &validation.homology[sharpness_index(blend.sharpness)];
-    let group = |scores: &[f32], with_homology: bool| -> Option<Platt> {
-        let (s, l): (Vec<f32>, Vec<bool>) = scores
-            .iter()
-            .zip(labels)
-            .zip(informed)
-            .filter(|(_, h)| h.is_some() == with_homology)
-            .map(|((&s, &l), _)| (s, l))
-            .unzip();
-        checked_fit(&s, &l)
-    };
+    let fitted =
+        |method: Method| checked_fit(&validation.scores(method, raw(blend)), &validation.labels);
     Blend {
         calibration: Calibration {
-            model: checked_fit(&model_scores, labels),
-            combined: group(&combined_scores, true),
-            without_homology: group(&model_scores, false),
+            model: fitted(Method::Model),
+            combined: fitted(Method::Combined),
         },
         ..blend
     }
@@ -264,20 +232,14 @@ mod tests {
     }
 
     #[test]
-    fn calibration_fits_each_group_on_its_own_items() {
-        // Homology knows a third of the items, and those are positive far more often.
-        let (model, _) = drawn(4000, |_| 0.0);
-        let informed: Vec<Option<f32>> = (0..model.len())
-            .map(|i| (i % 3 == 0).then_some(0.5))
-            .collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let labels: Vec<bool> = model
+    fn calibration_keeps_the_blend_s_ranking_and_calibrates_it() {
+        // An overconfident model (it says 0.9 where one item in two is positive); homology
+        // knows a third of the items and its vote follows the label.
+        let (model, labels) = drawn(4000, |s| 0.2 + 0.3 * s);
+        let informed: Vec<Option<f32>> = labels
             .iter()
-            .zip(&informed)
-            .map(|(&s, h)| {
-                let rate = if h.is_some() { 0.6 } else { 0.1 } + 0.3 * s;
-                rng.random::<f32>() < rate
-            })
+            .enumerate()
+            .map(|(i, &label)| (i % 3 == 0).then_some(if label { 0.7 } else { 0.3 }))
             .collect();
         let validation = Scored {
             model,
@@ -285,21 +247,23 @@ mod tests {
             labels,
             evidence: Evidence::ForAndAgainst,
         };
-        let blend = calibrate(
-            &validation,
-            Blend {
-                alpha: 0.0,
-                ..Blend::default()
-            },
-        );
-        let c = blend.calibration;
-        let (with, without) = (c.combined.unwrap(), c.without_homology.unwrap());
-        // With α = 0 the blend is the model's score in both groups: the group with homology,
-        // positive more often, maps the same score higher.
+        let raw = Blend {
+            alpha: 0.5,
+            ..Blend::default()
+        };
+        let calibrated = calibrate(&validation, raw);
+        assert!(calibrated.calibration.model.is_some());
+        assert!(calibrated.calibration.combined.is_some());
+        let labels = &validation.labels;
+        let before = validation.scores(Method::Combined, raw);
+        let after = validation.scores(Method::Combined, calibrated);
+        assert_eq!(auroc(&before, labels), auroc(&after, labels));
+        let ece = |s: &[f32]| expected_calibration_error(s, labels, CALIBRATION_BINS).unwrap();
         assert!(
-            with.apply(0.5) > without.apply(0.5) + 0.2,
-            "{with:?} {without:?}"
+            ece(&after) < ece(&before) / 2.0,
+            "{} {}",
+            ece(&after),
+            ece(&before)
         );
-        assert!(c.model.is_some());
     }
 }
