@@ -68,9 +68,9 @@ if [ "${PLM_SKIP_PYTHON:-0}" != "1" ]; then
   trap 'if [ -n "$python_pid" ]; then pkill -P "$python_pid" || true; kill "$python_pid" 2>/dev/null || true; fi' EXIT
 fi
 
-# The tools below are built at opt-level 1: they spend their time waiting on cargo, PostgreSQL or
-# the disk, and full optimisation would double their build time on a fresh machine.
-tool_install() { CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install --locked "$@"; }
+# The tools below are built unoptimised: they spend their time waiting on cargo, PostgreSQL or the
+# disk, and optimisation would double their build time on a fresh machine.
+tool_install() { CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked "$@"; }
 # cargo-pgrx, pinned: skip the build when the right version is installed.
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   log "cargo install cargo-pgrx $PGRX_VERSION"

@@ -60,10 +60,10 @@ fi
 tar -xf "$build_dir"/postgresql-"$MAJOR"_*.orig.tar.* -C "$build_dir"
 cd "$build_dir"/postgresql-"$MAJOR".*/
 log "configure --prefix=$PREFIX"
-# -O1: these servers only run the test suites (inference runs in plm-serve), and -O2 doubles the
-# compile time of the backend.
+# Unoptimised: these servers only run the test suites (inference runs in plm-serve), and -O2
+# more than doubles the compile time of the backend.
 ./configure -q --prefix="$PREFIX" --with-openssl --with-icu --without-llvm \
-  CFLAGS="-O1 -g0" >/dev/null
+  CFLAGS="-O0 -g0" >/dev/null
 # Only what an extension build, pgrx and the tests use: the server with its encoding conversions
 # and text-search dictionaries, PL/pgSQL, libpq, initdb, pg_ctl, psql, pg_config, createdb and
 # friends, PGXS and pg_regress (not ecpg, the backup and upgrade tools, or the isolation tester).
