@@ -149,30 +149,27 @@ pub fn combine_score(
     blend: Blend,
     evidence: Evidence,
 ) -> f32 {
-    if method == Method::Combined && homology.is_none() && !blend.model_without_hits {
-        return 0.0;
-    }
-    let raw = raw_score(model, homology, method, blend, evidence);
-    blend.calibration.apply(method, raw)
+    raw_score(model, homology, method, blend, evidence)
+        .map_or(0.0, |raw| blend.calibration.apply(method, raw))
 }
 
-/// [`combine_score`] before calibration.
+/// [`combine_score`] before calibration; `None` where the blend predicts nothing (no homology
+/// information and a model that does not answer alone), which stays 0 uncalibrated.
 fn raw_score(
     model: f32,
     homology: Option<f32>,
     method: Method,
     blend: Blend,
     evidence: Evidence,
-) -> f32 {
+) -> Option<f32> {
     match (method, homology) {
-        (Method::Model, _) => model,
-        (Method::Homology, h) => h.unwrap_or(0.0),
-        (Method::Combined, Some(h)) => match blend.evidence.unwrap_or(evidence) {
+        (Method::Model, _) => Some(model),
+        (Method::Homology, h) => Some(h.unwrap_or(0.0)),
+        (Method::Combined, Some(h)) => Some(match blend.evidence.unwrap_or(evidence) {
             Evidence::ForAndAgainst => mix(model, h, blend.alpha),
             Evidence::OnlyFor => 1.0 - (1.0 - model) * (1.0 - blend.alpha * h),
-        },
-        (Method::Combined, None) if blend.model_without_hits => model,
-        (Method::Combined, None) => 0.0,
+        }),
+        (Method::Combined, None) => blend.model_without_hits.then_some(model),
     }
 }
 
