@@ -12,8 +12,8 @@ from results_table import deployed
 
 def deployed_key(m):
     """results.json key of the head deployed for an ontology."""
-    if deployed(m) == "mlp":
-        return "mlp"
+    if deployed(m) in m:
+        return deployed(m)
     return next(k for k in m if k.startswith("nearest_neighbour"))
 
 

@@ -440,6 +440,7 @@ mod tests {
                         ancestors: vec![],
                     },
                     entry_labels: vec![vec![0], vec![1], vec![0, 1]],
+                    projection: None,
                 },
             )]),
             blend: Default::default(),
@@ -506,7 +507,7 @@ mod tests {
             vec!["ec", "go_cc", "ppi", "binding"]
         );
         // A query equal to entry 1 (label 1) scores label 1 at similarity 1.
-        let s = loaded.neighbours["go_cc"].scores(&bank[6..12]);
+        let s = loaded.neighbours["go_cc"].scores(&bank[6..12]).unwrap();
         assert!((s[1] - 1.0).abs() < 1e-6, "{s:?}");
         let x = Tensor::randn(0f32, 1.0, (3, 6), &Device::Cpu).unwrap();
         let before = heads.function["ec"].forward(&x, false).unwrap();

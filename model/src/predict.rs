@@ -195,7 +195,7 @@ pub fn model_function_scores(
         heads.config.neighbours.get(ontology),
     ) {
         let x = features()?;
-        (head.scores(&x[0]), &config.terms)
+        (head.scores(&x[0])?, &config.terms)
     } else {
         return Err(missing_head(engine, &what));
     };

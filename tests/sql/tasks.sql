@@ -14,6 +14,11 @@ SELECT count(*) BETWEEN 1 AND 5 AS has_ec_terms,
        bool_and(term ~ '^[0-9]+\.[0-9n-]+\.[0-9n-]+\.[0-9n-]+$') AS ec_format,
        bool_and(score > 0 AND score <= 1) AS bounded
 FROM plm_function(:'ubq', 'ec');
+-- The EC head is a nearest neighbour among the training enzymes in a learned (contrastive)
+-- projection of the features: an enzyme of its bank (P62877, RBX1, two EC numbers) finds itself.
+\set p62877 'MAAAMDVDTPSGTNSGAGKKRFEVKKWNAVALWAWDIVVDNCAICRNHIMDLCIECQANQASATSEECTVAWGVCNHAFHFHCISRWLKTRQVCPLDNREWEFQKYGH'
+SELECT term, round(score::numeric, 3) AS score, evidence, template
+FROM plm_function(:'p62877', 'ec', method => 'model') ORDER BY term;
 SELECT term, name, round(score::numeric, 3) AS score FROM plm_function(:'ubq', 'go_cc', top_k => 3);
 SELECT count(*) AS ten_terms, bool_and(term LIKE 'GO:%' AND name <> '') AS named
 FROM plm_function(:'ubq', 'mf', top_k => 10);
@@ -39,6 +44,10 @@ SELECT count(*) AS homology_rows FROM plm_function(:'nothing', 'go_mf', method =
 SELECT array_agg(term ORDER BY score DESC, term) = (SELECT array_agg(term ORDER BY score DESC, term)
          FROM plm_function(:'nothing', 'go_mf', method => 'model')) AS combined_is_model
 FROM plm_function(:'nothing', 'go_mf', method => 'combined');
+-- For EC, validation (NEW-392) preferred no answer to the head's where homology has nothing
+-- (the blend's model_without_hits is false): the head answers alone, the default does not.
+SELECT (SELECT count(*) FROM plm_function(:'nothing', 'ec', method => 'model')) AS model_rows,
+       (SELECT count(*) FROM plm_function(:'nothing', 'ec')) AS combined_rows;
 SELECT * FROM plm_function(:'ubq', 'go_mf', method => 'blast');
 -- Interaction: a probability, exactly symmetric.
 SELECT round(plm_ppi(:'ubq', 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ')::numeric, 3) AS p,

@@ -174,6 +174,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
         contact_epochs: 1,
         ablations: true,
         seed: 5,
+        update: false,
     };
     run(args.clone()).unwrap();
 
@@ -239,11 +240,96 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
 
     // A second run reuses the cached features and gives the same heads (same seed).
     let first = std::fs::read(out.join("heads.safetensors")).unwrap();
-    run(args).unwrap();
+    run(args.clone()).unwrap();
     assert_eq!(first, std::fs::read(out.join("heads.safetensors")).unwrap());
 
+    updating_one_head_keeps_the_others(tmp.path(), &args);
     quantizing_gates_every_head(tmp.path(), &out, &data);
     fitting_the_interface_prior(&out, &data);
+}
+
+/// `--update` retrains only the named heads of an existing model directory: the other heads'
+/// weights, metrics and measured results are carried over unchanged.
+fn updating_one_head_keeps_the_others(tmp: &Path, first: &FinetuneArgs) {
+    let updated = tmp.join("out/updated");
+    let args = FinetuneArgs {
+        model: first.out.clone().into(),
+        out: updated.clone(),
+        tasks: vec!["ec".into()],
+        update: true,
+        seed: first.seed + 1,
+        ..first.clone()
+    };
+    // The extra results of later commands (here a stand-in for `plm-train homology`'s) survive,
+    // except those of the replaced head.
+    let results_path = first.out.join("results.json");
+    let mut results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results_path).unwrap()).unwrap();
+    results["homology"] = serde_json::json!({"ec": {"stale": true}, "ppi": {"kept": true}});
+    std::fs::write(&results_path, results.to_string()).unwrap();
+    run(args.clone()).unwrap();
+
+    let before = candle_core::safetensors::load(
+        first.out.join("heads.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let after = candle_core::safetensors::load(
+        updated.join("heads.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let is_ec = |k: &str| k.starts_with("function.ec.") || k.starts_with("neighbours.ec.");
+    for (name, t) in before.iter().filter(|(k, _)| !is_ec(k)) {
+        let kept = after
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} was dropped"));
+        let values = |t: &candle_core::Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .unwrap()
+        };
+        assert_eq!(values(t), values(kept), "{name} changed");
+    }
+    assert!(after.keys().any(|k| is_ec(k)), "no EC head written");
+    let heads = TaskHeads::open(&updated, &candle_core::Device::Cpu)
+        .unwrap()
+        .unwrap();
+    let original = TaskHeads::open(&first.out, &candle_core::Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert_eq!(heads.config.head_names(), original.config.head_names());
+    assert_eq!(heads.config.ppi, original.config.ppi);
+    assert_eq!(
+        heads.config.metrics["finetune_updates"][0]["tasks"][0],
+        "ec"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(updated.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["ppi"], original.config.metrics["results"]["ppi"]);
+    assert_eq!(
+        results["homology"],
+        serde_json::json!({"ppi": {"kept": true}})
+    );
+    assert!(results["ec"]["contrastive_nearest_neighbour"]["f1"].is_number());
+
+    // Writing over the model itself, or reading other layers than the kept heads, is refused.
+    let e = run(FinetuneArgs {
+        out: first.out.clone(),
+        ..args.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("is the model directory itself"), "{e}");
+    let e = run(FinetuneArgs {
+        layers: vec![-1],
+        ..args
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--update: the model's heads read layers"), "{e}");
 }
 
 /// `plm-train interface-prior` writes a valid prior and its report, and `plm_binding_sites`'
@@ -390,6 +476,7 @@ fn unknown_tasks_and_missing_data_are_clear_errors() {
         contact_epochs: 1,
         ablations: false,
         seed: 1,
+        update: false,
     };
     let e = run(FinetuneArgs {
         tasks: vec!["kegg".into()],

@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use plm_model::heads::{propagate_up, sigmoid, FunctionHead, FunctionHeadConfig, TermVocabulary};
-use plm_model::neighbours::{self, NeighbourHeadConfig};
+use plm_model::neighbours::{self, NeighbourHeadConfig, ProjectionConfig};
 use serde_json::json;
 
+use super::contrastive;
 use super::features::{composition, FeatureExtractor};
 use super::train::{bce_with_logits, train_head, HeadTraining};
 use super::{rows_tensor, split_validation, FinetuneArgs, TaskOutput};
@@ -140,53 +141,83 @@ fn entry_labels(y: &[Vec<usize>], entries: &[usize]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// The deployable neighbour head over `entries`: its configuration and f16 bank tensor.
+/// A deployable neighbour head over `entries`.
+struct Neighbours {
+    config: NeighbourHeadConfig,
+    /// The f16 bank, `entries × bank_dim`.
+    bank: Tensor,
+    /// The projection's variables (empty without one).
+    varmap: VarMap,
+}
+
+/// The neighbour head over `entries` whose bank rows are `rows` (the features, or their
+/// projection when `projection` is given).
 fn neighbour_head(
     config: &FunctionHeadConfig,
-    x: &[Vec<f32>],
+    rows: &[Vec<f32>],
     y: &[Vec<usize>],
     entries: &[usize],
     k: usize,
-) -> Result<(NeighbourHeadConfig, Tensor)> {
-    let dim = config.input_dim;
+    projection: Option<(ProjectionConfig, VarMap)>,
+) -> Result<Neighbours> {
+    let dim = rows[0].len();
     let flat: Vec<half::f16> = entries
         .iter()
-        .flat_map(|&i| x[i].iter().map(|&v| half::f16::from_f32(v)))
+        .flat_map(|&i| rows[i].iter().map(|&v| half::f16::from_f32(v)))
         .collect();
     let bank = Tensor::from_vec(flat, (entries.len(), dim), &Device::Cpu)?;
-    let head = NeighbourHeadConfig {
-        input_dim: dim,
+    let (projection, varmap) = match projection {
+        Some((c, v)) => (Some(c), v),
+        None => (None, VarMap::new()),
+    };
+    let config = NeighbourHeadConfig {
+        input_dim: config.input_dim,
         k,
         terms: config.terms.clone(),
         entry_labels: entry_labels(y, entries),
+        projection,
     };
-    Ok((head, bank))
+    Ok(Neighbours {
+        config,
+        bank,
+        varmap,
+    })
 }
 
 /// The head to deploy for an ontology, chosen by the validation metric (ties: the MLP).
 fn choose(
     name: &str,
     mlp: (FunctionHeadConfig, VarMap),
-    neighbours: (NeighbourHeadConfig, Tensor),
+    neighbours: Neighbours,
     val_mlp: f64,
     val_knn: f64,
     mut metrics: serde_json::Value,
 ) -> TaskOutput {
-    let chosen = if val_knn > val_mlp {
-        "nearest_neighbour"
+    let bank = if neighbours.config.projection.is_some() {
+        "contrastive_nearest_neighbour"
     } else {
-        "mlp"
+        "nearest_neighbour"
     };
+    let chosen = if val_knn > val_mlp { bank } else { "mlp" };
     metrics["deployed"] = json!({
         "head": chosen,
-        "validation": {"mlp": val_mlp, "nearest_neighbour": val_knn},
+        "validation": {"mlp": val_mlp, bank: val_knn},
         "rule": "the head with the better validation metric is deployed",
     });
-    println!("{name}: deploying the {chosen} head (validation: MLP {val_mlp:.3}, nearest neighbour {val_knn:.3})");
+    println!(
+        "{name}: deploying the {chosen} head (validation: MLP {val_mlp:.3}, {} {val_knn:.3})",
+        bank.replace('_', " ")
+    );
     if chosen == "mlp" {
         TaskOutput::function(name, mlp.0, mlp.1, metrics)
     } else {
-        TaskOutput::neighbours(name, neighbours.0, neighbours.1, metrics)
+        TaskOutput::neighbours(
+            name,
+            neighbours.config,
+            neighbours.bank,
+            neighbours.varmap,
+            metrics,
+        )
     }
 }
 
@@ -283,6 +314,43 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         &label_sets(&knn_test, &labels, knn_threshold),
     );
 
+    // CLEAN's recipe: a supervised contrastive projection of the same features, searched the
+    // same way (k = 1, threshold on validation); deployed only if validation says so.
+    let projection_config = ProjectionConfig {
+        hidden: 512,
+        output: 128,
+    };
+    let val_truth = truth(&val);
+    let labelled: Vec<usize> = (0..n_train).collect();
+    let projected_f1 = |px: &[Vec<f32>]| -> (f64, f32) {
+        let scores = knn_scores(px, &y, &train, &val, labels.len(), 1);
+        let t = best_threshold(&scores, &val_truth, &labels);
+        (
+            weighted_prf(&val_truth, &label_sets(&scores, &labels, t)).2,
+            t,
+        )
+    };
+    let contrastive = contrastive::fit(
+        "EC contrastive projection",
+        &x,
+        &y,
+        &train,
+        &projection_config,
+        &training,
+        |p| Ok(projected_f1(&contrastive::project(p, &x, &labelled)?).0),
+    )?;
+    let everything: Vec<usize> = (0..all.len()).collect();
+    let px = contrastive::project(&contrastive.projection, &x, &everything)?;
+    let (val_f1_cknn, cknn_threshold) = projected_f1(&px);
+    let (qp, qr, qf) = weighted_prf(
+        &truth(&test),
+        &label_sets(
+            &knn_scores(&px, &y, &train, &test, labels.len(), 1),
+            &labels,
+            cknn_threshold,
+        ),
+    );
+
     let comp: Vec<Vec<f32>> = sequences.iter().map(|s| composition(s)).collect();
     let comp_config = FunctionHeadConfig {
         input_dim: comp[0].len(),
@@ -314,15 +382,39 @@ pub fn run_ec(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> 
         "threshold": threshold,
         "mlp": {"precision": p, "recall": r, "f1": f},
         "nearest_neighbour": {"precision": kp, "recall": kr, "f1": kf, "threshold": knn_threshold, "k": 1},
+        "contrastive_nearest_neighbour": {
+            "precision": qp, "recall": qr, "f1": qf, "threshold": cknn_threshold, "k": 1,
+            "projection": projection_config, "temperature": contrastive::TEMPERATURE,
+            "training": contrastive.report,
+        },
         "composition_mlp": {"precision": cp, "recall": cr, "f1": cf},
+        "validation_f1": {"mlp": val_f1_mlp, "nearest_neighbour": val_f1_knn, "contrastive_nearest_neighbour": val_f1_cknn},
     });
-    let bank = neighbour_head(&config, &x, &y, &train, 1)?;
+    // One neighbour bank competes with the MLP: the projected one if it validated better.
+    let (bank, val_f1_bank) = if val_f1_cknn > val_f1_knn {
+        (
+            neighbour_head(
+                &config,
+                &px,
+                &y,
+                &train,
+                1,
+                Some((projection_config, contrastive.varmap)),
+            )?,
+            val_f1_cknn,
+        )
+    } else {
+        (
+            neighbour_head(&config, &x, &y, &train, 1, None)?,
+            val_f1_knn,
+        )
+    };
     Ok(choose(
         "ec",
         (config, fitted.varmap),
         bank,
         val_f1_mlp,
-        val_f1_knn,
+        val_f1_bank,
         metrics,
     ))
 }
@@ -467,7 +559,7 @@ pub fn run_go(
         "composition_mlp": {"fmax": f_comp},
         "naive_frequency": {"fmax": f_naive},
     });
-    let bank = neighbour_head(&config, &x, &y, &train_all, 10)?;
+    let bank = neighbour_head(&config, &x, &y, &train_all, 10, None)?;
     Ok(choose(
         &format!("go_{ontology}"),
         (config, fitted.varmap),

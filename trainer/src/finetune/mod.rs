@@ -5,6 +5,7 @@
 
 pub mod binding;
 pub mod contact;
+pub mod contrastive;
 pub mod features;
 pub mod function;
 pub mod ppi;
@@ -102,6 +103,10 @@ pub struct FinetuneArgs {
     /// Seed of splits, subsets and shuffles.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Keep the heads the model already has and replace only those of `--tasks` (their
+    /// homology blends are dropped: re-run `plm-train homology` for them).
+    #[arg(long)]
+    pub update: bool,
 }
 
 impl FinetuneArgs {
@@ -158,11 +163,12 @@ impl TaskOutput {
         name: &str,
         config: NeighbourHeadConfig,
         bank: Tensor,
+        varmap: VarMap,
         metrics: serde_json::Value,
     ) -> Self {
         Self {
             name: name.into(),
-            varmap: VarMap::new(),
+            varmap,
             metrics,
             function: None,
             ppi: None,
@@ -195,6 +201,8 @@ impl TaskOutput {
     fn prefix(&self) -> String {
         if self.function.is_some() {
             format!("function.{}.", self.name)
+        } else if self.neighbours.is_some() {
+            format!("neighbours.{}.", self.name)
         } else {
             format!("{}.", self.name)
         }
@@ -242,6 +250,88 @@ fn copy_model(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The heads configuration `--update` starts from, checked before any training: the model
+/// must have heads, read from the same layers (or the kept heads would get other inputs).
+fn heads_to_update(model_dir: &Path, layers: &[i64]) -> Result<HeadsConfig> {
+    let config: HeadsConfig = read_json(&model_dir.join(plm_model::heads::files::CONFIG))
+        .with_context(|| format!("--update: {} has no heads to update", model_dir.display()))?;
+    if config.feature_layers != layers {
+        bail!(
+            "--update: the model's heads read layers {:?}, not --layers {:?}",
+            config.feature_layers,
+            layers
+        );
+    }
+    Ok(config)
+}
+
+/// Removes from `config` the heads that `outputs` replace, and returns the weights and
+/// metrics of the heads of `model_dir` that stay (for `--update`).
+fn existing_heads(
+    model_dir: &Path,
+    config: &mut HeadsConfig,
+    outputs: &[TaskOutput],
+) -> Result<(
+    HashMap<String, Tensor>,
+    serde_json::Map<String, serde_json::Value>,
+)> {
+    use plm_model::heads::files as head_files;
+    let weights = model_dir.join(head_files::WEIGHTS);
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
+        .with_context(|| format!("reading {}", weights.display()))?;
+    let mut metrics = match config.metrics.get("results") {
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for o in outputs {
+        let name = o.name.as_str();
+        config.function.remove(name);
+        config.neighbours.remove(name);
+        let blend_prefix = format!("{name}_");
+        config
+            .blend
+            .retain(|k, _| k != name && !k.starts_with(blend_prefix.as_str()));
+        metrics.remove(name);
+        match name {
+            "ppi" => config.ppi = None,
+            "binding" => config.binding = None,
+            _ => {}
+        }
+        let prefixes = [
+            format!("function.{name}."),
+            format!("neighbours.{name}."),
+            format!("{name}."),
+        ];
+        tensors.retain(|k, _| !prefixes.iter().any(|p| k.starts_with(p.as_str())));
+        eprintln!("--update: replacing the {name} head (its homology blend, if any, is dropped)");
+    }
+    Ok((tensors, metrics))
+}
+
+/// The model's `results.json` (which also holds what `plm-train homology` and
+/// `interface-prior` measured) with the entries of `fresh` (the heads' metrics after the
+/// update); the homology results of the `replaced` heads no longer describe them and are
+/// dropped.
+fn updated_results(
+    model_dir: &Path,
+    fresh: serde_json::Value,
+    replaced: &[String],
+) -> Result<serde_json::Value> {
+    let path = model_dir.join("results.json");
+    let mut all: serde_json::Map<String, serde_json::Value> = if path.is_file() {
+        read_json(&path)?
+    } else {
+        serde_json::Map::new()
+    };
+    if let serde_json::Value::Object(m) = fresh {
+        all.extend(m);
+    }
+    if let Some(serde_json::Value::Object(h)) = all.get_mut("homology") {
+        h.retain(|k, _| !replaced.contains(k));
+    }
+    Ok(serde_json::Value::Object(all))
+}
+
 /// Runs `plm-train finetune`.
 pub fn run(args: FinetuneArgs) -> Result<()> {
     const KNOWN: [&str; 5] = ["contacts", "ec", "go", "ppi", "binding"];
@@ -259,6 +349,19 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let model_dir = storage::local_model_dir(&args.model, 0)
         .with_context(|| format!("fetching {}", args.model))?;
     plm_model::Checkpoint::open(&model_dir).with_context(|| format!("opening {}", args.model))?;
+    if let (Ok(a), Ok(b)) = (model_dir.canonicalize(), args.out.canonicalize()) {
+        if a == b {
+            bail!(
+                "--out {} is the model directory itself; write to a new directory (it is replaced)",
+                args.out.display()
+            );
+        }
+    }
+    let to_update = if args.update {
+        Some(heads_to_update(&model_dir, &args.layers)?)
+    } else {
+        None
+    };
     copy_model(&model_dir, &args.out)?;
     let wants = |t: &str| args.tasks.iter().any(|x| x == t);
     let mut contact_metrics = serde_json::Value::Null;
@@ -282,13 +385,17 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if wants("binding") {
         outputs.push(binding::run(&args, &fx)?);
     }
-    let mut config = HeadsConfig {
+    let replaced: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+    let mut config = to_update.unwrap_or_else(|| HeadsConfig {
         version: 1,
         feature_layers: args.layers.clone(),
         ..Default::default()
+    });
+    let (mut tensors, mut metrics) = if args.update {
+        existing_heads(&model_dir, &mut config, &outputs)?
+    } else {
+        (HashMap::new(), serde_json::Map::new())
     };
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut metrics = serde_json::Map::new();
     if !contact_metrics.is_null() {
         metrics.insert("contacts".into(), contact_metrics);
     }
@@ -312,7 +419,21 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             config.neighbours.insert(o.name.clone(), c);
         }
     }
-    config.metrics = serde_json::json!({ "results": metrics, "finetune": &args });
+    // Provenance: an update keeps the run that trained the other heads and appends its own.
+    config.metrics = if args.update {
+        let mut updates = match config.metrics.get("finetune_updates") {
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            _ => Vec::new(),
+        };
+        updates.push(serde_json::to_value(&args)?);
+        serde_json::json!({
+            "results": metrics,
+            "finetune": config.metrics.get("finetune").cloned().unwrap_or_default(),
+            "finetune_updates": updates,
+        })
+    } else {
+        serde_json::json!({ "results": metrics, "finetune": &args })
+    };
     TaskHeads::save(&args.out, &config, &tensors)?;
     // The manifest lists the heads; the loader is the proof that the directory is deployable.
     let manifest_path = args.out.join(files::MANIFEST);
@@ -325,7 +446,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     write_json(&manifest_path, &manifest)?;
     plm_model::Checkpoint::open(&args.out)?;
     TaskHeads::open(&args.out, &Device::Cpu)?.context("heads were not written")?;
-    let report = serde_json::to_string_pretty(&config.metrics["results"])?;
+    let mut results = config.metrics["results"].clone();
+    if args.update {
+        results = updated_results(&model_dir, results, &replaced)?;
+    }
+    let report = serde_json::to_string_pretty(&results)?;
     std::fs::write(args.out.join("results.json"), &report).context("writing results.json")?;
     eprintln!(
         "wrote {} with heads: {}",
