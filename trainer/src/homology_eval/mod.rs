@@ -302,10 +302,20 @@ fn reference_of(
     FunctionSet::new(&rows, name).build(task, "evaluation split")
 }
 
-/// The finetune settings the heads were fitted with (`heads.json` → `metrics.finetune`):
-/// GO proteins drawn per ontology and the seed of every split.
-fn head_settings(eval: &Evaluator) -> Result<(usize, u64)> {
-    let f = &eval.heads.config.metrics["finetune"];
+/// The finetune settings the head of `task` (`ec`, `go`, `ppi`) was fitted with: GO proteins
+/// drawn per ontology and the seed of every split, from the last `plm-train finetune --update`
+/// that retrained it (`heads.json` → `metrics.finetune_updates`), else from the run that
+/// trained them all (`metrics.finetune`).
+fn head_settings(metrics: &Value, task: &str) -> Result<(usize, u64)> {
+    let retrained = |run: &&Value| {
+        run["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|t| t == task))
+    };
+    let f = metrics["finetune_updates"]
+        .as_array()
+        .and_then(|runs| runs.iter().rev().find(retrained))
+        .unwrap_or(&metrics["finetune"]);
     match (f["go_proteins"].as_u64(), f["seed"].as_u64()) {
         (Some(n), Some(seed)) => Ok((n as usize, seed)),
         _ => bail!("heads.json does not record the finetune settings (metrics.finetune.go_proteins, seed); cannot tell which proteins the heads were trained on"),
@@ -316,7 +326,7 @@ fn evaluate_go(args: &HomologyArgs, eval: &mut Evaluator, o: &str) -> Result<(Va
     let ontology = format!("go_{o}");
     let graph = read_go_graph(&args.data)?;
     let raw = taskdata::read_go(&args.data.join(format!("function/go/{o}_18000.tsv")))?;
-    let (n, seed) = head_settings(eval)?;
+    let (n, seed) = head_settings(&eval.heads.config.metrics, "go")?;
     let subset_ids: HashSet<String> = taskdata::seeded_subset(&raw, n, seed)
         .into_iter()
         .map(|p| p.id)
@@ -621,7 +631,7 @@ fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Blen
     let train = taskdata::read_ec(&dir.join("train.tsv"))?;
     let new392 = taskdata::read_ec(&dir.join("test_new392.tsv"))?;
     // The deployed head (finetune's seed) was fitted on the 90 % part; the 10 % part is unseen.
-    let (_, seed) = head_settings(eval)?;
+    let (_, seed) = head_settings(&eval.heads.config.metrics, "ec")?;
     let (fit_part, held_out) = split_validation(train.len(), 0.1, seed);
     let fit_refs: Vec<&LabeledProtein> = fit_part.iter().map(|&i| &train[i]).collect();
     let held: Vec<&LabeledProtein> = held_out.iter().map(|&i| &train[i]).collect();
@@ -659,4 +669,25 @@ fn evaluate_ec(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Blen
     out["deployed_blend"] = json!(deployed);
     out["deployed_blend_from"] = json!(DEPLOY_RULE);
     Ok((out, deployed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_is_evaluated_on_the_split_of_the_run_that_last_trained_it() {
+        let metrics = json!({
+            "finetune": {"tasks": ["ec", "go", "ppi"], "go_proteins": 1200, "seed": 42},
+            "finetune_updates": [
+                {"tasks": ["go"], "go_proteins": 18000, "seed": 7},
+                {"tasks": ["ec"], "go_proteins": 4000, "seed": 9},
+            ],
+        });
+        assert_eq!(head_settings(&metrics, "go").unwrap(), (18000, 7));
+        assert_eq!(head_settings(&metrics, "ec").unwrap(), (4000, 9));
+        assert_eq!(head_settings(&metrics, "ppi").unwrap(), (1200, 42));
+        let none = json!({"finetune": {"tasks": ["ec"]}});
+        assert!(head_settings(&none, "ec").is_err());
+    }
 }

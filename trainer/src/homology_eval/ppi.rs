@@ -133,7 +133,7 @@ fn pair_set(pairs: &[Pair]) -> PairSet {
 
 /// Evaluates interaction prediction and returns the figures and the fitted blend.
 pub fn evaluate(args: &HomologyArgs, eval: &mut Evaluator) -> Result<(Value, Blend)> {
-    let (_, seed) = head_settings(eval)?;
+    let (_, seed) = head_settings(&eval.heads.config.metrics, "ppi")?;
     // The head's own split, recomputed as finetune made it.
     let yeast = YeastSplit::read(&args.data, seed)?;
     let (seqs, pairs) = (&yeast.sequences, &yeast.pairs);
