@@ -209,6 +209,22 @@ impl TaskOutput {
     }
 }
 
+/// The settings (`FinetuneArgs` as JSON) of the finetune run that last trained the head of
+/// `task` (`ec`, `go`, `ppi`, `binding`), from a model's `heads.json` metrics: the last
+/// `--update` run that named it (`finetune_updates`), else the run that trained them all
+/// (`finetune`). Which proteins a head saw follows from them.
+pub fn trained_by<'a>(metrics: &'a serde_json::Value, task: &str) -> &'a serde_json::Value {
+    let retrained = |run: &&serde_json::Value| {
+        run["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|t| t == task))
+    };
+    metrics["finetune_updates"]
+        .as_array()
+        .and_then(|runs| runs.iter().rev().find(retrained))
+        .unwrap_or(&metrics["finetune"])
+}
+
 /// Rows `idx` of a feature table as a `[len, dim]` tensor.
 pub fn rows_tensor(x: &[Vec<f32>], idx: &[usize]) -> Result<Tensor> {
     let dim = x.first().map_or(0, Vec::len);

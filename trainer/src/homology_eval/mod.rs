@@ -307,15 +307,7 @@ fn reference_of(
 /// that retrained it (`heads.json` → `metrics.finetune_updates`), else from the run that
 /// trained them all (`metrics.finetune`).
 fn head_settings(metrics: &Value, task: &str) -> Result<(usize, u64)> {
-    let retrained = |run: &&Value| {
-        run["tasks"]
-            .as_array()
-            .is_some_and(|tasks| tasks.iter().any(|t| t == task))
-    };
-    let f = metrics["finetune_updates"]
-        .as_array()
-        .and_then(|runs| runs.iter().rev().find(retrained))
-        .unwrap_or(&metrics["finetune"]);
+    let f = crate::finetune::trained_by(metrics, task);
     match (f["go_proteins"].as_u64(), f["seed"].as_u64()) {
         (Some(n), Some(seed)) => Ok((n as usize, seed)),
         _ => bail!("heads.json does not record the finetune settings (metrics.finetune.go_proteins, seed); cannot tell which proteins the heads were trained on"),

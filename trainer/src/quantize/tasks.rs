@@ -4,7 +4,8 @@
 //! within [`MAX_RELATIVE_DROP`] of the f32 one.
 //!
 //! - GO terms: protein-centric Fmax of the head alone on proteins outside the head's training
-//!   subset (`heads.json` → `metrics.finetune`: `go_proteins`, `seed`);
+//!   subset (`go_proteins`, `seed` of the finetune run that last trained it, `heads.json` →
+//!   `metrics.finetune` or `metrics.finetune_updates`);
 //! - EC numbers: Fmax on CLEAN's NEW-392 enzymes;
 //! - interactions: AUROC on D-SCRIPT yeast pairs whose two proteins the head never saw;
 //! - binding sites: AUROC over the residues of each ligand's test chains (graph from the
@@ -48,8 +49,9 @@ impl TaskSets {
     /// Draws up to `per_task` items of each task `heads` answers from the shared data
     /// directory `data`, with `seed`.
     pub fn load(data: &Path, heads: &TaskHeads, per_task: usize, seed: u64) -> Result<Self> {
-        let finetune = &heads.config.metrics["finetune"];
-        let head_seed = finetune["seed"].as_u64();
+        let metrics = &heads.config.metrics;
+        let go_run = crate::finetune::trained_by(metrics, "go");
+        let ppi_seed = crate::finetune::trained_by(metrics, "ppi")["seed"].as_u64();
         let mut sets = Self {
             function: Vec::new(),
             ppi: Vec::new(),
@@ -74,7 +76,7 @@ impl TaskSets {
                 taskdata::read_ec(&data.join("function/ec/test_new392.tsv"))?
             } else if let Some(o) = ontology.strip_prefix("go_") {
                 let (Some(trained), Some(head_seed)) =
-                    (finetune["go_proteins"].as_u64(), head_seed)
+                    (go_run["go_proteins"].as_u64(), go_run["seed"].as_u64())
                 else {
                     sets.notes.push(format!("{ontology}: heads.json does not record which proteins the head was trained on (metrics.finetune.go_proteins, seed)"));
                     continue;
@@ -94,7 +96,7 @@ impl TaskSets {
             sets.function.push((ontology.clone(), shuffled(proteins)));
         }
         if heads.ppi.is_some() {
-            match head_seed {
+            match ppi_seed {
                 Some(head_seed) => {
                     let mut pairs = unseen_yeast_pairs(data, head_seed)?;
                     pairs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
