@@ -18,6 +18,9 @@ def mark(m, key):
     return " \u2605" if key == chosen or (key.startswith("nearest") and chosen == "nearest_neighbour") else ""
 
 
+STANDARD_RULE = "the head with the better validation metric is deployed"
+
+
 def deployed_note(m, metric):
     d = m.get("deployed")
     if not d:
@@ -26,6 +29,8 @@ def deployed_note(m, metric):
     order = ["mlp", "nearest_neighbour", "contrastive_nearest_neighbour"]
     scores = ", ".join(f"{k.replace('_', ' ').replace('mlp', 'MLP')} {f(v[k])}"
                        for k in sorted(v, key=lambda k: order.index(k) if k in order else len(order)))
+    if d.get("rule", STANDARD_RULE) != STANDARD_RULE:
+        return f"Deployed (\u2605): the {d['head'].replace('_', ' ')} head: {d['rule']} (validation {metric}: {scores})."
     return (f"Deployed (\u2605): the {d['head'].replace('_', ' ')} head, chosen on the validation split "
             f"({metric} {scores}).")
 

@@ -14,8 +14,8 @@ SELECT count(*) BETWEEN 1 AND 5 AS has_ec_terms,
        bool_and(term ~ '^[0-9]+\.[0-9n-]+\.[0-9n-]+\.[0-9n-]+$') AS ec_format,
        bool_and(score > 0 AND score <= 1) AS bounded
 FROM plm_function(:'ubq', 'ec');
--- The EC head is a nearest neighbour among the training enzymes in a learned (contrastive)
--- projection of the features: an enzyme of its bank (P62877, RBX1, two EC numbers) finds itself.
+-- The EC head is a nearest neighbour among the training enzymes: an enzyme of its bank
+-- (P62877, RBX1, two EC numbers) finds itself.
 \set p62877 'MAAAMDVDTPSGTNSGAGKKRFEVKKWNAVALWAWDIVVDNCAICRNHIMDLCIECQANQASATSEECTVAWGVCNHAFHFHCISRWLKTRQVCPLDNREWEFQKYGH'
 SELECT term, round(score::numeric, 3) AS score, evidence, template
 FROM plm_function(:'p62877', 'ec', method => 'model') ORDER BY term;
