@@ -232,7 +232,13 @@ BEGIN
     IF s.batch_rows NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'pg_plm: batch_rows must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    s.spec := plm_internal.spec(info.fingerprint, task, layer, pooling, ontology, top_k, method);
+    -- Function terms also depend on the model's heads and reference set, which can change under
+    -- the same weights (and model name) from one release of the model to the next.
+    s.spec := plm_internal.spec(
+        CASE WHEN task = 'function'
+             THEN info.fingerprint || '+' || @extschema@.plm_task_fingerprint(ontology, s.model)
+             ELSE info.fingerprint END,
+        task, layer, pooling, ontology, top_k, method);
     RETURN s;
 END $$;
 

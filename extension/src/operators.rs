@@ -113,6 +113,22 @@ fn plm_model_info(
     ))
 }
 
+/// What the answers of `model` (NULL: the default model) for `task` (`ec`, `go_mf`, `go_bp`,
+/// `go_cc`, `ppi`, `binding`) depend on besides its weights (`plm_model_info`'s fingerprint):
+/// the SHA-256 of its task heads and of the task's reference set. Synced prediction columns
+/// record it, so `plm_sync_alter(name)` re-queues their rows after new heads or reference sets
+/// were installed under the same model name.
+#[pg_extern(stable, parallel_safe)]
+fn plm_task_fingerprint(task: &str, model: default!(Option<&str>, "NULL")) -> String {
+    let model = model_ref(model);
+    plm_model::homology::task_fingerprint(
+        &model.dir,
+        &plm_serve::execute::reference_dir(&model.dir),
+        task.trim(),
+    )
+    .or_raise()
+}
+
 /// Counters of the embedding cache: the worker's shared one, or this backend's own.
 #[pg_extern]
 fn plm_cache_stats() -> TableIterator<

@@ -64,7 +64,9 @@ first_query() {
   [ "$(echo "$out" | sed -n 1p)" = "$VERSION" ] || fail "$what: extension version $(echo "$out" | sed -n 1p)"
   [ "$(echo "$out" | sed -n 2p)" = 320 ] || fail "$what: plm_embed gave $(echo "$out" | sed -n 2p) dimensions"
   [ "$(echo "$out" | sed -n 3p)" -gt 0 ] || fail "$what: plm_function (with the reference sets) gave no terms"
-  [ -f "$("$config" --sharedir)/extension/pg_plm--0.1.0--0.2.0.sql" ] || fail "$what: no upgrade script"
+  for script in "$ROOT"/extension/sql/pg_plm--*--*.sql; do
+    [ -f "$("$config" --sharedir)/extension/$(basename "$script")" ] || fail "$what: no $(basename "$script")"
+  done
   as_pg "$pgbin/pg_ctl" -D "$datadir" -m fast stop >/dev/null
   datadir=""
   ok "$what: CREATE EXTENSION pg_plm ($VERSION) and plm_embed on a fresh PostgreSQL $MAJOR cluster"

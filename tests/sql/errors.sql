@@ -23,7 +23,9 @@ SELECT q, pg_temp.sqlstate_of(q) FROM (VALUES
   ('SELECT * FROM plm_function(''MKT'', method => ''blast'')'),
   ('SELECT * FROM plm_function(''MKT'', ''go_mf'', method => '''')'),
   ('SELECT plm_ppi(''MKT'', ''MKT'', method => ''interolog'')'),
-  ('SELECT * FROM plm_binding_sites(''MKT'', method => ''templates'')')) v(q);
+  ('SELECT * FROM plm_binding_sites(''MKT'', method => ''templates'')'),
+  ('SELECT plm_task_fingerprint(''kinase'')'),
+  ('SELECT plm_task_fingerprint(''ec'', ''no-such-model'')')) v(q);
 -- Still usable after errors.
 SELECT array_length(plm_embed('MKT'), 1) > 0 AS usable;
 -- Superuser-only settings.

@@ -118,4 +118,27 @@ ok "views give the answers of the $CURRENT functions"
 # Moving a dependent to the new form frees the kept function, which can then be dropped.
 q -c "DROP VIEW protein_residues" -c "DROP FUNCTION plm_embed_residues_v0_1(text,text,integer,integer[])"
 ok "a kept function is dropped once nothing uses it"
+
+# 4. From 0.2.0 with synced columns: the update gives a function sync the spec of 0.3.0 (which
+# also covers the model's heads), queueing its rows once; an embedding sync is left alone.
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS plm_upgrade_old WITH (FORCE)" -c "CREATE DATABASE plm_upgrade_old"
+q -c "CREATE EXTENSION vector" -c "CREATE EXTENSION pg_plm VERSION '0.2.0'"
+q <<'SQL' >/dev/null
+CREATE TABLE synced (id int PRIMARY KEY, seq text NOT NULL, emb vector(320));
+INSERT INTO synced VALUES (1, 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ', NULL), (2, 'GSHMLEDPVDAFQVLAKTVKQ', NULL);
+SELECT plm_sync_create('synced', 'seq', 'synced_ec', name => 'ec', task => 'function');
+SELECT plm_sync_create('synced', 'seq', 'emb', name => 'emb');
+SQL
+[ "$(q -c "SELECT plm_sync_wait('ec', '2 min') AND plm_sync_wait('emb', '2 min')")" = t ] || fail "0.2.0 syncs did not catch up"
+q -c "SELECT plm_sync_pause('ec')" -c "SELECT plm_sync_pause('emb')" >/dev/null
+before="$(q -c "SELECT string_agg(name || '=' || spec, ' ' ORDER BY name) FROM plm_internal.sync")"
+q -c "ALTER EXTENSION pg_plm UPDATE"
+queued="$(q -c "SELECT count(*) FROM plm_internal.queue WHERE sync = 'ec'"),$(q -c "SELECT count(*) FROM plm_internal.queue WHERE sync = 'emb'")"
+[ "$queued" = 2,0 ] || fail "0.2.0 -> $CURRENT: queued rows of the function and embedding syncs: $queued, expected 2,0"
+after="$(q -c "SELECT string_agg(name || '=' || spec, ' ' ORDER BY name) FROM plm_internal.sync")"
+[ "${before#* }" = "${after#* }" ] || fail "the embedding sync's spec changed: $before / $after"
+[ "${before%% *}" != "${after%% *}" ] || fail "the function sync's spec did not change"
+[ "$(q -c "SELECT plm_sync_alter('ec')")" = 0 ] || fail "the upgraded spec differs from the one plm_sync_alter computes"
+q -c "SELECT plm_sync_drop(name) FROM plm_sync_status" >/dev/null
+ok "0.2.0 -> $CURRENT with synced columns: the function sync re-queued once for the heads' fingerprint, the embedding sync untouched"
 echo "upgrade tests passed"

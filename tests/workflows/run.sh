@@ -173,6 +173,33 @@ SQL
 ok "a sync committed after its worker started is processed"
 q -c "SELECT plm_sync_drop('late_emb')" >/dev/null
 
+# 8. New heads under the same model name: a synced function column is re-queued by
+# plm_sync_alter with unchanged arguments (the spec holds the heads' fingerprint), an embedding
+# column is not (its values depend on the weights only).
+rm -rf "$MODEL_DIR/heads-test" && cp -r "$MODEL_DIR/plm-default" "$MODEL_DIR/heads-test"
+chmod -R a+rX "$MODEL_DIR/heads-test"
+trap 'rm -rf "$MODEL_DIR/esm2-wide-test" "$MODEL_DIR/heads-test"' EXIT
+q -c "CREATE TABLE annotated (id int PRIMARY KEY, seq text NOT NULL, emb vector(320))" \
+  -c "INSERT INTO annotated SELECT id, seq FROM proteins WHERE id <= 8" \
+  -c "SELECT plm_sync_create('annotated', 'seq', 'annotated_ec', name => 'ec', task => 'function', model => 'heads-test')" \
+  -c "SELECT plm_sync_create('annotated', 'seq', 'emb', name => 'emb', model => 'heads-test')" >/dev/null
+[ "$(q -c "SELECT plm_sync_wait('ec', '5 min') AND plm_sync_wait('emb', '5 min')")" = t ] || fail "heads-test syncs did not catch up"
+q -c "SELECT plm_sync_pause('ec')" -c "SELECT plm_sync_pause('emb')" >/dev/null
+before="$(q -c "SELECT plm_task_fingerprint('ec', 'heads-test')")"
+[ "$(q -c "SELECT plm_sync_alter('ec') + plm_sync_alter('emb')")" = 0 ] || fail "alter without changes re-queued rows"
+python3 - "$MODEL_DIR/heads-test/heads.json" <<'PY'
+import json, sys
+heads = json.load(open(sys.argv[1]))
+heads["blend"]["ec"]["alpha"] = 0.5 if heads["blend"]["ec"]["alpha"] != 0.5 else 0.6
+json.dump(heads, open(sys.argv[1], "w"))
+PY
+[ "$(q -c "SELECT plm_task_fingerprint('ec', 'heads-test')")" != "$before" ] || fail "plm_task_fingerprint did not change with heads.json"
+requeued="$(q -c "SELECT plm_sync_alter('ec')")"
+[ "$requeued" = 8 ] || fail "new heads: plm_sync_alter('ec') re-queued $requeued rows, expected 8"
+[ "$(q -c "SELECT plm_sync_alter('emb')")" = 0 ] || fail "new heads re-queued an embedding column"
+q -c "SELECT plm_sync_drop('ec')" -c "SELECT plm_sync_drop('emb')" >/dev/null
+ok "new heads under the same model name: the function sync re-queued its 8 rows, the embedding sync none"
+
 crash_check_verify
 ok "no PostgreSQL crash restart since the immediate stop"
 psql -X -q -d postgres -c "DROP DATABASE plm_sync_test WITH (FORCE)"

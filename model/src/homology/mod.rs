@@ -246,6 +246,44 @@ impl ReferenceCache {
     }
 }
 
+/// The reference-set file of a prediction task (`ec`, `go_mf`, `go_bp`, `go_cc`, `ppi`,
+/// `binding`).
+pub fn task_reference_file(task: &str) -> Result<String> {
+    match task {
+        "ppi" => Ok(interaction_file().into()),
+        "binding" => Ok(binding_file().into()),
+        t if crate::heads::ONTOLOGIES.contains(&t) => Ok(function_file(t)),
+        other => Err(PlmError::InvalidArgument(format!(
+            "unknown task '{other}'; use ec, go_mf, go_bp, go_cc, ppi or binding"
+        ))),
+    }
+}
+
+/// What the answers of the model in `model_dir` for `task` depend on besides its
+/// language-model weights: the SHA-256 (hex) of the digests of its task heads (`heads.json`,
+/// `heads.safetensors`) and of the task's reference set in `reference_dir`, a missing file
+/// counting as absent. New heads or reference sets installed under the same model name change
+/// it; synced prediction columns record it with their values.
+pub fn task_fingerprint(model_dir: &Path, reference_dir: &Path, task: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let files = [
+        model_dir.join(crate::heads::files::CONFIG),
+        model_dir.join(crate::heads::files::WEIGHTS),
+        reference_dir.join(task_reference_file(task)?),
+    ];
+    let mut hasher = Sha256::new();
+    for file in &files {
+        let digest = if file.is_file() {
+            crate::checkpoint::sha256_file(file)?
+        } else {
+            "absent".into()
+        };
+        hasher.update(digest.as_bytes());
+        hasher.update(b"\n");
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Unrelated test proteins shared by the reference-set tests.
 #[cfg(test)]
 mod fixtures {
@@ -256,6 +294,36 @@ mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_fingerprints_follow_the_heads_and_the_task_reference_set() {
+        let model = tempfile::tempdir().unwrap();
+        let refs = tempfile::tempdir().unwrap();
+        let fp = |task| task_fingerprint(model.path(), refs.path(), task).unwrap();
+        let bare = fp("go_mf");
+        assert_eq!(bare.len(), 64);
+        assert_eq!(bare, fp("ppi"), "no heads and no reference sets anywhere");
+        std::fs::write(model.path().join(crate::heads::files::CONFIG), "{}").unwrap();
+        let with_heads = fp("go_mf");
+        assert_ne!(with_heads, bare);
+        std::fs::write(refs.path().join(function_file("go_mf")), "set").unwrap();
+        let with_reference = fp("go_mf");
+        assert_ne!(with_reference, with_heads);
+        assert_eq!(
+            fp("go_bp"),
+            with_heads,
+            "another ontology's set does not count"
+        );
+        assert_eq!(fp("go_mf"), with_reference, "stable while nothing changes");
+        std::fs::write(
+            model.path().join(crate::heads::files::CONFIG),
+            "{\"blend\": {}}",
+        )
+        .unwrap();
+        assert_ne!(fp("go_mf"), with_reference, "a refitted heads.json");
+        let e = task_fingerprint(model.path(), refs.path(), "kinase").unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::InvalidInput);
+    }
 
     #[test]
     fn methods_parse_and_bad_ones_are_argument_errors() {
