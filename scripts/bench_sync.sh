@@ -10,6 +10,9 @@
 # rows/s per pipeline, their ratios to python, and the largest distance between the engine's
 # and PyTorch's vectors (a check that both computed the same thing).
 # Usage: scripts/bench_sync.sh [N=20000] [models: default plm-default and the 8M-shape fixture]
+# The models esm2-8m-shape-bf16 and esm2-8m-shape-int8 are made here from the fixture with
+# plm-train quantize; where the random weights fail its gates (int8: perplexity drift), an
+# unchecked copy is timed and the script says so, as scripts/bench_sql.py does.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 eval "$("$ROOT/scripts/pg-local.sh" env)"
@@ -22,13 +25,28 @@ MODEL_DIR="$(psql -X -A -t -c "SHOW plm.model_dir" 2>/dev/null || true)"
 [ -n "$MODEL_DIR" ] || MODEL_DIR="$(pg_config --sharedir)/extension/pg_plm_models"
 FIXTURE="$ROOT/model/tests/fixtures/generated/esm2_t6_8M"
 # The 8M-shape model is installed for this run only (the test suites list the models).
-trap 'rm -rf "$MODEL_DIR/esm2-8m-shape"' EXIT
+trap 'rm -rf "$MODEL_DIR"/esm2-8m-shape "$MODEL_DIR"/esm2-8m-shape-*' EXIT
 if [ ! -d "$MODEL_DIR/esm2-8m-shape" ]; then
   [ -f "$FIXTURE/model.safetensors" ] || "$PY" "$ROOT/scripts/make_parity_fixtures.py" 8M "$FIXTURE"
   mkdir -p "$MODEL_DIR/esm2-8m-shape"
   cp "$FIXTURE"/config.json "$FIXTURE"/model.safetensors "$FIXTURE"/vocab.txt "$MODEL_DIR/esm2-8m-shape/"
   chmod -R a+rX "$MODEL_DIR/esm2-8m-shape"
 fi
+for model in "${MODELS[@]}"; do
+  case "$model" in esm2-8m-shape-bf16 | esm2-8m-shape-int8) ;; *) continue ;; esac
+  precision="${model##*-}"
+  rm -rf "${MODEL_DIR:?}/$model"
+  gates="$(mktemp)"
+  python3 "$ROOT/scripts/fasta_rows.py" "$DATA/swissprot2014_valid.fasta.gz" 64 1022 | awk -F'\t' '{print ">g" NR "\n" $2}' >"$gates"
+  if ! "${CARGO_TARGET_DIR:-$ROOT/target}/release/plm-train" quantize --model "$MODEL_DIR/esm2-8m-shape" \
+       --to "$MODEL_DIR/$model" --precision "$precision" --data "$gates" --sequences 64 >/dev/null 2>"$gates.err"; then
+    echo "$model: $(head -1 "$gates.err" | sed 's/^Error: //; s/; nothing was written://') on these random weights; timed anyway (unchecked copy)"
+    cp -r "$MODEL_DIR/esm2-8m-shape" "$MODEL_DIR/$model"
+    echo "{\"name\": \"$model\", \"precision\": \"$precision\"}" >"$MODEL_DIR/$model/manifest.json"
+  fi
+  rm -f "$gates" "$gates.err"
+  chmod -R a+rX "$MODEL_DIR/$model"
+done
 export PGDATABASE=plm_bench_sync
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS plm_bench_sync WITH (FORCE)" -c "CREATE DATABASE plm_bench_sync"
