@@ -48,8 +48,9 @@ python_stack() {
     python3 -m venv "$VENV"
   fi
   if ! "$VENV/bin/python" -c "import torch, transformers, safetensors" 2>/dev/null; then
-    log "pip install torch transformers safetensors (reference implementation)"
-    "$VENV/bin/pip" install -q torch transformers safetensors numpy ||
+    # Pinned: the benchmarks' reference side (docs/BENCHMARKS.md) must not move between machines.
+    log "pip install torch==2.15.0 transformers==5.24.0 safetensors (reference implementation)"
+    "$VENV/bin/pip" install -q torch==2.15.0 transformers==5.24.0 safetensors numpy ||
       log "WARNING: Python reference stack unavailable; parity tests on large configs will be skipped"
   else
     log "Python reference stack present"
