@@ -716,6 +716,46 @@ BEGIN
     RETURN 0;
 END $$;
 
+-- Checks every sync against its model as installed now: a sync whose model got new weights,
+-- heads or reference sets under the same name since its spec was recorded gets the new spec
+-- and its stale rows queued again (paused syncs too; they are processed once resumed). The
+-- sync worker runs this when it starts, which is after every PostgreSQL restart: installing
+-- new models and restarting is enough. A sync whose model cannot be read now (removed, or of
+-- another width than its column) keeps its spec. Each change is a WARNING. Returns the rows
+-- queued.
+CREATE FUNCTION plm_internal.refresh() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    old plm_internal.sync;
+    s plm_internal.sync;
+    queued bigint;
+    total bigint := 0;
+BEGIN
+    FOR old IN SELECT * FROM plm_internal.sync ORDER BY name LOOP
+        BEGIN
+            s := plm_internal.describe(old.relid, old.sequence_column,
+                CASE WHEN old.task = 'embed' THEN old.target ELSE 'x' END, old.task, old.model,
+                old.layer, old.pooling, old.ontology, old.top_k, old.method, old.batch_rows);
+            CONTINUE WHEN s.spec IS NOT DISTINCT FROM old.spec;
+            IF old.task = 'residues' AND s.target_type IS DISTINCT FROM old.target_type THEN
+                RAISE EXCEPTION 'model % gives vectors of another width than the side table holds', old.model;
+            END IF;
+            UPDATE plm_internal.sync y
+            SET spec = s.spec, altered_at = now(), backoff_attempts = 0, backoff_until = NULL
+            WHERE y.name = old.name
+            RETURNING * INTO s;
+            queued := plm_internal.enqueue_stale(s, false);
+            total := total + queued;
+            RAISE WARNING 'pg_plm: model % of sync % changed (weights, heads or reference set); % rows queued again',
+                old.model, old.name, queued;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_plm: sync % could not be checked against model %: %', old.name, old.model, SQLERRM
+                USING HINT = format('Its values stay as they are; run SELECT plm_sync_alter(%L) once the model can be read.', old.name);
+        END;
+    END LOOP;
+    RETURN total;
+END $$;
+
 ------------------------------------------------------------------------------------------
 -- The user-facing API.
 ------------------------------------------------------------------------------------------

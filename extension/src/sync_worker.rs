@@ -142,6 +142,7 @@ pub extern "C-unwind" fn plm_sync_worker_main(arg: pg_sys::Datum) {
     if !ready {
         pg_compat::exit_quietly();
     }
+    BackgroundWorker::transaction(refresh);
     loop {
         reload_config_if_asked();
         report_activity(true);
@@ -174,6 +175,23 @@ fn after_starters() -> Option<i32> {
             .unwrap_or_else(|e| pgrx::error!("pg_plm sync worker: {e}"));
         work()
     })
+}
+
+/// Checks every sync against its model as installed now (`plm_internal.refresh()`, absent
+/// before the SQL objects are updated to 0.3.0): new weights or heads under a sync's model name
+/// re-queue its rows. A failure is logged; the worker goes on with the specs it has.
+fn refresh() {
+    let installed = Spi::get_one::<bool>("SELECT to_regproc('plm_internal.refresh') IS NOT NULL")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if installed {
+        if let Err(e) = Spi::run("SELECT plm_internal.refresh()") {
+            pgrx::warning!(
+                "pg_plm sync worker: could not check the syncs against their models: {e}"
+            );
+        }
+    }
 }
 
 /// One batch of this database's syncs (`plm_internal.work()`): rows processed, `None` when no

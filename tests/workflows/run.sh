@@ -197,8 +197,34 @@ PY
 requeued="$(q -c "SELECT plm_sync_alter('ec')")"
 [ "$requeued" = 8 ] || fail "new heads: plm_sync_alter('ec') re-queued $requeued rows, expected 8"
 [ "$(q -c "SELECT plm_sync_alter('emb')")" = 0 ] || fail "new heads re-queued an embedding column"
+ok "new heads under the same model name: plm_sync_alter re-queued the function sync's 8 rows, the embedding sync's none"
+# Without a call: new heads again, then a restart; the sync worker checks the specs when it starts.
+q -c "DELETE FROM plm_internal.queue WHERE sync = 'ec'"
+specs() { q -c "SELECT string_agg(name || '=' || spec, ' ' ORDER BY name) FROM plm_internal.sync WHERE name IN ('ec', 'emb')"; }
+before="$(specs)"
+python3 - "$MODEL_DIR/heads-test/heads.json" <<'PY'
+import json, sys
+heads = json.load(open(sys.argv[1]))
+heads["blend"]["ec"]["alpha"] = round(heads["blend"]["ec"]["alpha"] / 2, 3)
+json.dump(heads, open(sys.argv[1], "w"))
+PY
+crash_check_verify
+logpos="$(stat -c %s "$CRASH_CHECK_LOG")"
+"$ROOT/scripts/pg-local.sh" restart >/dev/null
+crash_check_mark # a clean restart replaces the checkpointer too
+for _ in $(seq 1 300); do
+  [ "$(q -c "SELECT count(*) FROM plm_internal.queue WHERE sync = 'ec'")" = 8 ] && break
+  sleep 0.1
+done
+after="$(specs)"
+[ "$(q -c "SELECT count(*) FROM plm_internal.queue WHERE sync = 'ec'")" = 8 ] || fail "after new heads and a restart, the function sync's rows were not re-queued"
+[ "${before#* }" = "${after#* }" ] || fail "a restart with new heads changed the embedding sync's spec"
+[ "${before%% *}" != "${after%% *}" ] || fail "a restart with new heads left the function sync's spec"
+[ "$(q -c "SELECT plm_sync_alter('ec') + plm_sync_alter('emb')")" = 0 ] || fail "the refreshed spec differs from plm_sync_alter's"
+tail -c +$((logpos + 1)) "$CRASH_CHECK_LOG" | grep -q "model heads-test of sync ec changed (weights, heads or reference set); 8 rows queued again" ||
+  fail "the server log does not say why the function sync was re-queued"
 q -c "SELECT plm_sync_drop('ec')" -c "SELECT plm_sync_drop('emb')" >/dev/null
-ok "new heads under the same model name: the function sync re-queued its 8 rows, the embedding sync none"
+ok "new heads and a restart: the sync worker re-queued the function sync's 8 rows by itself, the embedding sync kept its spec"
 
 crash_check_verify
 ok "no PostgreSQL crash restart since the immediate stop"
