@@ -5,7 +5,9 @@
 # immediately (no shutdown checkpoint) mid-batch and started again. Afterwards, row by row:
 # every embedding present, equal to plm_embed of the row's sequence, written exactly once, and
 # the sync's done counter equals the row count (no batch counted twice). Then a one-off
-# plm_embed_table run is terminated and resumed where it stopped. No PostgreSQL crash restart.
+# plm_embed_table run is terminated and resumed where it stopped. New heads installed under a
+# model's name re-queue its function syncs (plm_sync_alter, and the worker after a restart); a
+# removed model leaves the specs alone. No PostgreSQL crash restart.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 eval "$("$ROOT/scripts/pg-local.sh" env)"
@@ -223,8 +225,23 @@ after="$(specs)"
 [ "$(q -c "SELECT plm_sync_alter('ec') + plm_sync_alter('emb')")" = 0 ] || fail "the refreshed spec differs from plm_sync_alter's"
 tail -c +$((logpos + 1)) "$CRASH_CHECK_LOG" | grep -q "model heads-test of sync ec changed (weights, heads or reference set); 8 rows queued again" ||
   fail "the server log does not say why the function sync was re-queued"
-q -c "SELECT plm_sync_drop('ec')" -c "SELECT plm_sync_drop('emb')" >/dev/null
 ok "new heads and a restart: the sync worker re-queued the function sync's 8 rows by itself, the embedding sync kept its spec"
+# The model removed: the worker keeps the specs, says why, and PostgreSQL carries on.
+before="$(specs)"
+rm -rf "$MODEL_DIR/heads-test"
+crash_check_verify
+logpos="$(stat -c %s "$CRASH_CHECK_LOG")"
+"$ROOT/scripts/pg-local.sh" restart >/dev/null
+crash_check_mark
+for _ in $(seq 1 300); do
+  tail -c +$((logpos + 1)) "$CRASH_CHECK_LOG" | grep -q "sync emb could not be checked against model heads-test" && break
+  sleep 0.1
+done
+tail -c +$((logpos + 1)) "$CRASH_CHECK_LOG" | grep -q "sync ec could not be checked against model heads-test" ||
+  fail "a sync whose model was removed: no warning in the server log"
+[ "$(specs)" = "$before" ] || fail "a sync whose model was removed changed its spec"
+q -c "SELECT plm_sync_drop('ec')" -c "SELECT plm_sync_drop('emb')" >/dev/null
+ok "model removed and a restart: both syncs keep their specs, the server log says why"
 
 crash_check_verify
 ok "no PostgreSQL crash restart since the immediate stop"
