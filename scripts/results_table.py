@@ -146,8 +146,9 @@ def homology_tables(h):
             b = s["blend"]
             out.append(f"| {names[task]} | {label} | {s['test_proteins']} ({s['test_proteins_with_hits']}) | "
                        + " | ".join(cells) + f" | {b['alpha']:.2f} / {b['sharpness']:g} |")
-    out += ["", "Deployed blend per ontology (in `heads.json`): the one fitted on the random split's "
-            "validation proteins.", ""]
+    out += ["", "Deployed blend per ontology (in `heads.json`): weight and hit sharpness fitted on the "
+            "random split's validation proteins, the no-hit rule on the held-out split's (identity split "
+            "or NEW-392).", ""]
     out += binary_tables(h)
     return out
 
