@@ -716,6 +716,45 @@ BEGIN
     RETURN 0;
 END $$;
 
+-- Sync `old` described again with its model as installed now and the given changes (NULL: as
+-- before); the ontology and, for residues, the width of the side table cannot change.
+CREATE FUNCTION plm_internal.redescribe(old plm_internal.sync, model text, layer int,
+                                        pooling text, top_k int, method text, batch_rows int)
+RETURNS plm_internal.sync
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s plm_internal.sync;
+BEGIN
+    s := plm_internal.describe(old.relid, old.sequence_column,
+        CASE WHEN old.task = 'embed' THEN old.target ELSE 'x' END, old.task,
+        coalesce(model, old.model), coalesce(layer, old.layer), coalesce(pooling, old.pooling),
+        old.ontology, coalesce(top_k, old.top_k), coalesce(method, old.method),
+        coalesce(batch_rows, old.batch_rows));
+    IF old.task = 'residues' AND s.target_type IS DISTINCT FROM old.target_type THEN
+        RAISE EXCEPTION 'pg_plm: model % gives vectors of another width than the side table holds', s.model
+            USING ERRCODE = 'feature_not_supported', HINT = 'Create a sync into another side table.';
+    END IF;
+    RETURN s;
+END $$;
+
+-- Stores `s`, sync `old` described again (plm_internal.redescribe); when its spec changed, the
+-- rows whose value no longer matches are queued. Returns the rows queued.
+CREATE FUNCTION plm_internal.store(old plm_internal.sync, s plm_internal.sync) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE plm_internal.sync y
+    SET model = s.model, layer = s.layer, pooling = s.pooling, top_k = s.top_k, method = s.method,
+        target_type = coalesce(s.target_type, y.target_type), spec = s.spec,
+        batch_rows = s.batch_rows, altered_at = now(), owner = s.owner,
+        backoff_attempts = 0, backoff_until = NULL
+    WHERE y.name = old.name
+    RETURNING * INTO s;
+    IF s.spec IS DISTINCT FROM old.spec THEN
+        RETURN plm_internal.enqueue_stale(s, false);
+    END IF;
+    RETURN 0;
+END $$;
+
 -- Checks every sync against its model as installed now: a sync whose model got new weights,
 -- heads or reference sets under the same name since its spec was recorded gets the new spec
 -- and its stale rows queued again (paused syncs too; they are processed once resumed). The
@@ -733,18 +772,9 @@ DECLARE
 BEGIN
     FOR old IN SELECT * FROM plm_internal.sync ORDER BY name LOOP
         BEGIN
-            s := plm_internal.describe(old.relid, old.sequence_column,
-                CASE WHEN old.task = 'embed' THEN old.target ELSE 'x' END, old.task, old.model,
-                old.layer, old.pooling, old.ontology, old.top_k, old.method, old.batch_rows);
+            s := plm_internal.redescribe(old, NULL, NULL, NULL, NULL, NULL, NULL);
             CONTINUE WHEN s.spec IS NOT DISTINCT FROM old.spec;
-            IF old.task = 'residues' AND s.target_type IS DISTINCT FROM old.target_type THEN
-                RAISE EXCEPTION 'model % gives vectors of another width than the side table holds', old.model;
-            END IF;
-            UPDATE plm_internal.sync y
-            SET spec = s.spec, altered_at = now(), backoff_attempts = 0, backoff_until = NULL
-            WHERE y.name = old.name
-            RETURNING * INTO s;
-            queued := plm_internal.enqueue_stale(s, false);
+            queued := plm_internal.store(old, s);
             total := total + queued;
             RAISE WARNING 'pg_plm: model % of sync % changed (weights, heads or reference set); % rows queued again',
                 old.model, old.name, queued;
@@ -827,33 +857,15 @@ CREATE FUNCTION @extschema@.plm_sync_alter(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old plm_internal.sync := plm_internal.get(name);
-    s plm_internal.sync;
-    queued bigint := 0;
+    queued bigint;
 BEGIN
     PERFORM plm_internal.check_owner(old.relid);
     IF ontology IS NOT NULL AND ontology IS DISTINCT FROM old.ontology THEN
         RAISE EXCEPTION 'pg_plm: the ontology of a sync cannot change'
             USING ERRCODE = 'feature_not_supported', HINT = 'Create another sync for the other ontology.';
     END IF;
-    s := plm_internal.describe(old.relid, old.sequence_column,
-        CASE WHEN old.task = 'embed' THEN old.target ELSE 'x' END, old.task,
-        coalesce(model, old.model), coalesce(layer, old.layer), coalesce(pooling, old.pooling),
-        old.ontology, coalesce(top_k, old.top_k), coalesce(method, old.method),
-        coalesce(batch_rows, old.batch_rows));
-    IF old.task = 'residues' AND s.target_type IS DISTINCT FROM old.target_type THEN
-        RAISE EXCEPTION 'pg_plm: model % gives vectors of another width than the side table holds', s.model
-            USING ERRCODE = 'feature_not_supported', HINT = 'Create a sync into another side table.';
-    END IF;
-    UPDATE plm_internal.sync y
-    SET model = s.model, layer = s.layer, pooling = s.pooling, top_k = s.top_k, method = s.method,
-        target_type = coalesce(s.target_type, y.target_type), spec = s.spec,
-        batch_rows = s.batch_rows, altered_at = now(), owner = s.owner,
-        backoff_attempts = 0, backoff_until = NULL
-    WHERE y.name = old.name
-    RETURNING * INTO s;
-    IF s.spec IS DISTINCT FROM old.spec THEN
-        queued := plm_internal.enqueue_stale(s, false);
-    END IF;
+    queued := plm_internal.store(old,
+        plm_internal.redescribe(old, model, layer, pooling, top_k, method, batch_rows));
     PERFORM @extschema@.plm_sync_start_worker();
     RETURN queued;
 END $$;
