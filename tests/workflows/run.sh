@@ -178,6 +178,15 @@ q -c "SELECT plm_sync_drop('late_emb')" >/dev/null
 # 8. New heads under the same model name: a synced function column is re-queued by
 # plm_sync_alter with unchanged arguments (the spec holds the heads' fingerprint), an embedding
 # column is not (its values depend on the weights only).
+# New heads without new weights: a refitted EC blend (weight halved) in heads-test's heads.json.
+refit_ec_blend() {
+  python3 - "$MODEL_DIR/heads-test/heads.json" <<'PY'
+import json, sys
+heads = json.load(open(sys.argv[1]))
+heads["blend"]["ec"]["alpha"] = heads["blend"]["ec"]["alpha"] / 2
+json.dump(heads, open(sys.argv[1], "w"))
+PY
+}
 rm -rf "$MODEL_DIR/heads-test" && cp -r "$MODEL_DIR/plm-default" "$MODEL_DIR/heads-test"
 chmod -R a+rX "$MODEL_DIR/heads-test"
 trap 'rm -rf "$MODEL_DIR/esm2-wide-test" "$MODEL_DIR/heads-test"' EXIT
@@ -189,12 +198,7 @@ q -c "CREATE TABLE annotated (id int PRIMARY KEY, seq text NOT NULL, emb vector(
 q -c "SELECT plm_sync_pause('ec')" -c "SELECT plm_sync_pause('emb')" >/dev/null
 before="$(q -c "SELECT plm_task_fingerprint('ec', 'heads-test')")"
 [ "$(q -c "SELECT plm_sync_alter('ec') + plm_sync_alter('emb')")" = 0 ] || fail "alter without changes re-queued rows"
-python3 - "$MODEL_DIR/heads-test/heads.json" <<'PY'
-import json, sys
-heads = json.load(open(sys.argv[1]))
-heads["blend"]["ec"]["alpha"] = 0.5 if heads["blend"]["ec"]["alpha"] != 0.5 else 0.6
-json.dump(heads, open(sys.argv[1], "w"))
-PY
+refit_ec_blend
 [ "$(q -c "SELECT plm_task_fingerprint('ec', 'heads-test')")" != "$before" ] || fail "plm_task_fingerprint did not change with heads.json"
 requeued="$(q -c "SELECT plm_sync_alter('ec')")"
 [ "$requeued" = 8 ] || fail "new heads: plm_sync_alter('ec') re-queued $requeued rows, expected 8"
@@ -204,12 +208,7 @@ ok "new heads under the same model name: plm_sync_alter re-queued the function s
 q -c "DELETE FROM plm_internal.queue WHERE sync = 'ec'"
 specs() { q -c "SELECT string_agg(name || '=' || spec, ' ' ORDER BY name) FROM plm_internal.sync WHERE name IN ('ec', 'emb')"; }
 before="$(specs)"
-python3 - "$MODEL_DIR/heads-test/heads.json" <<'PY'
-import json, sys
-heads = json.load(open(sys.argv[1]))
-heads["blend"]["ec"]["alpha"] = round(heads["blend"]["ec"]["alpha"] / 2, 3)
-json.dump(heads, open(sys.argv[1], "w"))
-PY
+refit_ec_blend
 crash_check_verify
 logpos="$(stat -c %s "$CRASH_CHECK_LOG")"
 "$ROOT/scripts/pg-local.sh" restart >/dev/null
