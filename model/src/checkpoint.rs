@@ -75,8 +75,9 @@ pub enum Precision {
     /// Full precision.
     #[default]
     F32,
-    /// Linear layers of the transformer blocks in int8 (weights per output channel, activations
-    /// per token); embeddings, norms, attention and heads in f32.
+    /// Linear layers of the transformer blocks in int8 (weights symmetric per output channel,
+    /// activations per token over the token's own range); embeddings, norms, attention and
+    /// heads in f32.
     Int8,
     /// Linear layers of the transformer blocks in bfloat16 (weights and activations rounded,
     /// products summed in f32); embeddings, norms, attention and heads in f32.
@@ -100,14 +101,24 @@ impl Precision {
 
     /// The identity of a model with weights `weights_sha256` at this precision: the weights'
     /// hash itself for f32 (so existing fingerprints stay valid), else the SHA-256 of the hash
-    /// and the precision's name.
+    /// and the precision's [`arithmetic`](Self::arithmetic).
     pub fn identity(&self, weights_sha256: &str) -> String {
         match self {
             Self::F32 => weights_sha256.to_owned(),
             other => {
-                let digest = Sha256::digest(format!("{weights_sha256}/{}", other.as_str()));
+                let digest = Sha256::digest(format!("{weights_sha256}/{}", other.arithmetic()));
                 hex::encode(digest)
             }
+        }
+    }
+
+    /// The precision's name and, where its arithmetic changed after it was introduced, the
+    /// revision, so that results of the old arithmetic are never mixed with the new ones
+    /// (int8 activations are rounded over each row's own range; up to 0.3.0, symmetrically).
+    fn arithmetic(&self) -> &'static str {
+        match self {
+            Self::Int8 => "int8/asymmetric-activations",
+            other => other.as_str(),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Int8 linear layers of the CPU fast path (W8A8).
 //!
 //! Weights are quantised once, symmetrically per output channel (±127); activations per row
-//! at run time, then offset by 128 into `u8`, the operand order of AVX-512 VNNI's `vpdpbusd`
-//! (unsigned × signed bytes, four products summed into each i32 lane). The offset is undone
-//! with a per-column correction (`128 · Σ q`), and the exact i32 sums are rescaled to f32
-//! (`row scale × column scale`) with the bias. Integer sums are exact, so a row's result is
-//! the same on every CPU (VNNI kernel or the portable twin), for any batch it is part of and
-//! any thread count.
+//! at run time over the row's own range into `u8` (`x ≈ zero + scale · byte`, see
+//! [`kernels::quantize_rows_u8`]), the operand order of AVX-512 VNNI's `vpdpbusd` (unsigned ×
+//! signed bytes, four products summed into each i32 lane). The exact i32 sums are rescaled to
+//! f32 with the row's zero point carried by a per-column term (`zero · Σ q`) and the bias.
+//! Integer sums are exact and the epilogue is one fixed sequence of f32 operations, so a row's
+//! result is the same on every CPU (VNNI kernel or the portable twin), for any batch it is
+//! part of and any thread count.
 
 #![allow(unsafe_code)] // SIMD kernel: target-feature dispatch and raw-pointer loads.
 
@@ -76,8 +77,8 @@ pub(crate) struct Int8Linear {
     packed: Vec<i8>,
     /// Per output column: the weight scale.
     scales: Vec<f32>,
-    /// Per output column: `128 · Σ_k q`, the contribution of the activations' offset.
-    offsets: Vec<i32>,
+    /// Per output column: `Σ_k q`, which the activations' zero point multiplies.
+    sums: Vec<f32>,
 }
 
 impl Int8Linear {
@@ -88,11 +89,12 @@ impl Int8Linear {
         let panels = n.div_ceil(NR);
         let mut packed = vec![0i8; panels * NR * kp];
         let mut scales = vec![0f32; n];
-        let mut offsets = vec![0i32; n];
+        let mut sums = vec![0f32; n];
         let mut q = vec![0i8; k];
         for (j, row) in w.chunks(k).enumerate() {
             scales[j] = quantize_row(row, &mut q);
-            offsets[j] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+            // Exact: |Σ q| ≤ 127 · k is far below 2²⁴.
+            sums[j] = q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32;
             let (panel, col) = (j / NR, j % NR);
             let base = panel * NR * kp;
             for (t, &v) in q.iter().enumerate() {
@@ -105,7 +107,7 @@ impl Int8Linear {
             kp,
             packed,
             scales,
-            offsets,
+            sums,
         }
     }
 
@@ -135,10 +137,10 @@ impl Int8Linear {
         assert_eq!(bias.len(), n, "bias size");
         ACTIVATIONS.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let (aq, row_scales) = buf.quantize(a, m, k, kp);
+            let (aq, row_scales, row_zeros) = buf.quantize(a, m, k, kp);
             packed::for_each_tile(out, m, n, |t, out| {
                 let columns = Columns {
-                    offsets: &self.offsets[t.j0..t.j0 + t.cols],
+                    sums: &self.sums[t.j0..t.j0 + t.cols],
                     scales: &self.scales[t.j0..t.j0 + t.cols],
                     bias: &bias[t.j0..t.j0 + t.cols],
                 };
@@ -148,6 +150,7 @@ impl Int8Linear {
                     b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
                     groups: kp / KG,
                     row_scales: &row_scales[t.r0..t.r0 + t.rows],
+                    row_zeros: &row_zeros[t.r0..t.r0 + t.rows],
                 };
                 kernel.run(&tile, &columns, out, n, accumulate);
             });
@@ -162,20 +165,23 @@ struct Tile<'a> {
     b: &'a [i8],
     groups: usize,
     row_scales: &'a [f32],
+    row_zeros: &'a [f32],
 }
 
 /// The per-column terms of a panel's epilogue (up to [`NR`] columns).
 struct Columns<'a> {
-    offsets: &'a [i32],
+    sums: &'a [f32],
     scales: &'a [f32],
     bias: &'a [f32],
 }
 
-/// The dequantised value of one output element; both kernels evaluate exactly this (no fused
-/// multiply-add), so they agree to the bit.
+/// The dequantised value of one output element, `Σ (zero + row_scale · a) · scale · q + bias`;
+/// both kernels evaluate exactly this sequence (no fused multiply-add), so they agree to the
+/// bit.
 #[inline(always)]
-fn dequantize(sum: i32, offset: i32, row_scale: f32, scale: f32, bias: f32) -> f32 {
-    (sum - offset) as f32 * (row_scale * scale) + bias
+fn dequantize(sum: i32, q_sum: f32, row: (f32, f32), scale: f32, bias: f32) -> f32 {
+    let (row_scale, row_zero) = row;
+    (sum as f32 * row_scale + row_zero * q_sum) * scale + bias
 }
 
 /// Which tile kernel runs.
@@ -237,18 +243,22 @@ impl Kernel {
 struct ActivationBuffer {
     bytes: Vec<u8>,
     scales: Vec<f32>,
+    zeros: Vec<f32>,
 }
 
 impl ActivationBuffer {
-    /// Quantises `m` rows of `a` per row into `u8` (value + 128; see [`kernels::quantize_rows_u8`]), rows `kp`
-    /// bytes apart with the tail zero-weighted (the packed weights are zero there).
-    fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) -> (&[u8], &[f32]) {
+    /// Quantises `m` rows of `a` per row into `u8` (see [`kernels::quantize_rows_u8`]), rows
+    /// `kp` bytes apart with the tail zero (the packed weights are zero there too); returns
+    /// the bytes and each row's scale and zero point.
+    fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) -> (&[u8], &[f32], &[f32]) {
         self.bytes.clear();
-        self.bytes.resize(m * kp, 128);
+        self.bytes.resize(m * kp, 0);
         self.scales.clear();
         self.scales.resize(m, 0.0);
-        kernels::quantize_rows_u8(a, k, &mut self.bytes, kp, &mut self.scales);
-        (&self.bytes, &self.scales)
+        self.zeros.clear();
+        self.zeros.resize(m, 0.0);
+        kernels::quantize_rows_u8(a, k, &mut self.bytes, kp, &mut self.scales, &mut self.zeros);
+        (&self.bytes, &self.scales, &self.zeros)
     }
 }
 
@@ -258,7 +268,13 @@ thread_local! {
 
 /// The reference twin of the VNNI tile: the same sums and epilogue, in portable code.
 fn tile_portable(t: &Tile, cols: &Columns, out: &mut [f32], ldo: usize, accumulate: bool) {
-    for (r, &row_scale) in t.row_scales.iter().enumerate() {
+    for (r, row) in t
+        .row_scales
+        .iter()
+        .copied()
+        .zip(t.row_zeros.iter().copied())
+        .enumerate()
+    {
         let a = &t.a[r * t.lda..];
         for (c, o) in out[r * ldo..][..cols.bias.len()].iter_mut().enumerate() {
             let mut sum = 0i32;
@@ -271,13 +287,7 @@ fn tile_portable(t: &Tile, cols: &Columns, out: &mut [f32], ldo: usize, accumula
                     .map(|(&x, &w)| i32::from(x) * i32::from(w))
                     .sum::<i32>();
             }
-            let v = dequantize(
-                sum,
-                cols.offsets[c],
-                row_scale,
-                cols.scales[c],
-                cols.bias[c],
-            );
+            let v = dequantize(sum, cols.sums[c], row, cols.scales[c], cols.bias[c]);
             *o = if accumulate { *o + v } else { v };
         }
     }
@@ -329,14 +339,17 @@ mod vnni {
             let at = h * half;
             // SAFETY: the masked loads and stores touch only the panel's `n` columns.
             unsafe {
-                let offsets = _mm512_maskz_loadu_epi32(mask, cols.offsets.as_ptr().add(at));
+                let sums = _mm512_maskz_loadu_ps(mask, cols.sums.as_ptr().add(at));
                 let scales = _mm512_maskz_loadu_ps(mask, cols.scales.as_ptr().add(at));
                 let bias = _mm512_maskz_loadu_ps(mask, cols.bias.as_ptr().add(at));
                 for r in 0..R {
                     let sum = if h == 0 { lo[r] } else { hi[r] };
-                    let centred = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offsets));
-                    let factor = _mm512_mul_ps(_mm512_set1_ps(t.row_scales[r]), scales);
-                    let mut v = _mm512_add_ps(_mm512_mul_ps(centred, factor), bias);
+                    // [`super::dequantize`], operation by operation.
+                    let scaled =
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(t.row_scales[r]));
+                    let shift = _mm512_mul_ps(_mm512_set1_ps(t.row_zeros[r]), sums);
+                    let row = _mm512_mul_ps(_mm512_add_ps(scaled, shift), scales);
+                    let mut v = _mm512_add_ps(row, bias);
                     let dst = out.add(r * ldo + at);
                     if accumulate {
                         v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v);

@@ -159,34 +159,62 @@ multiversion! {
     }
 }
 
+/// The smallest and largest element (0, 0 for an empty slice; NaN is skipped).
 #[inline(always)]
-fn max_abs(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
+fn min_max(xs: &[f32]) -> (f32, f32) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            let a = c[i].abs();
-            acc[i] = if a > acc[i] { a } else { acc[i] };
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
         }
     }
-    let m = acc.iter().fold(0f32, |a, &b| a.max(b));
-    rest.iter().fold(m, |a, &b| a.max(b.abs()))
+    let lo = rest
+        .iter()
+        .chain(&lo)
+        .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+    let hi = rest
+        .iter()
+        .chain(&hi)
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    if lo <= hi {
+        (lo, hi)
+    } else {
+        (0.0, 0.0) // only NaN
+    }
 }
 
 multiversion! {
-    /// Quantises each `k`-wide row of `src` symmetrically to ±127 (scale `max |x| / 127`, 1
-    /// for an all-zero row) and writes it offset by 128 as the first `k`
-    /// bytes of a `kp`-wide row of `dst`; the row's scale goes to `scales`. Rounds half to even
-    /// by adding 2²³ (so the low mantissa bits are the rounded integer): unlike `round` or an
-    /// `as` cast, this vectorises, and a NaN input gives a defined byte.
-    pub fn quantize_rows_u8(src: &[f32], k: usize, dst: &mut [u8], kp: usize, scales: &mut [f32]) {
-        for ((row, dst), scale) in src.chunks_exact(k).zip(dst.chunks_exact_mut(kp)).zip(scales) {
-            let max = max_abs(row);
-            *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    /// Quantises each `k`-wide row of `src` to bytes over the row's own range: `x ≈ zero +
+    /// scale · byte`, `zero` the row's minimum and `scale` its range / 255 (1 for a constant
+    /// row), into the first `k` bytes of a `kp`-wide row of `dst`, the row's scale and zero to
+    /// `scales` and `zeros`. An asymmetric range uses all 256 levels where a symmetric ±max one
+    /// would waste half of them on rows that are mostly of one sign (the GELU activations
+    /// feeding the second feed-forward projection). Rounds half to even by adding 2²³ (so the
+    /// low mantissa bits are the rounded integer): unlike `round` or an `as` cast, this
+    /// vectorises, and a NaN input gives a defined byte.
+    pub fn quantize_rows_u8(
+        src: &[f32],
+        k: usize,
+        dst: &mut [u8],
+        kp: usize,
+        scales: &mut [f32],
+        zeros: &mut [f32],
+    ) {
+        let rows = src.chunks_exact(k).zip(dst.chunks_exact_mut(kp));
+        for ((row, dst), (scale, zero)) in rows.zip(scales.iter_mut().zip(zeros.iter_mut())) {
+            let (lo, hi) = min_max(row);
+            *zero = lo;
+            *scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
             let inv = 1.0 / *scale;
             for (d, &x) in dst.iter_mut().zip(row) {
-                let r = (x * inv + 128.0).clamp(1.0, 255.0);
+                let r = ((x - lo) * inv).clamp(0.0, 255.0);
                 *d = (r + 8_388_608.0).to_bits() as u8;
             }
         }
@@ -470,6 +498,44 @@ mod tests {
             total += term / (2 * n + 1) as f64;
         }
         total * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn activation_rows_round_over_their_own_range() {
+        // A GELU-like row (mostly positive), a constant row, an all-zero row, one with a NaN.
+        let k = 40;
+        let mut src: Vec<f32> = (0..k)
+            .map(|i| (i as f32 * 0.37).sin().max(-0.17) * 3.0)
+            .collect();
+        src.extend(std::iter::repeat_n(-2.5f32, k));
+        src.extend(std::iter::repeat_n(0.0f32, k));
+        let mut with_nan: Vec<f32> = (0..k).map(|i| i as f32 - 7.0).collect();
+        with_nan[3] = f32::NAN;
+        src.extend(with_nan);
+        let (rows, kp) = (4, 44);
+        let mut dst = vec![0u8; rows * kp];
+        let (mut scales, mut zeros) = (vec![0f32; rows], vec![0f32; rows]);
+        quantize_rows_u8(&src, k, &mut dst, kp, &mut scales, &mut zeros);
+        for r in 0..rows {
+            let row = &src[r * k..(r + 1) * k];
+            let finite = row.iter().filter(|x| x.is_finite());
+            let lo = finite.clone().fold(f32::INFINITY, |a, &b| a.min(b));
+            let hi = finite.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            assert_eq!(zeros[r], lo, "row {r}: zero point is the minimum");
+            for (t, &x) in row.iter().enumerate().filter(|(_, x)| x.is_finite()) {
+                let back = zeros[r] + scales[r] * f32::from(dst[r * kp + t]);
+                // Half a level, the 256 levels spanning the row's own range.
+                assert!(
+                    (back - x).abs() <= (hi - lo) / 255.0 * 0.5 + 1e-6,
+                    "row {r}[{t}]"
+                );
+            }
+        }
+        assert!(
+            dst[kp..2 * kp].iter().all(|&b| b == 0),
+            "a constant row is its zero point"
+        );
+        assert_eq!(scales[1], 1.0);
     }
 
     #[test]
