@@ -162,9 +162,6 @@ multiversion! {
 /// The smallest and largest element (0, 0 for an empty slice; NaN is skipped).
 #[inline(always)]
 fn min_max(xs: &[f32]) -> (f32, f32) {
-    if xs.is_empty() {
-        return (0.0, 0.0);
-    }
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -186,7 +183,7 @@ fn min_max(xs: &[f32]) -> (f32, f32) {
     if lo <= hi {
         (lo, hi)
     } else {
-        (0.0, 0.0) // only NaN
+        (0.0, 0.0) // empty, or only NaN
     }
 }
 
