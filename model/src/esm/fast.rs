@@ -308,56 +308,62 @@ pub(crate) fn block_forward(
     }
     let ctx_ptr = SharedMut(ctx.as_mut_ptr());
     let qkv_ref = &*qkv;
-    tasks.par_iter().for_each(|&(start, len, head, q0, qn)| {
-        let hd = d.head_dim;
-        with_scratch(qn * (len + 1), |scratch| {
-            let (scores, inv_sums) = scratch.split_at_mut(qn * len);
-            let base = qkv_ref.as_ptr();
-            // SAFETY: q/k/v rows lie in `qkv`; each task writes its own rows × head columns
-            // of `ctx`, disjoint from every other task's.
-            unsafe {
-                let q = base.add((start + q0) * 3 * h + head * hd);
-                let k = base.add(start * 3 * h + h + head * hd);
-                let v = base.add(start * 3 * h + 2 * h + head * hd);
-                // scores (qn, len) = Q · Kᵀ
-                kernels::matmul(
-                    qn,
-                    len,
-                    hd,
-                    scores.as_mut_ptr(),
-                    len,
-                    false,
-                    q,
-                    3 * h,
-                    k,
-                    1,
-                    3 * h,
-                );
-                kernels::softmax_rows_deferred(scores, len, inv_sums);
-                // ctx (qn, hd) = P · V
-                let out = ctx_ptr.get().add((start + q0) * h + head * hd);
-                kernels::matmul(
-                    qn,
-                    hd,
-                    len,
-                    out,
-                    h,
-                    false,
-                    scores.as_ptr(),
-                    len,
-                    v,
-                    3 * h,
-                    1,
-                );
-                for (r, &inv) in inv_sums.iter().enumerate() {
-                    // SAFETY: row `r` of this task's columns, written above.
-                    for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
-                        *v *= inv;
+    // One task per rayon job: a batch comes longest sequence first, so its tasks' costs fall
+    // steeply, and rayon's default split (a few long runs of tasks, run in order) left one
+    // thread idle for about a fifth of this phase on natural-length batches.
+    tasks
+        .par_iter()
+        .with_max_len(1)
+        .for_each(|&(start, len, head, q0, qn)| {
+            let hd = d.head_dim;
+            with_scratch(qn * (len + 1), |scratch| {
+                let (scores, inv_sums) = scratch.split_at_mut(qn * len);
+                let base = qkv_ref.as_ptr();
+                // SAFETY: q/k/v rows lie in `qkv`; each task writes its own rows × head columns
+                // of `ctx`, disjoint from every other task's.
+                unsafe {
+                    let q = base.add((start + q0) * 3 * h + head * hd);
+                    let k = base.add(start * 3 * h + h + head * hd);
+                    let v = base.add(start * 3 * h + 2 * h + head * hd);
+                    // scores (qn, len) = Q · Kᵀ
+                    kernels::matmul(
+                        qn,
+                        len,
+                        hd,
+                        scores.as_mut_ptr(),
+                        len,
+                        false,
+                        q,
+                        3 * h,
+                        k,
+                        1,
+                        3 * h,
+                    );
+                    kernels::softmax_rows_deferred(scores, len, inv_sums);
+                    // ctx (qn, hd) = P · V
+                    let out = ctx_ptr.get().add((start + q0) * h + head * hd);
+                    kernels::matmul(
+                        qn,
+                        hd,
+                        len,
+                        out,
+                        h,
+                        false,
+                        scores.as_ptr(),
+                        len,
+                        v,
+                        3 * h,
+                        1,
+                    );
+                    for (r, &inv) in inv_sums.iter().enumerate() {
+                        // SAFETY: row `r` of this task's columns, written above.
+                        for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
+                            *v *= inv;
+                        }
                     }
                 }
-            }
+            });
         });
-    });
 
     // Phase 3: x += ctx · Woᵀ + b, then x += GELU(LN(x) · W1ᵀ + b1) · W2ᵀ + b2 by row blocks.
     linear(xs, ctx, w.out_w, w.out_b, h, true);

@@ -75,7 +75,7 @@ pub struct HomologyArgs {
     /// Scratch directory (MMseqs2 files).
     #[arg(long, default_value = "runs/homology")]
     pub work: PathBuf,
-    /// Evaluate only; leave the model directory unchanged.
+    /// Evaluate only; leave the model directory unchanged (the results go to `WORK/results.json`).
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -236,6 +236,17 @@ pub fn run(args: &HomologyArgs) -> Result<()> {
         blend.extend(fitted);
     }
     if args.dry_run {
+        let path = args.work.join("results.json");
+        std::fs::create_dir_all(&args.work)?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&Value::Object(results))?,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "dry run: results in {}, blends not deployed",
+            path.display()
+        );
         return Ok(());
     }
     crate::model_dir::update_heads_and_results(
