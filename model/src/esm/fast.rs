@@ -301,7 +301,13 @@ pub(crate) fn block_forward(
             let mut q0 = 0;
             while q0 < len {
                 let qn = QUERY_BLOCK.min(len - q0);
-                tasks.push((start, len, head, q0, qn));
+                tasks.push(AttentionTask {
+                    start,
+                    len,
+                    head,
+                    q0,
+                    qn,
+                });
                 q0 += qn;
             }
         }
@@ -311,59 +317,10 @@ pub(crate) fn block_forward(
     // One task per rayon job: a batch comes longest sequence first, so its tasks' costs fall
     // steeply, and rayon's default split (a few long runs of tasks, run in order) left one
     // thread idle for about a fifth of this phase on natural-length batches.
-    tasks
-        .par_iter()
-        .with_max_len(1)
-        .for_each(|&(start, len, head, q0, qn)| {
-            let hd = d.head_dim;
-            with_scratch(qn * (len + 1), |scratch| {
-                let (scores, inv_sums) = scratch.split_at_mut(qn * len);
-                let base = qkv_ref.as_ptr();
-                // SAFETY: q/k/v rows lie in `qkv`; each task writes its own rows × head columns
-                // of `ctx`, disjoint from every other task's.
-                unsafe {
-                    let q = base.add((start + q0) * 3 * h + head * hd);
-                    let k = base.add(start * 3 * h + h + head * hd);
-                    let v = base.add(start * 3 * h + 2 * h + head * hd);
-                    // scores (qn, len) = Q · Kᵀ
-                    kernels::matmul(
-                        qn,
-                        len,
-                        hd,
-                        scores.as_mut_ptr(),
-                        len,
-                        false,
-                        q,
-                        3 * h,
-                        k,
-                        1,
-                        3 * h,
-                    );
-                    kernels::softmax_rows_deferred(scores, len, inv_sums);
-                    // ctx (qn, hd) = P · V
-                    let out = ctx_ptr.get().add((start + q0) * h + head * hd);
-                    kernels::matmul(
-                        qn,
-                        hd,
-                        len,
-                        out,
-                        h,
-                        false,
-                        scores.as_ptr(),
-                        len,
-                        v,
-                        3 * h,
-                        1,
-                    );
-                    for (r, &inv) in inv_sums.iter().enumerate() {
-                        // SAFETY: row `r` of this task's columns, written above.
-                        for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
-                            *v *= inv;
-                        }
-                    }
-                }
-            });
-        });
+    tasks.par_iter().with_max_len(1).for_each(|&task| {
+        // SAFETY: `ctx` holds `rows × h` floats and the tasks' regions are disjoint.
+        unsafe { attend(task, qkv_ref, ctx_ptr, h, d.head_dim) }
+    });
 
     // Phase 3: x += ctx · Woᵀ + b, then x += GELU(LN(x) · W1ᵀ + b1) · W2ᵀ + b2 by row blocks.
     linear(xs, ctx, w.out_w, w.out_b, h, true);
@@ -378,6 +335,77 @@ pub(crate) fn block_forward(
         inter.par_chunks_mut(chunk * i).for_each(kernels::gelu_erf);
         linear(x, inter, w.ff2_w, w.ff2_b, i, true);
     }
+}
+
+/// One attention job: query rows `q0..q0 + qn` of one head of the sequence packed at rows
+/// `start..start + len`.
+#[derive(Clone, Copy)]
+struct AttentionTask {
+    start: usize,
+    len: usize,
+    head: usize,
+    q0: usize,
+    qn: usize,
+}
+
+/// `softmax(Q·Kᵀ)·V` of one task, into its rows × head columns of `ctx` (`rows × h`).
+///
+/// # Safety
+/// `ctx` points to `rows × h` floats covering the task's rows, and no other thread touches the
+/// task's region of `ctx` meanwhile.
+unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
+    let AttentionTask {
+        start,
+        len,
+        head,
+        q0,
+        qn,
+    } = task;
+    with_scratch(qn * (len + 1), |scratch| {
+        let (scores, inv_sums) = scratch.split_at_mut(qn * len);
+        let base = qkv.as_ptr();
+        // SAFETY: q/k/v rows lie in `qkv`; `out` is this task's region of `ctx` (caller).
+        unsafe {
+            let q = base.add((start + q0) * 3 * h + head * hd);
+            let k = base.add(start * 3 * h + h + head * hd);
+            let v = base.add(start * 3 * h + 2 * h + head * hd);
+            // scores (qn, len) = Q · Kᵀ
+            kernels::matmul(
+                qn,
+                len,
+                hd,
+                scores.as_mut_ptr(),
+                len,
+                false,
+                q,
+                3 * h,
+                k,
+                1,
+                3 * h,
+            );
+            kernels::softmax_rows_deferred(scores, len, inv_sums);
+            // ctx (qn, hd) = P · V
+            let out = ctx.get().add((start + q0) * h + head * hd);
+            kernels::matmul(
+                qn,
+                hd,
+                len,
+                out,
+                h,
+                false,
+                scores.as_ptr(),
+                len,
+                v,
+                3 * h,
+                1,
+            );
+            for (r, &inv) in inv_sums.iter().enumerate() {
+                for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
+                    *v *= inv;
+                }
+            }
+        }
+    });
 }
 
 /// Layer norm of packed rows (the encoder's final norm).
