@@ -92,20 +92,23 @@ fn max(xs: &[f32]) -> f32 {
     rest.iter().fold(m, |a, &b| a.max(b))
 }
 
-/// `e^x` (Cephes polynomial, about 1 ulp on the range softmax uses).
+/// `e^x` (Cephes polynomial, about 1 ulp on the range softmax uses). Written with `mul_add`,
+/// which the kernels' AVX2 and AVX-512 builds turn into fused multiply-adds (half the
+/// instructions of separate multiplies and adds; softmax is a quarter of the 8M shape's time on
+/// natural lengths).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let fx = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = x - fx * 0.693_359_4 + fx * 2.121_944_4e-4;
+    let fx = x.mul_add(std::f32::consts::LOG2_E, 0.5).floor();
+    let r = fx.mul_add(2.121_944_4e-4, fx.mul_add(-0.693_359_4, x));
     let z = r * r;
     let mut y = 1.987_569e-4_f32;
-    y = y * r + 1.398_199_9e-3;
-    y = y * r + 8.333_452e-3;
-    y = y * r + 4.166_579_6e-2;
-    y = y * r + 1.666_666_5e-1;
-    y = y * r + 0.5;
-    y = y * z + r + 1.0;
+    y = y.mul_add(r, 1.398_199_9e-3);
+    y = y.mul_add(r, 8.333_452e-3);
+    y = y.mul_add(r, 4.166_579_6e-2);
+    y = y.mul_add(r, 1.666_666_5e-1);
+    y = y.mul_add(r, 0.5);
+    y = y.mul_add(z, r + 1.0);
     // 2^fx through the bits of fx + 1.5·2^23 (fx is an integer in [-126, 127]); a plain
     // `as i32` would not vectorise (saturating conversion).
     let bits = (fx + 12_582_912.0).to_bits();
@@ -118,18 +121,18 @@ fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_6e-3;
-    p = p * x2 - 1.609_603_3e-2;
+    p = p.mul_add(x2, 2.770_681_4e-8);
+    p = p.mul_add(x2, -2.101_024e-6);
+    p = p.mul_add(x2, -5.692_506_4e-5);
+    p = p.mul_add(x2, -7.349_906_3e-4);
+    p = p.mul_add(x2, -2.954_6e-3);
+    p = p.mul_add(x2, -1.609_603_3e-2);
     p *= x;
     let mut q = -1.456_607e-5_f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329e-3;
-    q = q * x2 - 1.426_474e-2;
+    q = q.mul_add(x2, -2.133_740_6e-4);
+    q = q.mul_add(x2, -1.682_827e-3);
+    q = q.mul_add(x2, -7.373_329e-3);
+    q = q.mul_add(x2, -1.426_474e-2);
     p / q
 }
 
