@@ -2,11 +2,18 @@
 //!
 //! Weights are rounded to bfloat16 once (to nearest, ties to even), activations per row at run
 //! time with the same rounding. AVX-512 BF16's `vdpbf16ps` multiplies pairs of bf16 values
-//! (exactly: 8-bit significands) and adds each product to f32 accumulators, twice the
-//! multiply rate of f32 FMAs; only the inputs lose precision, not the sums. The portable twin
-//! performs the same additions in the instruction's order with its denormal rules (inputs and
-//! results flushed to zero), so both give the same bits, for any batch a row is part of and
-//! any thread count.
+//! (exactly: 8-bit significands) and adds each product to f32 accumulators; only the inputs
+//! lose precision, not the sums. The portable twin performs the same additions in the
+//! instruction's order with its denormal rules (inputs and results flushed to zero), so both
+//! give the same bits, for any batch a row is part of and any thread count.
+//!
+//! Where `vdpbf16ps` is slow (on an Intel Xeon it computes half the products per second of
+//! f32 FMAs: `examples/isa_rates.rs`) or missing, a third kernel widens the bf16 values to f32
+//! and adds the same products in the same order with f32 FMAs. A product of two bf16 values
+//! is exact in f32, so each FMA rounds like the instruction's addition; the denormal rules
+//! cannot differ either when no input is subnormal and every product is a multiple of 2^-126
+//! ([`fma_kernel_is_exact`]), which holds for any realistic layer and is checked per call
+//! (otherwise the call runs on the other kernel). All three give the same bits.
 
 #![allow(unsafe_code)] // SIMD kernel: target-feature dispatch and raw-pointer loads.
 
@@ -73,6 +80,29 @@ pub(crate) struct Bf16Linear {
     kp: usize,
     /// `[panel][k pair][column of the panel][KG]` bf16 bits, zero-padded in both directions.
     packed: Vec<u16>,
+    /// The smallest biased exponent of a nonzero weight (255 when there is none).
+    min_exponent: u32,
+}
+
+/// The biased exponent field of nonzero bf16 bits (0 for a subnormal), or 255 for a zero:
+/// what the smallest nonzero magnitude of a set of values is found by.
+#[inline(always)]
+fn exponent_field(h: u16) -> u32 {
+    if h & 0x7fff == 0 {
+        255
+    } else {
+        u32::from((h >> 7) & 0xff)
+    }
+}
+
+/// Whether f32 FMAs give `vdpbf16ps`'s bits on activations and weights whose smallest nonzero
+/// magnitudes have the biased exponents `activations` and `weights`. A normal bf16 value with
+/// exponent `e` is a multiple of `2^(e-7)`, so every product, every exact partial sum and every
+/// rounding of one is a multiple of `2^(ea-7 + ew-7)`: at or above `2^-126`, no sum can be
+/// subnormal and the flush-to-zero rules never apply.
+fn fma_kernel_is_exact(activations: u32, weights: u32) -> bool {
+    // (ea - 127 - 7) + (ew - 127 - 7) >= -126, with no subnormal input (field 0).
+    activations >= 1 && weights >= 1 && activations + weights >= 142
 }
 
 impl Bf16Linear {
@@ -87,7 +117,18 @@ impl Bf16Linear {
                 packed[base + (t / KG) * NR * KG + (j % NR) * KG + t % KG] = to_bf16(v);
             }
         }
-        Self { n, k, kp, packed }
+        let min_exponent = packed
+            .iter()
+            .map(|&h| exponent_field(h))
+            .min()
+            .unwrap_or(255);
+        Self {
+            n,
+            k,
+            kp,
+            packed,
+            min_exponent,
+        }
     }
 
     /// Output width.
@@ -119,17 +160,55 @@ impl Bf16Linear {
             buf.clear();
             buf.resize(m * kp, 0);
             kernels::round_rows_bf16(a, k, &mut buf, kp);
-            packed::for_each_tile(out, m, n, |t, out| {
-                let tile = Tile {
-                    a: &buf[t.r0 * kp..(t.r0 + t.rows) * kp],
-                    lda: kp,
-                    rows: t.rows,
-                    b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
-                    groups: kp / KG,
-                    bias: &bias[t.j0..t.j0 + t.cols],
-                };
-                kernel.run(&tile, out, n, accumulate);
+            if kernel == Kernel::Avx512F32 {
+                let exact = WIDENED.with(|wide| {
+                    let mut wide = wide.borrow_mut();
+                    wide.clear();
+                    wide.resize(m * kp, 0.0);
+                    let min_exponent = widen_bf16(&buf, &mut wide);
+                    let exact = fma_kernel_is_exact(min_exponent, self.min_exponent);
+                    if exact {
+                        self.for_each_tile(&wide, out, bias, |tile, out| {
+                            kernel.run_widened(tile, out, n, accumulate)
+                        });
+                    }
+                    exact
+                });
+                if exact {
+                    return;
+                }
+            }
+            let kernel = match kernel {
+                Kernel::Avx512F32 => Kernel::without_fma(),
+                other => other,
+            };
+            self.for_each_tile(&buf, out, bias, |tile, out| {
+                kernel.run(tile, out, n, accumulate)
             });
+        });
+    }
+
+    /// Runs `f` on every register tile of the product of the activation rows `a` (`kp` wide)
+    /// with the packed weights.
+    fn for_each_tile<A>(
+        &self,
+        a: &[A],
+        out: &mut [f32],
+        bias: &[f32],
+        mut f: impl FnMut(&Tile<A>, &mut [f32]),
+    ) {
+        let (n, kp) = (self.n, self.kp);
+        let m = a.len() / kp;
+        packed::for_each_tile(out, m, n, |t, out| {
+            let tile = Tile {
+                a: &a[t.r0 * kp..(t.r0 + t.rows) * kp],
+                lda: kp,
+                rows: t.rows,
+                b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
+                groups: kp / KG,
+                bias: &bias[t.j0..t.j0 + t.cols],
+            };
+            f(&tile, out);
         });
     }
 }
@@ -137,11 +216,14 @@ impl Bf16Linear {
 thread_local! {
     /// Per-thread buffer of bf16 activation rows.
     static ACTIVATIONS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// The same rows as f32 values, for the FMA kernel.
+    static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One register tile's inputs: up to [`MR`] rows of bf16 activations and one panel.
-struct Tile<'a> {
-    a: &'a [u16],
+/// One register tile's inputs: up to [`MR`] rows of activations (bf16 bits, or their f32
+/// values for the FMA kernel) and one panel.
+struct Tile<'a, A> {
+    a: &'a [A],
     lda: usize,
     rows: usize,
     b: &'a [u16],
@@ -150,40 +232,90 @@ struct Tile<'a> {
     bias: &'a [f32],
 }
 
+impl<A> Tile<'_, A> {
+    /// Checks the extents the SIMD kernels rely on.
+    fn assert_bounds(&self, out: &[f32], ldo: usize) {
+        assert!((1..=MR).contains(&self.rows));
+        assert!(self.a.len() >= (self.rows - 1) * self.lda + self.groups * KG);
+        assert!(self.b.len() >= self.groups * NR * KG);
+        assert!(out.len() >= (self.rows - 1) * ldo + self.bias.len());
+    }
+}
+
 /// Which tile kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     /// AVX-512 BF16 (`vdpbf16ps`).
     Avx512Bf16,
+    /// AVX-512F: bf16 values widened to f32, f32 FMAs in `vdpbf16ps`'s order.
+    Avx512F32,
     /// Portable loops: the reference twin.
     Portable,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs (detected once).
+    /// The fastest kernel this CPU runs (detected once; where both AVX-512 kernels run, the
+    /// faster on a typical tile, which gives the same bits either way).
     fn detect() -> Self {
         static KERNEL: OnceLock<Kernel> = OnceLock::new();
         *KERNEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bf16")
-            {
-                return Kernel::Avx512Bf16;
+            if std::is_x86_feature_detected!("avx512f") {
+                if std::is_x86_feature_detected!("avx512bf16") {
+                    return Self::faster(Kernel::Avx512Bf16, Kernel::Avx512F32);
+                }
+                return Kernel::Avx512F32;
             }
             Kernel::Portable
         })
     }
 
+    /// What runs a call the FMA kernel cannot take exactly.
+    fn without_fma() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
+            return Kernel::Avx512Bf16;
+        }
+        Kernel::Portable
+    }
+
+    /// The faster of two kernels on a 64 × 768 × 256 product (best of five, about a
+    /// millisecond in all).
+    #[cfg(target_arch = "x86_64")]
+    fn faster(first: Kernel, second: Kernel) -> Kernel {
+        let (m, k, n) = (64, 768, 256);
+        let value = |i: usize| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0;
+        let w: Vec<f32> = (0..n * k).map(value).collect();
+        let a: Vec<f32> = (0..m * k).map(|i| value(i + 17)).collect();
+        let lin = Bf16Linear::pack(&w, k);
+        let bias = vec![0f32; n];
+        let mut out = vec![0f32; m * n];
+        let mut best = |kernel: Kernel| {
+            (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        if best(second) < best(first) {
+            second
+        } else {
+            first
+        }
+    }
+}
+
+impl Kernel {
     /// `out[r·ldo + c] (+)= Σ_t a[r, t] · b[t, c] + bias[c]` for the tile's rows and the
-    /// panel's columns.
-    fn run(self, t: &Tile, out: &mut [f32], ldo: usize, accumulate: bool) {
-        assert!((1..=MR).contains(&t.rows));
-        assert!(t.a.len() >= (t.rows - 1) * t.lda + t.groups * KG);
-        assert!(t.b.len() >= t.groups * NR * KG);
-        assert!(out.len() >= (t.rows - 1) * ldo + t.bias.len());
+    /// panel's columns, on bf16 activation bits.
+    fn run(self, t: &Tile<u16>, out: &mut [f32], ldo: usize, accumulate: bool) {
+        t.assert_bounds(out, ldo);
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512Bf16` is only detected on CPUs with the features; the asserted
+            // SAFETY: `Avx512Bf16` is only chosen on CPUs with the features; the asserted
             // lengths bound every load and store.
             Kernel::Avx512Bf16 => unsafe {
                 let o = out.as_mut_ptr();
@@ -203,6 +335,47 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// As [`Kernel::run`], on widened activations (only [`Kernel::Avx512F32`] takes them).
+    fn run_widened(self, t: &Tile<f32>, out: &mut [f32], ldo: usize, accumulate: bool) {
+        t.assert_bounds(out, ldo);
+        assert_eq!(
+            self,
+            Kernel::Avx512F32,
+            "widened activations feed the FMA kernel"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512F32` is only chosen on CPUs with AVX-512F; the asserted lengths bound
+        // every load and store.
+        unsafe {
+            let o = out.as_mut_ptr();
+            match t.rows {
+                8 => avx512::tile_fma::<8>(t, o, ldo, accumulate),
+                7 => avx512::tile_fma::<7>(t, o, ldo, accumulate),
+                6 => avx512::tile_fma::<6>(t, o, ldo, accumulate),
+                5 => avx512::tile_fma::<5>(t, o, ldo, accumulate),
+                4 => avx512::tile_fma::<4>(t, o, ldo, accumulate),
+                3 => avx512::tile_fma::<3>(t, o, ldo, accumulate),
+                2 => avx512::tile_fma::<2>(t, o, ldo, accumulate),
+                _ => avx512::tile_fma::<1>(t, o, ldo, accumulate),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the FMA kernel is only chosen on x86-64");
+    }
+}
+
+/// Writes the f32 values of the bf16 bits `src` to `dst` and returns the smallest biased
+/// exponent of a nonzero one ([`exponent_field`]).
+fn widen_bf16(src: &[u16], dst: &mut [f32]) -> u32 {
+    let mut min_exponent = 255;
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = from_bf16(h);
+        min_exponent = min_exponent.min(exponent_field(h));
+    }
+    min_exponent
+}
+
 /// `x`, or zero of its sign when it is subnormal (the instruction's input and output rule).
 #[inline(always)]
 fn flush(x: f32) -> f32 {
@@ -215,7 +388,7 @@ fn flush(x: f32) -> f32 {
 
 /// The reference twin of the AVX-512 tile: per bf16 pair, the odd product then the even one
 /// added to the f32 sum, each addition rounded, as `vdpbf16ps` specifies.
-fn tile_portable(t: &Tile, out: &mut [f32], ldo: usize, accumulate: bool) {
+fn tile_portable(t: &Tile<u16>, out: &mut [f32], ldo: usize, accumulate: bool) {
     for r in 0..t.rows {
         let a = &t.a[r * t.lda..];
         for (c, o) in out[r * ldo..][..t.bias.len()].iter_mut().enumerate() {
@@ -248,7 +421,7 @@ mod avx512 {
     /// rows `ldo` apart of at least the panel's columns.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn tile<const R: usize>(
-        t: &Tile,
+        t: &Tile<u16>,
         out: *mut f32,
         ldo: usize,
         accumulate: bool,
@@ -270,8 +443,70 @@ mod avx512 {
                 }
             }
         }
+        // SAFETY: the caller's contract.
+        unsafe { store(&lo, &hi, t.bias, out, ldo, accumulate) }
+    }
+
+    /// `R` rows × 32 columns with f32 FMAs on widened activations: per k pair, two 64-byte
+    /// weight loads split into the odd and the even bf16 values of 32 columns (a mask and a
+    /// shift), and per row two broadcasts feeding `4R` FMAs, the odd product first, as
+    /// `vdpbf16ps` adds them.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `t` holds `R` rows and `t.groups` k pairs; `out` has `R` rows
+    /// `ldo` apart of at least the panel's columns.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_fma<const R: usize>(
+        t: &Tile<f32>,
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
+        let high_half = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+        for g in 0..t.groups {
+            // SAFETY: within the caller's bounds.
+            unsafe {
+                let bp = b.add(g * NR * KG);
+                let b0 = _mm512_loadu_si512(bp.cast());
+                let b1 = _mm512_loadu_si512(bp.add(NR).cast());
+                let odd0 = _mm512_castsi512_ps(_mm512_and_si512(b0, high_half));
+                let even0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b0));
+                let odd1 = _mm512_castsi512_ps(_mm512_and_si512(b1, high_half));
+                let even1 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b1));
+                for r in 0..R {
+                    let ap = a.add(r * t.lda + g * KG);
+                    let odd = _mm512_set1_ps(ap.add(1).read());
+                    let even = _mm512_set1_ps(ap.read());
+                    lo[r] = _mm512_fmadd_ps(odd, odd0, lo[r]);
+                    hi[r] = _mm512_fmadd_ps(odd, odd1, hi[r]);
+                    lo[r] = _mm512_fmadd_ps(even, even0, lo[r]);
+                    hi[r] = _mm512_fmadd_ps(even, even1, hi[r]);
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { store(&lo, &hi, t.bias, out, ldo, accumulate) }
+    }
+
+    /// The epilogue of both tiles: the bias added to the sums, then to `out` when
+    /// `accumulate`; masked stores of the panel's columns.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` has `R` rows `ldo` apart of at least `bias.len()` columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const R: usize>(
+        lo: &[__m512; R],
+        hi: &[__m512; R],
+        bias: &[f32],
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
         let half = NR / 2;
-        let masks = crate::esm::packed::half_masks(t.bias.len());
+        let masks = crate::esm::packed::half_masks(bias.len());
         for (h, &mask) in masks.iter().enumerate() {
             if mask == 0 {
                 continue;
@@ -279,7 +514,7 @@ mod avx512 {
             let at = h * half;
             // SAFETY: the masked loads and stores touch only the panel's `n` columns.
             unsafe {
-                let bias = _mm512_maskz_loadu_ps(mask, t.bias.as_ptr().add(at));
+                let bias = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(at));
                 for r in 0..R {
                     let sum = if h == 0 { lo[r] } else { hi[r] };
                     let mut v = _mm512_add_ps(sum, bias);
@@ -313,19 +548,108 @@ mod tests {
         }
     }
 
+    /// The SIMD kernels this CPU runs.
+    fn simd_kernels() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            kernels.push(Kernel::Avx512F32);
+            if std::is_x86_feature_detected!("avx512bf16") {
+                kernels.push(Kernel::Avx512Bf16);
+            }
+        }
+        if kernels.is_empty() {
+            eprintln!("no AVX-512 on this CPU: only the portable kernel runs");
+        }
+        kernels
+    }
+
     #[test]
-    fn the_avx512_kernel_gives_the_bits_of_its_portable_twin() {
-        if Kernel::detect() != Kernel::Avx512Bf16 {
-            eprintln!("no AVX-512 BF16 on this CPU: only the portable kernel runs");
-            return;
+    fn the_avx512_kernels_give_the_bits_of_their_portable_twin() {
+        for kernel in simd_kernels() {
+            for c in twin_cases() {
+                let lin = Bf16Linear::pack(&c.w, c.k);
+                let (mut simd, mut portable) = (c.start.clone(), c.start);
+                lin.forward_rows_with(kernel, &mut simd, &c.a, &c.bias, c.accumulate);
+                lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
+                assert_eq!(simd, portable, "{kernel:?} {}", c.name);
+            }
         }
-        for c in twin_cases() {
-            let lin = Bf16Linear::pack(&c.w, c.k);
-            let (mut simd, mut portable) = (c.start.clone(), c.start);
-            lin.forward_rows_with(Kernel::Avx512Bf16, &mut simd, &c.a, &c.bias, c.accumulate);
-            lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
-            assert_eq!(simd, portable, "{}", c.name);
+    }
+
+    #[test]
+    fn the_fma_kernel_takes_realistic_values_and_refuses_tiny_ones() {
+        let k = 64;
+        let realistic = Bf16Linear::pack(&random(40 * k, 5), k);
+        let mut bits = vec![0u16; 8 * k];
+        kernels::round_rows_bf16(&random(8 * k, 6), k, &mut bits, k);
+        let activations = widen_bf16(&bits, &mut vec![0f32; 8 * k]);
+        assert!(fma_kernel_is_exact(activations, realistic.min_exponent));
+        // 2^-20 · 2^-100: products far below 2^-126, or subnormal inputs: the other kernel runs.
+        assert!(!fma_kernel_is_exact(
+            exponent_field(to_bf16(2f32.powi(-20))),
+            27
+        ));
+        assert!(!fma_kernel_is_exact(0, 254));
+        // The boundary: exponents summing to 142 keep every product a multiple of 2^-126.
+        assert!(fma_kernel_is_exact(71, 71) && !fma_kernel_is_exact(71, 70));
+    }
+
+    #[test]
+    fn tiny_and_subnormal_values_give_the_twins_bits_on_every_kernel() {
+        let (m, n, k) = (9, 40, 70);
+        let tiny = |seed| -> Vec<f32> {
+            random(m.max(n) * k, seed)
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| match i % 5 {
+                    0 => x * 1e-20,
+                    1 => x * 1e-39, // subnormal
+                    2 => -x * 1e-22,
+                    _ => x,
+                })
+                .collect()
+        };
+        let a = tiny(11)[..m * k].to_vec();
+        let w = tiny(12)[..n * k].to_vec();
+        let bias = random(n, 13);
+        let lin = Bf16Linear::pack(&w, k);
+        let mut portable = vec![0f32; m * n];
+        lin.forward_rows_with(Kernel::Portable, &mut portable, &a, &bias, false);
+        for kernel in simd_kernels() {
+            let mut simd = vec![0f32; m * n];
+            lin.forward_rows_with(kernel, &mut simd, &a, &bias, false);
+            assert_eq!(simd, portable, "{kernel:?}");
         }
+    }
+
+    /// `cargo test --release -p plm-model --lib bf16::tests::kernel_speeds -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn kernel_speeds() {
+        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let w = random(n * k, 1);
+        let a = random(m * k, 2);
+        let lin = Bf16Linear::pack(&w, k);
+        let bias = vec![0f32; n];
+        let mut out = vec![0f32; m * n];
+        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+        let mut kernels = simd_kernels();
+        kernels.push(Kernel::Portable);
+        for kernel in kernels {
+            let calls = if kernel == Kernel::Portable { 1 } else { 10 };
+            let rates: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..calls {
+                        lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
+                    }
+                    calls as f64 * gflop / start.elapsed().as_secs_f64()
+                })
+                .collect();
+            eprintln!("{kernel:?}: {rates:.1?} GFLOP/s (one thread)");
+        }
+        eprintln!("chosen: {:?}", Kernel::detect());
     }
 
     #[test]
