@@ -13,7 +13,10 @@ use std::time::SystemTime;
 use plm_model::checkpoint::{files, sha256_file};
 use plm_model::heads::files as head_files;
 use plm_model::TaskHeads;
-use plm_model::{Checkpoint, EmbeddingCache, Engine, EngineOptions, LoadOptions, PlmError, Result};
+use plm_model::{
+    Checkpoint, DeviceSpec, EmbeddingCache, Engine, EngineOptions, LoadOptions, PlmError,
+    Precision, Result,
+};
 
 /// A loaded model: the engine and its task heads (`None` when the directory has none).
 #[derive(Clone)]
@@ -38,6 +41,19 @@ struct Entry {
 pub struct ModelRegistry {
     models: Mutex<HashMap<PathBuf, Entry>>,
     cache: Arc<EmbeddingCache>,
+}
+
+/// Says in the server's log (PostgreSQL's log) when a model's precision has no fast kernel on
+/// this CPU: the portable twin gives the same results, hundreds of times more slowly.
+fn warn_if_portable(name: &str, precision: Precision) {
+    if let Some((kernel, true)) = plm_model::esm::cpu_kernel(precision) {
+        eprintln!(
+            "plm-serve[{}]: model \"{name}\" is {precision:?} and this CPU has no fast kernel \
+             for it: its projections run on the {kernel} kernel, far slower than the f32 \
+             model (same results); use the f32 model on this machine",
+            std::process::id()
+        );
+    }
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -95,6 +111,9 @@ impl ModelRegistry {
         }
         // Loading takes a while: done without holding the lock.
         let checkpoint = Checkpoint::open(dir)?;
+        if load.device == DeviceSpec::Cpu {
+            warn_if_portable(name, checkpoint.precision());
+        }
         let engine = Arc::new(Engine::from_checkpoint(
             checkpoint,
             load,

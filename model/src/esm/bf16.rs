@@ -376,6 +376,15 @@ fn widen_bf16(src: &[u16], dst: &mut [f32]) -> u32 {
     min_exponent
 }
 
+/// The kernel this CPU runs bf16 projections on, and whether it is the portable twin.
+pub(crate) fn cpu_kernel() -> (&'static str, bool) {
+    match Kernel::detect() {
+        Kernel::Avx512Bf16 => ("AVX-512 BF16 (vdpbf16ps)", false),
+        Kernel::Avx512F32 => ("AVX-512F (f32 FMAs)", false),
+        Kernel::Portable => ("portable (no AVX-512F)", true),
+    }
+}
+
 /// `x`, or zero of its sign when it is subnormal (the instruction's input and output rule).
 #[inline(always)]
 fn flush(x: f32) -> f32 {

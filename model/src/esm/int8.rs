@@ -238,6 +238,14 @@ impl Kernel {
     }
 }
 
+/// The kernel this CPU runs int8 projections on, and whether it is the portable twin.
+pub(crate) fn cpu_kernel() -> (&'static str, bool) {
+    match Kernel::detect() {
+        Kernel::Vnni => ("AVX-512 VNNI", false),
+        Kernel::Portable => ("portable (no AVX-512 VNNI)", true),
+    }
+}
+
 /// Per-thread buffers of quantised activation rows.
 #[derive(Default)]
 struct ActivationBuffer {

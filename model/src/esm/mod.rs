@@ -23,6 +23,7 @@ pub use embeddings::Embeddings;
 pub use layer::EsmLayer;
 pub use lm_head::LmHead;
 pub use norm::{layer_norm, Norm};
+pub use packed::cpu_kernel;
 pub use rotary::RotaryEmbedding;
 
 use candle_core::{DType, Module, Result, Tensor, D};
