@@ -318,24 +318,12 @@ impl Kernel {
             // SAFETY: `Avx512Bf16` is only chosen on CPUs with the features; the asserted
             // lengths bound every load and store.
             Kernel::Avx512Bf16 => unsafe {
-                let o = out.as_mut_ptr();
-                match t.rows {
-                    8 => avx512::tile::<8>(t, o, ldo, accumulate),
-                    7 => avx512::tile::<7>(t, o, ldo, accumulate),
-                    6 => avx512::tile::<6>(t, o, ldo, accumulate),
-                    5 => avx512::tile::<5>(t, o, ldo, accumulate),
-                    4 => avx512::tile::<4>(t, o, ldo, accumulate),
-                    3 => avx512::tile::<3>(t, o, ldo, accumulate),
-                    2 => avx512::tile::<2>(t, o, ldo, accumulate),
-                    _ => avx512::tile::<1>(t, o, ldo, accumulate),
-                }
+                with_tile_rows!(t.rows, avx512::tile(t, out.as_mut_ptr(), ldo, accumulate))
             },
             _ => tile_portable(t, out, ldo, accumulate),
         }
     }
-}
 
-impl Kernel {
     /// As [`Kernel::run`], on widened activations (only [`Kernel::Avx512F32`] takes them).
     fn run_widened(self, t: &Tile<f32>, out: &mut [f32], ldo: usize, accumulate: bool) {
         t.assert_bounds(out, ldo);
@@ -348,17 +336,10 @@ impl Kernel {
         // SAFETY: `Avx512F32` is only chosen on CPUs with AVX-512F; the asserted lengths bound
         // every load and store.
         unsafe {
-            let o = out.as_mut_ptr();
-            match t.rows {
-                8 => avx512::tile_fma::<8>(t, o, ldo, accumulate),
-                7 => avx512::tile_fma::<7>(t, o, ldo, accumulate),
-                6 => avx512::tile_fma::<6>(t, o, ldo, accumulate),
-                5 => avx512::tile_fma::<5>(t, o, ldo, accumulate),
-                4 => avx512::tile_fma::<4>(t, o, ldo, accumulate),
-                3 => avx512::tile_fma::<3>(t, o, ldo, accumulate),
-                2 => avx512::tile_fma::<2>(t, o, ldo, accumulate),
-                _ => avx512::tile_fma::<1>(t, o, ldo, accumulate),
-            }
+            with_tile_rows!(
+                t.rows,
+                avx512::tile_fma(t, out.as_mut_ptr(), ldo, accumulate)
+            )
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("the FMA kernel is only chosen on x86-64");

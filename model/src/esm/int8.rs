@@ -222,16 +222,7 @@ impl Kernel {
             // SAFETY: `Vnni` is only detected on CPUs with the features; the asserted lengths
             // bound every load and store.
             Kernel::Vnni => unsafe {
-                match rows {
-                    8 => vnni::tile::<8>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    7 => vnni::tile::<7>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    6 => vnni::tile::<6>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    5 => vnni::tile::<5>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    4 => vnni::tile::<4>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    3 => vnni::tile::<3>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    2 => vnni::tile::<2>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                    _ => vnni::tile::<1>(t, cols, out.as_mut_ptr(), ldo, accumulate),
-                }
+                with_tile_rows!(rows, vnni::tile(t, cols, out.as_mut_ptr(), ldo, accumulate))
             },
             _ => tile_portable(t, cols, out, ldo, accumulate),
         }

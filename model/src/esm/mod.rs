@@ -3,6 +3,24 @@
 //! Weights load by their Hugging Face names, with or without the `esm.` prefix, and with layer
 //! norms stored either as `weight`/`bias` (hub checkpoints) or `gamma`/`beta` (`transformers` 5.x).
 
+/// `$module::$tile::<R>(args)` with the const `R` equal to `$rows` (1 to 8, the register
+/// tile heights of the low-precision kernels; anything else runs as 1 and is the caller's
+/// assertion to rule out).
+macro_rules! with_tile_rows {
+    ($rows:expr, $module:ident :: $tile:ident ( $($arg:expr),* $(,)? )) => {
+        match $rows {
+            8 => $module::$tile::<8>($($arg),*),
+            7 => $module::$tile::<7>($($arg),*),
+            6 => $module::$tile::<6>($($arg),*),
+            5 => $module::$tile::<5>($($arg),*),
+            4 => $module::$tile::<4>($($arg),*),
+            3 => $module::$tile::<3>($($arg),*),
+            2 => $module::$tile::<2>($($arg),*),
+            _ => $module::$tile::<1>($($arg),*),
+        }
+    };
+}
+
 mod attention;
 mod bf16;
 mod contact;
