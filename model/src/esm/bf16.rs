@@ -254,15 +254,15 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs (detected once; where both AVX-512 kernels run, the
-    /// faster on a typical tile, which gives the same bits either way).
+    /// The fastest kernel this CPU runs (detected once; where both AVX-512 kernels run, see
+    /// [`Kernel::dot_product_is_faster`]).
     fn detect() -> Self {
         static KERNEL: OnceLock<Kernel> = OnceLock::new();
         *KERNEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx512f") {
-                if std::is_x86_feature_detected!("avx512bf16") {
-                    return Self::faster(Kernel::Avx512Bf16, Kernel::Avx512F32);
+                if std::is_x86_feature_detected!("avx512bf16") && Self::dot_product_is_faster() {
+                    return Kernel::Avx512Bf16;
                 }
                 return Kernel::Avx512F32;
             }
@@ -279,32 +279,21 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// The faster of two kernels on a 64 × 768 × 256 product (best of five, about a
-    /// millisecond in all).
+    /// Whether `vdpbf16ps` computes more products per cycle than f32 FMAs on this CPU: on AMD
+    /// (Zen 4: the `vdpbf16ps` kernel ran at 2.1× `gemm`'s f32 rate), not on Intel (Emerald
+    /// Rapids: half the f32 multiply-add rate, `examples/isa_rates.rs`). Decided by vendor, not
+    /// by timing at start-up, which a busy machine can mislead; the two kernels give the same
+    /// bits, so the choice is only about speed.
     #[cfg(target_arch = "x86_64")]
-    fn faster(first: Kernel, second: Kernel) -> Kernel {
-        let (m, k, n) = (64, 768, 256);
-        let value = |i: usize| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0;
-        let w: Vec<f32> = (0..n * k).map(value).collect();
-        let a: Vec<f32> = (0..m * k).map(|i| value(i + 17)).collect();
-        let lin = Bf16Linear::pack(&w, k);
-        let bias = vec![0f32; n];
-        let mut out = vec![0f32; m * n];
-        let mut best = |kernel: Kernel| {
-            (0..5)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
-                    start.elapsed()
-                })
-                .min()
-                .unwrap_or_default()
-        };
-        if best(second) < best(first) {
-            second
-        } else {
-            first
-        }
+    fn dot_product_is_faster() -> bool {
+        // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let leaf = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        vendor == b"AuthenticAMD"
     }
 }
 
