@@ -44,7 +44,8 @@ pub struct ModelRegistry {
 }
 
 /// Says in the server's log (PostgreSQL's log) when a model's precision has no fast kernel on
-/// this CPU: the portable twin gives the same results, hundreds of times more slowly.
+/// this CPU (one without AVX2): the portable twin gives the same results, tens to hundreds of
+/// times more slowly.
 fn warn_if_portable(name: &str, precision: Precision) {
     if let Some((kernel, true)) = plm_model::esm::cpu_kernel(precision) {
         eprintln!(

@@ -8,8 +8,9 @@
 //! give the same bits, for any batch a row is part of and any thread count.
 //!
 //! Where `vdpbf16ps` is slow (on an Intel Xeon it computes half the products per second of
-//! f32 FMAs: `examples/isa_rates.rs`) or missing, a third kernel widens the bf16 values to f32
-//! and adds the same products in the same order with f32 FMAs. A product of two bf16 values
+//! f32 FMAs: `examples/isa_rates.rs`) or missing, a third kernel (AVX-512F, or AVX2 and FMA
+//! on CPUs without AVX-512) widens the bf16 values to f32 and adds the same products in the
+//! same order with f32 FMAs. A product of two bf16 values
 //! is exact in f32, so each FMA rounds like the instruction's addition; the denormal rules
 //! cannot differ either when no input is subnormal and every product is a multiple of 2^-126
 //! ([`fma_kernel_is_exact`]), which holds for any realistic layer and is checked per call
@@ -160,7 +161,7 @@ impl Bf16Linear {
             buf.clear();
             buf.resize(m * kp, 0);
             kernels::round_rows_bf16(a, k, &mut buf, kp);
-            if kernel == Kernel::Avx512F32 {
+            if kernel.takes_widened() {
                 let exact = WIDENED.with(|wide| {
                     let mut wide = wide.borrow_mut();
                     wide.clear();
@@ -178,9 +179,10 @@ impl Bf16Linear {
                     return;
                 }
             }
-            let kernel = match kernel {
-                Kernel::Avx512F32 => Kernel::without_fma(),
-                other => other,
+            let kernel = if kernel.takes_widened() {
+                Kernel::without_fma()
+            } else {
+                kernel
             };
             self.for_each_tile(&buf, out, bias, |tile, out| {
                 kernel.run(tile, out, n, accumulate)
@@ -249,6 +251,8 @@ enum Kernel {
     Avx512Bf16,
     /// AVX-512F: bf16 values widened to f32, f32 FMAs in `vdpbf16ps`'s order.
     Avx512F32,
+    /// The same on AVX2 and FMA (CPUs without AVX-512).
+    Avx2F32,
     /// Portable loops: the reference twin.
     Portable,
 }
@@ -266,11 +270,20 @@ impl Kernel {
                 }
                 return Kernel::Avx512F32;
             }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2F32;
+            }
             Kernel::Portable
         })
     }
 
-    /// What runs a call the FMA kernel cannot take exactly.
+    /// Whether the kernel runs on widened activations ([`Kernel::run_widened`]).
+    fn takes_widened(self) -> bool {
+        matches!(self, Kernel::Avx512F32 | Kernel::Avx2F32)
+    }
+
+    /// What runs a call the FMA kernels cannot take exactly.
     fn without_fma() -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
@@ -313,25 +326,26 @@ impl Kernel {
         }
     }
 
-    /// As [`Kernel::run`], on widened activations (only [`Kernel::Avx512F32`] takes them).
+    /// As [`Kernel::run`], on widened activations (only the FMA kernels take them).
     fn run_widened(self, t: &Tile<f32>, out: &mut [f32], ldo: usize, accumulate: bool) {
         t.assert_bounds(out, ldo);
-        assert_eq!(
-            self,
-            Kernel::Avx512F32,
-            "widened activations feed the FMA kernel"
-        );
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx512F32` is only chosen on CPUs with AVX-512F; the asserted lengths bound
-        // every load and store.
-        unsafe {
-            with_tile_rows!(
-                t.rows,
-                avx512::tile_fma(t, out.as_mut_ptr(), ldo, accumulate)
-            )
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512F32` is only chosen on CPUs with AVX-512F; the asserted lengths
+            // bound every load and store.
+            Kernel::Avx512F32 => unsafe {
+                with_tile_rows!(
+                    t.rows,
+                    avx512::tile_fma(t, out.as_mut_ptr(), ldo, accumulate)
+                )
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2F32` is only chosen on CPUs with AVX2 and FMA; as above.
+            Kernel::Avx2F32 => unsafe {
+                with_tile_rows!(t.rows, avx2::tile_fma(t, out.as_mut_ptr(), ldo, accumulate))
+            },
+            _ => unreachable!("widened activations feed the FMA kernels"),
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("the FMA kernel is only chosen on x86-64");
     }
 }
 
@@ -351,7 +365,8 @@ pub(crate) fn cpu_kernel() -> (&'static str, bool) {
     match Kernel::detect() {
         Kernel::Avx512Bf16 => ("AVX-512 BF16 (vdpbf16ps)", false),
         Kernel::Avx512F32 => ("AVX-512F (f32 FMAs)", false),
-        Kernel::Portable => ("portable (no AVX-512F)", true),
+        Kernel::Avx2F32 => ("AVX2 (f32 FMAs)", false),
+        Kernel::Portable => ("portable (no AVX2 and FMA)", true),
     }
 }
 
@@ -508,6 +523,65 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Tile, KG, NR};
+    use std::arch::x86_64::*;
+
+    /// Columns per 256-bit vector.
+    const BLOCK: usize = 8;
+
+    /// `R` rows × the panel's columns, eight at a time, with f32 FMAs on widened activations:
+    /// per k pair, one 32-byte weight load split into the odd and the even bf16 values of
+    /// eight columns, and per row two broadcasts feeding two FMAs, the odd product first, as
+    /// `vdpbf16ps` adds them (AVX-512's [`super::avx512::tile_fma`] on 256-bit vectors).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `t` holds `R` rows and `t.groups` k pairs; `out` has `R` rows
+    /// `ldo` apart of at least the panel's columns.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_fma<const R: usize>(
+        t: &Tile<f32>,
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
+        let n = t.bias.len();
+        let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
+        let high_half = _mm256_set1_epi32(0xffff_0000_u32 as i32);
+        for block in 0..n.div_ceil(BLOCK) {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for g in 0..t.groups {
+                // SAFETY: within the caller's bounds.
+                unsafe {
+                    let w = _mm256_loadu_si256(b.add(g * NR * KG + block * BLOCK * KG).cast());
+                    let odd_w = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
+                    let even_w = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let ap = a.add(r * t.lda + g * KG);
+                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(ap.add(1).read()), odd_w, *acc);
+                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(ap.read()), even_w, *acc);
+                    }
+                }
+            }
+            let c0 = block * BLOCK;
+            for (r, acc) in acc.iter().enumerate() {
+                let mut sums = [0f32; BLOCK];
+                // SAFETY: `sums` holds one 256-bit vector.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), *acc) };
+                for c in c0..(c0 + BLOCK).min(n) {
+                    let v = sums[c - c0] + t.bias[c];
+                    // SAFETY: row `r`, column `c` of the caller's `out`.
+                    unsafe {
+                        let dst = out.add(r * ldo + c);
+                        *dst = if accumulate { *dst + v } else { v };
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,14 +611,18 @@ mod tests {
                 kernels.push(Kernel::Avx512Bf16);
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            kernels.push(Kernel::Avx2F32);
+        }
         if kernels.is_empty() {
-            eprintln!("no AVX-512 on this CPU: only the portable kernel runs");
+            eprintln!("no AVX2 on this CPU: only the portable kernel runs");
         }
         kernels
     }
 
     #[test]
-    fn the_avx512_kernels_give_the_bits_of_their_portable_twin() {
+    fn the_simd_kernels_give_the_bits_of_their_portable_twin() {
         for kernel in simd_kernels() {
             for c in twin_cases() {
                 let lin = Bf16Linear::pack(&c.w, c.k);

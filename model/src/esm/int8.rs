@@ -5,9 +5,12 @@
 //! [`kernels::quantize_rows_u8`]), the operand order of AVX-512 VNNI's `vpdpbusd` (unsigned ×
 //! signed bytes, four products summed into each i32 lane). The exact i32 sums are rescaled to
 //! f32 with the row's zero point carried by a per-column term (`zero · Σ q`) and the bias.
-//! Integer sums are exact and the epilogue is one fixed sequence of f32 operations, so a row's
-//! result is the same on every CPU (VNNI kernel or the portable twin), for any batch it is
-//! part of and any thread count.
+//! CPUs without VNNI (AVX2 only: AMD Zen 2 and 3, Intel before Ice Lake) run an AVX2 kernel
+//! that widens both operands to i16 and sums pairs with `vpmaddwd`; `vpmaddubsw` would be
+//! faster but saturates its i16 pair sums (255 · 127 · 2 > 2¹⁵). Integer sums are exact and
+//! the epilogue is one fixed sequence of f32 operations, so a row's result is the same on every
+//! CPU (either SIMD kernel or the portable twin), for any batch it is part of and any thread
+//! count.
 
 #![allow(unsafe_code)] // SIMD kernel: target-feature dispatch and raw-pointer loads.
 
@@ -137,7 +140,12 @@ impl Int8Linear {
         assert_eq!(bias.len(), n, "bias size");
         ACTIVATIONS.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let (aq, row_scales, row_zeros) = buf.quantize(a, m, k, kp);
+            buf.quantize(a, m, k, kp);
+            if kernel == Kernel::Avx2 {
+                buf.widen();
+            }
+            let (aq, wide, row_scales, row_zeros) =
+                (&buf.bytes, &buf.wide, &buf.scales, &buf.zeros);
             packed::for_each_tile(out, m, n, |t, out| {
                 let columns = Columns {
                     sums: &self.sums[t.j0..t.j0 + t.cols],
@@ -146,6 +154,11 @@ impl Int8Linear {
                 };
                 let tile = Tile {
                     a: &aq[t.r0 * kp..(t.r0 + t.rows) * kp],
+                    wide: if wide.is_empty() {
+                        &[]
+                    } else {
+                        &wide[t.r0 * kp..(t.r0 + t.rows) * kp]
+                    },
                     lda: kp,
                     b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
                     groups: kp / KG,
@@ -161,6 +174,8 @@ impl Int8Linear {
 /// One register tile's inputs: up to [`MR`] rows of quantised activations and one panel.
 struct Tile<'a> {
     a: &'a [u8],
+    /// The same bytes widened to i16 (for the AVX2 kernel; empty for the others).
+    wide: &'a [i16],
     lda: usize,
     b: &'a [i8],
     groups: usize,
@@ -189,6 +204,8 @@ fn dequantize(sum: i32, q_sum: f32, row: (f32, f32), scale: f32, bias: f32) -> f
 enum Kernel {
     /// AVX-512 VNNI with the epilogue in registers.
     Vnni,
+    /// AVX2: i16-widened bytes, `vpmaddwd`.
+    Avx2,
     /// Portable loops: the reference twin.
     Portable,
 }
@@ -204,6 +221,10 @@ impl Kernel {
                 && std::is_x86_feature_detected!("avx512vnni")
             {
                 return Kernel::Vnni;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                return Kernel::Avx2;
             }
             Kernel::Portable
         })
@@ -224,6 +245,13 @@ impl Kernel {
             Kernel::Vnni => unsafe {
                 with_tile_rows!(rows, vnni::tile(t, cols, out.as_mut_ptr(), ldo, accumulate))
             },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only chosen on CPUs with AVX2, with the widened rows present;
+            // the asserted lengths bound every load and store.
+            Kernel::Avx2 => unsafe {
+                assert!(t.wide.len() >= (rows - 1) * t.lda + t.groups * KG);
+                with_tile_rows!(rows, avx2::tile(t, cols, out.as_mut_ptr(), ldo, accumulate))
+            },
             _ => tile_portable(t, cols, out, ldo, accumulate),
         }
     }
@@ -233,7 +261,8 @@ impl Kernel {
 pub(crate) fn cpu_kernel() -> (&'static str, bool) {
     match Kernel::detect() {
         Kernel::Vnni => ("AVX-512 VNNI", false),
-        Kernel::Portable => ("portable (no AVX-512 VNNI)", true),
+        Kernel::Avx2 => ("AVX2 (vpmaddwd)", false),
+        Kernel::Portable => ("portable (no AVX2)", true),
     }
 }
 
@@ -241,15 +270,18 @@ pub(crate) fn cpu_kernel() -> (&'static str, bool) {
 #[derive(Default)]
 struct ActivationBuffer {
     bytes: Vec<u8>,
+    /// `bytes` as i16 after [`ActivationBuffer::widen`], else empty.
+    wide: Vec<i16>,
     scales: Vec<f32>,
     zeros: Vec<f32>,
 }
 
 impl ActivationBuffer {
     /// Quantises `m` rows of `a` per row into `u8` (see [`kernels::quantize_rows_u8`]), rows
-    /// `kp` bytes apart with the tail zero (the packed weights are zero there too); returns
-    /// the bytes and each row's scale and zero point.
-    fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) -> (&[u8], &[f32], &[f32]) {
+    /// `kp` bytes apart with the tail zero (the packed weights are zero there too), with each
+    /// row's scale and zero point.
+    fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) {
+        self.wide.clear();
         self.bytes.clear();
         self.bytes.resize(m * kp, 0);
         self.scales.clear();
@@ -257,7 +289,12 @@ impl ActivationBuffer {
         self.zeros.clear();
         self.zeros.resize(m, 0.0);
         kernels::quantize_rows_u8(a, k, &mut self.bytes, kp, &mut self.scales, &mut self.zeros);
-        (&self.bytes, &self.scales, &self.zeros)
+    }
+
+    /// Fills `wide` with the quantised bytes as i16 (the AVX2 kernel's operands).
+    fn widen(&mut self) {
+        self.wide.clear();
+        self.wide.extend(self.bytes.iter().map(|&b| i16::from(b)));
     }
 }
 
@@ -360,24 +397,128 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Columns, Tile, KG, NR};
+    use std::arch::x86_64::*;
+
+    /// Columns per 256-bit block: four columns × [`KG`] i16 weights.
+    const BLOCK: usize = 4;
+
+    /// `R` rows × the panel's columns, four at a time with `vpmaddwd`: per k-group, one
+    /// 16-byte weight load widened to i16 and per row an 8-byte broadcast of the widened
+    /// activations feed one multiply-add into lanes `2c` and `2c + 1` of column `c`, whose sum
+    /// is the column's; the epilogue is [`super::dequantize`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `t` holds `R` rows of widened activations and `t.groups` k-groups;
+    /// `out` has `R` rows `ldo` apart of at least `cols` columns.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile<const R: usize>(
+        t: &Tile,
+        cols: &Columns,
+        out: *mut f32,
+        ldo: usize,
+        accumulate: bool,
+    ) {
+        let n = cols.bias.len();
+        let (a, b) = (t.wide.as_ptr(), t.b.as_ptr());
+        for block in 0..n.div_ceil(BLOCK) {
+            let mut acc = [_mm256_setzero_si256(); R];
+            for g in 0..t.groups {
+                // SAFETY: within the caller's bounds.
+                unsafe {
+                    let bp = b.add(g * NR * KG + block * BLOCK * KG);
+                    let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.cast()));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let word = a.add(r * t.lda + g * KG).cast::<i64>().read_unaligned();
+                        let av = _mm256_set1_epi64x(word);
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(av, w));
+                    }
+                }
+            }
+            let c0 = block * BLOCK;
+            for (r, acc) in acc.iter().enumerate() {
+                let mut lanes = [0i32; 2 * BLOCK];
+                // SAFETY: `lanes` holds one 256-bit vector.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *acc) };
+                let row = (t.row_scales[r], t.row_zeros[r]);
+                for c in c0..(c0 + BLOCK).min(n) {
+                    let sum = lanes[2 * (c - c0)] + lanes[2 * (c - c0) + 1];
+                    let v = super::dequantize(sum, cols.sums[c], row, cols.scales[c], cols.bias[c]);
+                    // SAFETY: row `r`, column `c` of the caller's `out`.
+                    unsafe {
+                        let dst = out.add(r * ldo + c);
+                        *dst = if accumulate { *dst + v } else { v };
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::esm::packed::test_support::{random, twin_cases};
 
+    /// The SIMD kernels this CPU runs.
+    fn simd_kernels() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Kernel::detect() == Kernel::Vnni {
+                kernels.push(Kernel::Vnni);
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        if kernels.is_empty() {
+            eprintln!("no AVX2 on this CPU: only the portable kernel runs");
+        }
+        kernels
+    }
+
     #[test]
-    fn the_vnni_kernel_gives_the_bits_of_its_portable_twin() {
-        if Kernel::detect() != Kernel::Vnni {
-            eprintln!("no AVX-512 VNNI on this CPU: only the portable kernel runs");
-            return;
+    fn the_simd_kernels_give_the_bits_of_their_portable_twin() {
+        for kernel in simd_kernels() {
+            for c in twin_cases() {
+                let lin = Int8Linear::quantize(&c.w, c.k);
+                let (mut simd, mut portable) = (c.start.clone(), c.start);
+                lin.forward_rows_with(kernel, &mut simd, &c.a, &c.bias, c.accumulate);
+                lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
+                assert_eq!(simd, portable, "{kernel:?} {}", c.name);
+            }
         }
-        for c in twin_cases() {
-            let lin = Int8Linear::quantize(&c.w, c.k);
-            let (mut simd, mut portable) = (c.start.clone(), c.start);
-            lin.forward_rows_with(Kernel::Vnni, &mut simd, &c.a, &c.bias, c.accumulate);
-            lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
-            assert_eq!(simd, portable, "{}", c.name);
+    }
+
+    /// `cargo test --release -p plm-model --lib int8::tests::kernel_speeds -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn kernel_speeds() {
+        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let lin = Int8Linear::quantize(&random(n * k, 1), k);
+        let a = random(m * k, 2);
+        let bias = vec![0f32; n];
+        let mut out = vec![0f32; m * n];
+        let gop = 2.0 * (m * n * k) as f64 / 1e9;
+        let mut kernels = simd_kernels();
+        kernels.push(Kernel::Portable);
+        for kernel in kernels {
+            let calls = if kernel == Kernel::Portable { 1 } else { 10 };
+            let rates: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..calls {
+                        lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
+                    }
+                    calls as f64 * gop / start.elapsed().as_secs_f64()
+                })
+                .collect();
+            eprintln!("{kernel:?}: {rates:.1?} G int ops/s (one thread)");
         }
+        eprintln!("chosen: {:?}", Kernel::detect());
     }
 
     #[test]
