@@ -17,7 +17,9 @@ use plm_train::{comm, distill, plot, pretrain};
     about = "Train protein language models and task heads for pg_plm"
 )]
 struct Cli {
-    /// Device: cpu, cuda, cuda:N.
+    /// Device: cpu, cuda, cuda:N. Pretrain, distill and eval train or evaluate there; finetune
+    /// and homology run the language model there (features; the heads and the contact
+    /// regression are fitted on the CPU); the other commands run on the CPU only.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     #[command(subcommand)]
@@ -129,24 +131,42 @@ fn main() -> Result<()> {
     let matches = Cli::command().get_matches();
     let given = steps_given(&matches);
     let cli = Cli::from_arg_matches(&matches)?;
-    let device = cli.device.parse::<DeviceSpec>()?.open()?;
+    let spec = cli.device.parse::<DeviceSpec>()?;
+    let device = || spec.open();
+    let cpu_only = |command: &str| -> Result<()> {
+        anyhow::ensure!(
+            spec == DeviceSpec::Cpu,
+            "`{command}` runs on the CPU only; drop --device {spec} (it applies to pretrain, distill, eval, finetune and homology)"
+        );
+        Ok(())
+    };
     match cli.command {
         Command::Pretrain { mut args, resume } => {
             args.common.steps_given = given;
             let comm = comm::from_environment()?;
-            pretrain::run(args, resume, &device, comm.as_ref())
+            pretrain::run(args, resume, &device()?, comm.as_ref())
         }
         Command::Distill { mut args, resume } => {
             args.common.steps_given = given;
             let comm = comm::from_environment()?;
-            distill::run(args, resume, &device, comm.as_ref())
+            distill::run(args, resume, &device()?, comm.as_ref())
         }
-        Command::Finetune { args } => plm_train::finetune::run(args),
-        Command::Reference { args } => plm_train::reference::run(&args),
-        Command::Homology { args } => plm_train::homology_eval::run(&args),
-        Command::InterfacePrior { args } => plm_train::interface_prior::run(&args),
-        Command::Quantize { args } => plm_train::quantize::run(&args),
+        Command::Finetune { args } => plm_train::finetune::run(args, spec),
+        Command::Reference { args } => {
+            cpu_only("reference")?;
+            plm_train::reference::run(&args)
+        }
+        Command::Homology { args } => plm_train::homology_eval::run(&args, spec),
+        Command::InterfacePrior { args } => {
+            cpu_only("interface-prior")?;
+            plm_train::interface_prior::run(&args)
+        }
+        Command::Quantize { args } => {
+            cpu_only("quantize")?;
+            plm_train::quantize::run(&args)
+        }
         Command::Plot { run } => {
+            cpu_only("plot")?;
             let png =
                 plot::plot_run(&run).with_context(|| format!("plotting {}", run.display()))?;
             println!("{}", png.display());
@@ -162,6 +182,7 @@ fn main() -> Result<()> {
             let dir =
                 storage::local_model_dir(&model, 0).with_context(|| format!("fetching {model}"))?;
             let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {model}"))?;
+            let device = device()?;
             let net = ckpt.load_model(&device, candle_core::DType::F32)?;
             let seqs = pretrain::load_validation(&data, sequences, max_len, seed)?;
             let ppl = pretrain::perplexity(&net, &ckpt.tokenizer, &seqs, 16384, seed, &device)?;
@@ -173,6 +194,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Export { from, to } => {
+            cpu_only("export")?;
             use plm_model::checkpoint::files;
             let source = from;
             let from = storage::local_model_dir(&source, 0)

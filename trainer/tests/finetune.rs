@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use plm_model::predict::{self, ContactSource};
-use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
+use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
 use plm_train::finetune::{run, FinetuneArgs};
 use plm_train::quantize::{self, QuantizeArgs};
 
@@ -176,7 +176,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
         seed: 5,
         update: false,
     };
-    run(args.clone()).unwrap();
+    run(args.clone(), DeviceSpec::Cpu).unwrap();
 
     let heads = TaskHeads::open(&out, &candle_core::Device::Cpu)
         .unwrap()
@@ -240,7 +240,7 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
 
     // A second run reuses the cached features and gives the same heads (same seed).
     let first = std::fs::read(out.join("heads.safetensors")).unwrap();
-    run(args.clone()).unwrap();
+    run(args.clone(), DeviceSpec::Cpu).unwrap();
     assert_eq!(first, std::fs::read(out.join("heads.safetensors")).unwrap());
 
     updating_one_head_keeps_the_others(tmp.path(), &args);
@@ -267,7 +267,7 @@ fn updating_one_head_keeps_the_others(tmp: &Path, first: &FinetuneArgs) {
         serde_json::from_str(&std::fs::read_to_string(&results_path).unwrap()).unwrap();
     results["homology"] = serde_json::json!({"ec": {"stale": true}, "ppi": {"kept": true}});
     std::fs::write(&results_path, results.to_string()).unwrap();
-    run(args.clone()).unwrap();
+    run(args.clone(), DeviceSpec::Cpu).unwrap();
 
     let before = candle_core::safetensors::load(
         first.out.join("heads.safetensors"),
@@ -316,17 +316,23 @@ fn updating_one_head_keeps_the_others(tmp: &Path, first: &FinetuneArgs) {
     assert!(results["ec"]["contrastive_nearest_neighbour"]["f1"].is_number());
 
     // Writing over the model itself, or reading other layers than the kept heads, is refused.
-    let e = run(FinetuneArgs {
-        out: first.out.clone(),
-        ..args.clone()
-    })
+    let e = run(
+        FinetuneArgs {
+            out: first.out.clone(),
+            ..args.clone()
+        },
+        DeviceSpec::Cpu,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("is the model directory itself"), "{e}");
-    let e = run(FinetuneArgs {
-        layers: vec![-1],
-        ..args
-    })
+    let e = run(
+        FinetuneArgs {
+            layers: vec![-1],
+            ..args
+        },
+        DeviceSpec::Cpu,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("--update: the model's heads read layers"), "{e}");
@@ -478,16 +484,26 @@ fn unknown_tasks_and_missing_data_are_clear_errors() {
         seed: 1,
         update: false,
     };
-    let e = run(FinetuneArgs {
-        tasks: vec!["kegg".into()],
-        ..base.clone()
-    })
+    let e = run(
+        FinetuneArgs {
+            tasks: vec!["kegg".into()],
+            ..base.clone()
+        },
+        DeviceSpec::Cpu,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("unknown task 'kegg'"), "{e}");
-    let e = run(base).unwrap_err().to_string();
+    let e = run(base.clone(), DeviceSpec::Cpu).unwrap_err().to_string();
     assert!(
         e.contains("does not look like the shared data directory"),
         "{e}"
     );
+    // A GPU asked for is used or refused, never silently replaced by the CPU.
+    if !candle_core::utils::cuda_is_available() {
+        let data = tmp.path().join("data");
+        mini_data(&data);
+        let e = run(FinetuneArgs { data, ..base }, DeviceSpec::Cuda(0)).unwrap_err();
+        assert!(format!("{e:#}").contains("no CUDA support"), "{e:#}");
+    }
 }

@@ -80,6 +80,31 @@ fn quantize_writes_a_gated_int8_model_and_refuses_what_it_must() {
 }
 
 #[test]
+fn cpu_only_commands_refuse_a_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--device",
+            "cuda",
+            "quantize",
+            "--precision",
+            "int8",
+            "--model",
+        ])
+        .arg(tiny_model())
+        .arg("--to")
+        .arg(tmp.path().join("int8"))
+        .arg("--data")
+        .arg(tmp.path().join("none.fasta"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`quantize` runs on the CPU only"), "{err}");
+    assert!(!tmp.path().join("int8").exists());
+}
+
+#[test]
 fn bf16_is_a_model_of_its_own_and_closer_to_f32_than_int8() {
     let tmp = tempfile::tempdir().unwrap();
     let data = synthetic_fasta(tmp.path());

@@ -11,7 +11,9 @@ use candle_core::{Device, Tensor};
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use plm_model::predict::mean_rows;
-use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, LongSequencePolicy};
+use plm_model::{
+    DeviceSpec, EmbeddingCache, Engine, EngineOptions, LoadOptions, LongSequencePolicy,
+};
 use sha2::{Digest, Sha256};
 
 /// Per-residue features of a list of proteins, stacked.
@@ -83,16 +85,25 @@ pub fn progress(len: usize, what: &str) -> ProgressBar {
 }
 
 impl FeatureExtractor {
-    /// Loads the model of `model_dir` on the CPU; features use `layers` and are cached under
-    /// `cache_dir/<fingerprint>/`.
-    pub fn open(model_dir: &Path, layers: Vec<i64>, cache_dir: &Path) -> Result<Self> {
+    /// Loads the model of `model_dir` on `device`; features use `layers` and are cached under
+    /// `cache_dir/<fingerprint>/` (in f32 whatever the device, so a cache filled on a GPU
+    /// serves a CPU run too).
+    pub fn open(
+        model_dir: &Path,
+        layers: Vec<i64>,
+        cache_dir: &Path,
+        device: DeviceSpec,
+    ) -> Result<Self> {
         let options = EngineOptions {
             long_sequences: LongSequencePolicy::Window,
             ..Default::default()
         };
         let engine = Engine::load(
             model_dir,
-            LoadOptions::default(),
+            LoadOptions {
+                device,
+                ..LoadOptions::default()
+            },
             options,
             Arc::new(EmbeddingCache::new(0)),
         )

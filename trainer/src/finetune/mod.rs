@@ -23,7 +23,7 @@ use plm_model::heads::{
     BindingHeadConfig, FunctionHeadConfig, HeadsConfig, PpiHeadConfig, TaskHeads,
 };
 use plm_model::neighbours::NeighbourHeadConfig;
-use plm_model::Manifest;
+use plm_model::{DeviceSpec, Manifest};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -349,7 +349,7 @@ fn updated_results(
 }
 
 /// Runs `plm-train finetune`.
-pub fn run(args: FinetuneArgs) -> Result<()> {
+pub fn run(args: FinetuneArgs, device: DeviceSpec) -> Result<()> {
     const KNOWN: [&str; 5] = ["contacts", "ec", "go", "ppi", "binding"];
     for t in &args.tasks {
         if !KNOWN.contains(&t.as_str()) {
@@ -384,7 +384,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if wants("contacts") {
         contact_metrics = contact::run(&args, &args.out)?;
     }
-    let fx = features::FeatureExtractor::open(&args.out, args.layers.clone(), &args.work_dir())?;
+    let fx =
+        features::FeatureExtractor::open(&args.out, args.layers.clone(), &args.work_dir(), device)?;
     let mut outputs = Vec::new();
     if wants("ec") {
         outputs.push(function::run_ec(&args, &fx)?);

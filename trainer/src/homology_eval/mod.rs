@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use plm_model::homology::{self, Blend, FunctionReference, Method};
 use plm_model::predict::model_function_scores;
-use plm_model::{EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
+use plm_model::{DeviceSpec, EmbeddingCache, Engine, EngineOptions, LoadOptions, TaskHeads};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -181,10 +181,13 @@ struct Split<'a> {
 }
 
 /// Runs the evaluation and writes the blend weights and results.
-pub fn run(args: &HomologyArgs) -> Result<()> {
+pub fn run(args: &HomologyArgs, device: DeviceSpec) -> Result<()> {
     let engine = Engine::load(
         &args.model,
-        LoadOptions::default(),
+        LoadOptions {
+            device,
+            ..LoadOptions::default()
+        },
         EngineOptions {
             long_sequences: plm_model::LongSequencePolicy::Window,
             ..EngineOptions::default()
