@@ -585,7 +585,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esm::packed::test_support::{random, twin_cases};
+    use crate::esm::packed::test_support::{random, speeds, twin_cases, SPEED_SHAPE};
 
     #[test]
     fn rounding_is_to_nearest_even() {
@@ -684,26 +684,18 @@ mod tests {
     #[test]
     #[ignore = "timing, run by hand"]
     fn kernel_speeds() {
-        let (m, k, n) = (512usize, 480usize, 1920usize);
-        let w = random(n * k, 1);
+        let (m, k, n) = SPEED_SHAPE;
+        let lin = Bf16Linear::pack(&random(n * k, 1), k);
         let a = random(m * k, 2);
-        let lin = Bf16Linear::pack(&w, k);
         let bias = vec![0f32; n];
         let mut out = vec![0f32; m * n];
-        let gflop = 2.0 * (m * n * k) as f64 / 1e9;
         let mut kernels = simd_kernels();
         kernels.push(Kernel::Portable);
         for kernel in kernels {
             let calls = if kernel == Kernel::Portable { 1 } else { 10 };
-            let rates: Vec<f64> = (0..5)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    for _ in 0..calls {
-                        lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
-                    }
-                    calls as f64 * gflop / start.elapsed().as_secs_f64()
-                })
-                .collect();
+            let rates = speeds(calls, || {
+                lin.forward_rows_with(kernel, &mut out, &a, &bias, false)
+            });
             eprintln!("{kernel:?}: {rates:.1?} GFLOP/s (one thread)");
         }
         eprintln!("chosen: {:?}", Kernel::detect());

@@ -460,7 +460,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esm::packed::test_support::{random, twin_cases};
+    use crate::esm::packed::test_support::{random, speeds, twin_cases, SPEED_SHAPE};
 
     /// The SIMD kernels this CPU runs.
     fn simd_kernels() -> Vec<Kernel> {
@@ -497,25 +497,18 @@ mod tests {
     #[test]
     #[ignore = "timing, run by hand"]
     fn kernel_speeds() {
-        let (m, k, n) = (512usize, 480usize, 1920usize);
+        let (m, k, n) = SPEED_SHAPE;
         let lin = Int8Linear::quantize(&random(n * k, 1), k);
         let a = random(m * k, 2);
         let bias = vec![0f32; n];
         let mut out = vec![0f32; m * n];
-        let gop = 2.0 * (m * n * k) as f64 / 1e9;
         let mut kernels = simd_kernels();
         kernels.push(Kernel::Portable);
         for kernel in kernels {
             let calls = if kernel == Kernel::Portable { 1 } else { 10 };
-            let rates: Vec<f64> = (0..5)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    for _ in 0..calls {
-                        lin.forward_rows_with(kernel, &mut out, &a, &bias, false);
-                    }
-                    calls as f64 * gop / start.elapsed().as_secs_f64()
-                })
-                .collect();
+            let rates = speeds(calls, || {
+                lin.forward_rows_with(kernel, &mut out, &a, &bias, false)
+            });
             eprintln!("{kernel:?}: {rates:.1?} G int ops/s (one thread)");
         }
         eprintln!("chosen: {:?}", Kernel::detect());

@@ -162,6 +162,25 @@ pub(super) mod test_support {
         pub name: String,
     }
 
+    /// `(m, k, n)` of the kernel-speed benchmarks (the 35M feed-forward shape).
+    pub const SPEED_SHAPE: (usize, usize, usize) = (512, 480, 1920);
+
+    /// Five timings of `calls` runs of `run`, each a [`SPEED_SHAPE`] product, in G operations
+    /// (multiplies and adds) per second.
+    pub fn speeds(calls: usize, mut run: impl FnMut()) -> Vec<f64> {
+        let (m, k, n) = SPEED_SHAPE;
+        let g_ops = 2.0 * (m * n * k) as f64 / 1e9;
+        (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..calls {
+                    run();
+                }
+                calls as f64 * g_ops / start.elapsed().as_secs_f64()
+            })
+            .collect()
+    }
+
     /// Shapes from one element to several panels and tiles with ragged edges, overwriting and
     /// accumulating.
     pub fn twin_cases() -> Vec<TwinCase> {
