@@ -460,7 +460,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esm::packed::test_support::{random, speeds, twin_cases, SPEED_SHAPE};
+    use crate::esm::packed::test_support::{assert_twins, print_speeds, random, SPEED_SHAPE};
 
     /// The SIMD kernels this CPU runs.
     fn simd_kernels() -> Vec<Kernel> {
@@ -482,35 +482,30 @@ mod tests {
 
     #[test]
     fn the_simd_kernels_give_the_bits_of_their_portable_twin() {
-        for kernel in simd_kernels() {
-            for c in twin_cases() {
-                let lin = Int8Linear::quantize(&c.w, c.k);
-                let (mut simd, mut portable) = (c.start.clone(), c.start);
-                lin.forward_rows_with(kernel, &mut simd, &c.a, &c.bias, c.accumulate);
-                lin.forward_rows_with(Kernel::Portable, &mut portable, &c.a, &c.bias, c.accumulate);
-                assert_eq!(simd, portable, "{kernel:?} {}", c.name);
-            }
-        }
+        assert_twins(&simd_kernels(), Kernel::Portable, |kernel, c| {
+            let mut out = c.start.clone();
+            Int8Linear::quantize(&c.w, c.k).forward_rows_with(
+                kernel,
+                &mut out,
+                &c.a,
+                &c.bias,
+                c.accumulate,
+            );
+            out
+        });
     }
 
-    /// `cargo test --release -p plm-model --lib int8::tests::kernel_speeds -- --ignored --nocapture`
     #[test]
     #[ignore = "timing, run by hand"]
     fn kernel_speeds() {
-        let (m, k, n) = SPEED_SHAPE;
+        let (_, k, n) = SPEED_SHAPE;
         let lin = Int8Linear::quantize(&random(n * k, 1), k);
-        let a = random(m * k, 2);
-        let bias = vec![0f32; n];
-        let mut out = vec![0f32; m * n];
-        let mut kernels = simd_kernels();
-        kernels.push(Kernel::Portable);
-        for kernel in kernels {
-            let calls = if kernel == Kernel::Portable { 1 } else { 10 };
-            let rates = speeds(calls, || {
-                lin.forward_rows_with(kernel, &mut out, &a, &bias, false)
-            });
-            eprintln!("{kernel:?}: {rates:.1?} G int ops/s (one thread)");
-        }
+        print_speeds(
+            &simd_kernels(),
+            Kernel::Portable,
+            "G int ops/s",
+            |kernel, out, a, bias| lin.forward_rows_with(kernel, out, a, bias, false),
+        );
         eprintln!("chosen: {:?}", Kernel::detect());
     }
 

@@ -181,6 +181,41 @@ pub(super) mod test_support {
             .collect()
     }
 
+    /// Prints the [`speeds`] of each of `kernels` and then of `portable` (run once per timing,
+    /// the others ten times) on a [`SPEED_SHAPE`] product; `product(kernel, out, a, bias)`
+    /// computes `out = a · Wᵀ + bias` on that kernel. For kernel-speed tests run by hand.
+    pub fn print_speeds<K: std::fmt::Debug + Copy + PartialEq>(
+        kernels: &[K],
+        portable: K,
+        unit: &str,
+        mut product: impl FnMut(K, &mut [f32], &[f32], &[f32]),
+    ) {
+        let (m, k, n) = SPEED_SHAPE;
+        let a = random(m * k, 2);
+        let bias = vec![0f32; n];
+        let mut out = vec![0f32; m * n];
+        for &kernel in kernels.iter().chain([&portable]) {
+            let calls = if kernel == portable { 1 } else { 10 };
+            let rates = speeds(calls, || product(kernel, &mut out, &a, &bias));
+            eprintln!("{kernel:?}: {rates:.1?} {unit} (one thread)");
+        }
+    }
+
+    /// Asserts that each of `kernels` gives `portable`'s bits on every one of [`twin_cases`];
+    /// `product(kernel, case)` returns the case's output on that kernel.
+    pub fn assert_twins<K: std::fmt::Debug + Copy>(
+        kernels: &[K],
+        portable: K,
+        product: impl Fn(K, &TwinCase) -> Vec<f32>,
+    ) {
+        for c in twin_cases() {
+            let want = product(portable, &c);
+            for &kernel in kernels {
+                assert_eq!(product(kernel, &c), want, "{kernel:?} {}", c.name);
+            }
+        }
+    }
+
     /// Shapes from one element to several panels and tiles with ragged edges, overwriting and
     /// accumulating.
     pub fn twin_cases() -> Vec<TwinCase> {
