@@ -131,6 +131,11 @@ fn residues(
     layer: Option<i32>,
     layers: Option<Vec<Option<i32>>>,
 ) -> Option<RealMatrix> {
+    if layer.is_some() && layers.as_ref().is_some_and(|l| !l.is_empty()) {
+        crate::errors::raise(plm_model::PlmError::InvalidArgument(
+            "give layer => or layers =>, not both".into(),
+        ));
+    }
     let chosen: Vec<Option<i64>> = match layers {
         Some(ls) if !ls.is_empty() => ls.into_iter().map(|l| l.map(i64::from)).collect(),
         _ => vec![layer.map(i64::from)],

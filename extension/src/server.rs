@@ -105,7 +105,13 @@ pub extern "C-unwind" fn plm_supervisor_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a background worker to reload its settings.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            supervisor.reconfigure(serve_options());
+            let program = settings::server_path();
+            if supervisor.reconfigure(program.clone(), serve_options()) {
+                pgrx::log!(
+                    "pg_plm supervisor: settings changed; inference server {} restarted with them",
+                    program.display()
+                );
+            }
         }
         supervisor.tick();
         let state = supervisor.state();

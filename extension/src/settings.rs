@@ -217,11 +217,11 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"plm.cache_size_mb",
         c"Size of the embedding cache in megabytes (0 disables it).",
-        c"The cache is keyed by model fingerprint, output kind and sequence.",
+        c"The cache is keyed by model fingerprint, output kind and sequence. One cache serves every session (the inference server's): set it in the server configuration.",
         &CACHE_SIZE_MB,
         0,
         1 << 20,
-        GucContext::Suset,
+        GucContext::Sighup,
         GucFlags::UNIT_MB,
     );
     GucRegistry::define_int_guc(
@@ -237,11 +237,11 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"plm.threads",
         c"Compute threads (0: all cores).",
-        c"Applies when a model is loaded.",
+        c"Of the inference server, which every session shares: set it in the server configuration.",
         &THREADS,
         0,
         1024,
-        GucContext::Suset,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -8,7 +8,7 @@ use plm_model::heads::binding_blend_key;
 use plm_model::homology::{Blend, Method, ReferenceCache};
 use plm_model::predict::{self, ContactSource};
 use plm_model::tokenizer::clean_sequences;
-use plm_model::{LoadOptions, Result, TaskHeads};
+use plm_model::{LoadOptions, PlmError, Result, TaskHeads};
 
 use crate::limits;
 use crate::protocol::{ModelRef, Output, RequestSettings, Task};
@@ -176,12 +176,17 @@ pub fn execute(
             chain,
             method,
         } => {
-            let source = match structure {
-                Some(text) => ContactSource::Structure {
+            let source = match (structure, chain) {
+                (Some(text), chain) => ContactSource::Structure {
                     text,
                     chain: chain.as_deref(),
                 },
-                None => ContactSource::Predicted,
+                (None, Some(_)) => {
+                    return Err(PlmError::InvalidArgument(
+                        "chain => selects a chain of structure =>; without a structure the contact graph is predicted from the sequence".into(),
+                    ))
+                }
+                (None, None) => ContactSource::Predicted,
             };
             let reference = match method {
                 Method::Model => None,

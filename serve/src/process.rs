@@ -275,18 +275,20 @@ impl Supervisor {
         }
     }
 
-    /// Applies new options: a running server with other options is stopped and started again
-    /// at once.
-    pub fn reconfigure(&mut self, options: ServeOptions) {
-        if options == self.options {
-            return;
+    /// Applies a new program and options: a running server started otherwise is stopped and
+    /// started again at once. Returns whether anything changed.
+    pub fn reconfigure(&mut self, program: PathBuf, options: ServeOptions) -> bool {
+        if program == self.program && options == self.options {
+            return false;
         }
+        self.program = program;
         self.options = options;
         if self.child.is_some() {
             self.stop_child();
             self.next_start = Instant::now();
             self.tick();
         }
+        true
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after a grace period) and publishes `stopped`.
@@ -455,7 +457,26 @@ mod tests {
             assert!(Instant::now() < deadline, "not restarted: {s:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A new program (an upgrade: `plm.server_path` and a reload) replaces the running one;
+        // the same program and options leave it alone.
+        let upgraded = dir.path().join("fake-serve-2");
+        std::fs::write(&upgraded, "#!/bin/sh\nexec sleep 31\n").unwrap();
+        std::fs::set_permissions(&upgraded, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let before = sup.state().server_pid;
+        let options = sup.options.clone();
+        assert!(sup.reconfigure(upgraded.clone(), options.clone()));
         let pid = sup.state().server_pid;
+        assert_ne!(pid, before, "not restarted with the new program");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut cmdline = cmdline;
+        while !String::from_utf8_lossy(&cmdline).contains("31") {
+            assert!(Instant::now() < deadline, "the new program did not start");
+            std::thread::sleep(Duration::from_millis(20));
+            cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        }
+        assert!(!sup.reconfigure(upgraded, options));
+        assert_eq!(sup.state().server_pid, pid, "restarted without a change");
         sup.stop();
         assert_eq!(SupervisorState::read(&state_file).unwrap().state, "stopped");
         // SAFETY: signal 0 only checks whether the process exists.

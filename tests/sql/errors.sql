@@ -10,6 +10,9 @@ SELECT plm_embed('MKT', pooling => 'sum');
 SELECT plm_embed('MKT', layer => 42);
 SELECT plm_embed(repeat('A', 1100));
 SELECT plm_embed('MKT', model => 'no-such-model');
+-- Arguments that would otherwise be ignored.
+SELECT plm_embed_residues('MKT', layer => 1, layers => ARRAY[1, 2]);
+SELECT * FROM plm_binding_sites('MKT', chain => 'A');
 -- Bad setting values and misspelled names fail at SET, not at the next query.
 SET plm.long_sequence_policy = 'sometimes';
 SET plm.max_lenght = 10;

@@ -18,8 +18,9 @@ use plm_train::{comm, distill, plot, pretrain};
 )]
 struct Cli {
     /// Device: cpu, cuda, cuda:N. Pretrain, distill and eval train or evaluate there; finetune
-    /// and homology run the language model there (features; the heads and the contact
-    /// regression are fitted on the CPU); the other commands run on the CPU only.
+    /// and homology run the language model there (features, and the contact regression over
+    /// its attention maps; the task heads are fitted on the CPU); the other commands run on
+    /// the CPU only.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     #[command(subcommand)]
@@ -223,6 +224,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Inspect { model } => {
+            cpu_only("inspect")?;
             let ckpt =
                 Checkpoint::open(&model).with_context(|| format!("opening {}", model.display()))?;
             println!("{}", serde_json::to_string_pretty(&ckpt.describe())?);

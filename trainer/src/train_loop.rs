@@ -229,6 +229,41 @@ pub fn micro_batch_rng(seed: u64, step: usize, index: usize) -> StdRng {
     )
 }
 
+/// The arguments (`name (run: stored, here: given)`) whose stored values differ from this launch's,
+/// other than the ones a launch may change (`steps`, `shard_optimizer`).
+fn differing_args<A: Serialize>(stored: &A, given: &A) -> Vec<String> {
+    fn leaves(v: serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    if v.is_object() {
+                        leaves(v, out);
+                    } else {
+                        out.insert(k, v);
+                    }
+                }
+            }
+            other => {
+                out.insert(String::new(), other);
+            }
+        }
+    }
+    let flat = |a: &A| {
+        let mut out = BTreeMap::new();
+        leaves(serde_json::to_value(a).unwrap_or_default(), &mut out);
+        out
+    };
+    let (stored, given) = (flat(stored), flat(given));
+    stored
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "steps" | "steps_given" | "shard_optimizer"))
+        .filter_map(|(k, v)| {
+            let here = given.get(k)?;
+            (here != v).then(|| format!("--{} (run: {v}, here: {here})", k.replace('_', "-")))
+        })
+        .collect()
+}
+
 /// Opens a run: the stored arguments and state when resuming (only the step budget may grow,
 /// and only when `--steps` was given), otherwise a fresh state from `args`; with the run's
 /// directory (a remote run's checkpoint is fetched by every rank).
@@ -250,6 +285,13 @@ pub fn open_run<A: RunArgs>(
         state.args.common_mut().shard_optimizer = args.common().shard_optimizer;
         if comm.is_root() {
             eprintln!("resuming {out} at step {}", state.step);
+            let differing = differing_args(&state.args, &args);
+            if !differing.is_empty() {
+                eprintln!(
+                    "the run keeps its stored arguments; this command line's values (typed or default) differ and are not used: {}",
+                    differing.join(", ")
+                );
+            }
             run.trim_metrics(state.step)?;
         }
         return Ok((state, run));
@@ -612,4 +654,44 @@ pub fn save_run<A: RunArgs, O: Objective>(
         write_json(&tmp.join(STATE), state).map_err(|e| e.to_string())
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Inner {
+        lr: f64,
+        steps: usize,
+        shard_optimizer: bool,
+    }
+
+    #[derive(Serialize)]
+    struct Args {
+        temperature: f32,
+        common: Inner,
+    }
+
+    #[test]
+    fn resuming_names_the_arguments_the_run_keeps() {
+        let args = |temperature, lr, steps, shard_optimizer| Args {
+            temperature,
+            common: Inner {
+                lr,
+                steps,
+                shard_optimizer,
+            },
+        };
+        let stored = args(2.0, 1e-3, 100, false);
+        // What a launch may change is not reported.
+        assert!(differing_args(&stored, &args(2.0, 1e-3, 500, true)).is_empty());
+        assert_eq!(
+            differing_args(&stored, &args(1.0, 4e-4, 100, false)),
+            [
+                "--lr (run: 0.001, here: 0.0004)",
+                "--temperature (run: 2.0, here: 1.0)"
+            ]
+        );
+    }
 }

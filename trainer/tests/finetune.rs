@@ -195,6 +195,8 @@ fn finetune_writes_a_deployable_directory_with_every_head() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert!(results["ec"]["mlp"]["f1"].is_number());
     assert!(results["ppi"]["guo_yeast_5fold"]["accuracy_mean"].is_number());
+    // --guo-pairs draws that many of the file's 120 pairs.
+    assert_eq!(results["ppi"]["guo_yeast_5fold"]["pairs"], 100);
     assert!(results["binding"]["variants"]["LM + gated GNN"]["ZN"]["auroc"].is_number());
     assert!(results["contacts"]["precision_at_l5_long_range_after"].is_number());
 

@@ -48,11 +48,12 @@ fn contact_probabilities(
     model: &EsmForMaskedLM,
     ckpt: &Checkpoint,
     sequence: &str,
+    device: &Device,
 ) -> Result<Tensor> {
     let ids = ckpt.tokenizer.encode(sequence)?;
     let n = ids.len();
-    let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu)?;
-    let mask = Tensor::ones((1, n), DType::F32, &Device::Cpu)?;
+    let ids = Tensor::from_vec(ids, (1, n), device)?;
+    let mask = Tensor::ones((1, n), DType::F32, device)?;
     let out = model.forward(
         &ids,
         &mask,
@@ -65,10 +66,15 @@ fn contact_probabilities(
 }
 
 /// Mean precision of the top `L/5` long-range predictions over chains.
-fn precision_at_l5(model: &EsmForMaskedLM, ckpt: &Checkpoint, chains: &[Chain]) -> Result<f64> {
+fn precision_at_l5(
+    model: &EsmForMaskedLM,
+    ckpt: &Checkpoint,
+    chains: &[Chain],
+    device: &Device,
+) -> Result<f64> {
     let mut total = 0.0;
     for c in chains {
-        let p = contact_probabilities(model, ckpt, &c.sequence)?.to_vec2::<f32>()?;
+        let p = contact_probabilities(model, ckpt, &c.sequence, device)?.to_vec2::<f32>()?;
         let truth: std::collections::HashSet<(usize, usize)> = c.contacts.iter().copied().collect();
         let l = c.sequence.len();
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
@@ -89,12 +95,13 @@ fn precision_at_l5(model: &EsmForMaskedLM, ckpt: &Checkpoint, chains: &[Chain]) 
     Ok(total / chains.len().max(1) as f64)
 }
 
-/// Fits the regression of the checkpoint in `dir` (rewritten in place) and returns metrics.
-pub fn run(args: &FinetuneArgs, dir: &Path) -> Result<serde_json::Value> {
+/// Fits the regression of the checkpoint in `dir` (rewritten in place) on `device`, where the
+/// model computes its attention maps, and returns metrics.
+pub fn run(args: &FinetuneArgs, dir: &Path, device: &Device) -> Result<serde_json::Value> {
     let ckpt = Checkpoint::open(dir)?;
     let weights_path = dir.join(files::WEIGHTS);
     let mut tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        candle_core::safetensors::load(&weights_path, device)
             .with_context(|| format!("reading {}", weights_path.display()))?;
     let prefix = if tensors.keys().any(|k| k.starts_with("esm.")) {
         "esm."
@@ -106,22 +113,22 @@ pub fn run(args: &FinetuneArgs, dir: &Path) -> Result<serde_json::Value> {
     let channels = ckpt.config.num_hidden_layers * ckpt.config.num_attention_heads;
     let w = Var::from_tensor(&match tensors.get(&w_name) {
         Some(t) => t.clone(),
-        None => Tensor::zeros((1, channels), DType::F32, &Device::Cpu)?,
+        None => Tensor::zeros((1, channels), DType::F32, device)?,
     })?;
     let b = Var::from_tensor(&match tensors.get(&b_name) {
         Some(t) => t.clone(),
-        None => Tensor::zeros(1, DType::F32, &Device::Cpu)?,
+        None => Tensor::zeros(1, DType::F32, device)?,
     })?;
     tensors.insert(w_name.clone(), w.as_tensor().clone());
     tensors.insert(b_name.clone(), b.as_tensor().clone());
     let model = EsmForMaskedLM::load(
-        VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu),
+        VarBuilder::from_tensors(tensors.clone(), DType::F32, device),
         &ckpt.config,
     )?;
     let limit = ckpt.config.max_residues();
     let train = chains(args, "Train_335", limit)?;
     let test = chains(args, "Test_60", limit)?;
-    let before = precision_at_l5(&model, &ckpt, &test)?;
+    let before = precision_at_l5(&model, &ckpt, &test, device)?;
     let mut optimizer = AdamW::new(
         vec![w.clone(), b.clone()],
         ParamsAdamW {
@@ -138,8 +145,8 @@ pub fn run(args: &FinetuneArgs, dir: &Path) -> Result<serde_json::Value> {
         for &k in &order {
             let c = &train[k];
             let l = c.sequence.len();
-            let probs =
-                contact_probabilities(&model, &ckpt, &c.sequence)?.clamp(1e-6, 1.0 - 1e-6)?;
+            let probs = contact_probabilities(&model, &ckpt, &c.sequence, device)?
+                .clamp(1e-6, 1.0 - 1e-6)?;
             let mut target = vec![0f32; l * l];
             let mut mask = vec![0f32; l * l];
             for i in 0..l {
@@ -152,8 +159,8 @@ pub fn run(args: &FinetuneArgs, dir: &Path) -> Result<serde_json::Value> {
                     target[i * l + j] = 1.0;
                 }
             }
-            let t = Tensor::from_vec(target, (l, l), &Device::Cpu)?;
-            let m = Tensor::from_vec(mask, (l, l), &Device::Cpu)?;
+            let t = Tensor::from_vec(target, (l, l), device)?;
+            let m = Tensor::from_vec(mask, (l, l), device)?;
             let bce = ((&t * probs.log()?)? + ((1.0 - &t)? * (1.0 - &probs)?.log()?)?)?.neg()?;
             let loss = ((bce * &m)?.sum_all()? / m.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?;
             optimizer.backward_step(&loss)?;
@@ -164,10 +171,13 @@ pub fn run(args: &FinetuneArgs, dir: &Path) -> Result<serde_json::Value> {
             total / train.len().max(1) as f64
         );
     }
-    let after = precision_at_l5(&model, &ckpt, &test)?;
+    let after = precision_at_l5(&model, &ckpt, &test, device)?;
     eprintln!("contact head: long-range P@L/5 on Test_60 {before:.3} -> {after:.3}");
     tensors.insert(w_name, w.as_tensor().detach());
     tensors.insert(b_name, b.as_tensor().detach());
+    for t in tensors.values_mut() {
+        *t = t.to_device(&Device::Cpu)?;
+    }
     let mut manifest = ckpt.describe();
     let metrics = json!({
         "protocol": "logistic regression over APC-corrected attention maps fitted on GraphPPIS Train_335 native C-alpha contacts (< 8 Å, separation >= 6); long-range (separation >= 24) precision of the top L/5 pairs on Test_60",

@@ -382,7 +382,7 @@ pub fn run(args: FinetuneArgs, device: DeviceSpec) -> Result<()> {
     let wants = |t: &str| args.tasks.iter().any(|x| x == t);
     let mut contact_metrics = serde_json::Value::Null;
     if wants("contacts") {
-        contact_metrics = contact::run(&args, &args.out)?;
+        contact_metrics = contact::run(&args, &args.out, &device.open()?)?;
     }
     let fx =
         features::FeatureExtractor::open(&args.out, args.layers.clone(), &args.work_dir(), device)?;

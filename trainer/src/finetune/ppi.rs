@@ -231,7 +231,11 @@ pub fn run(args: &FinetuneArgs, fx: &FeatureExtractor) -> Result<TaskOutput> {
     // Guo yeast: 5-fold cross-validation over pairs, as PIPR reports.
     let guo_seqs = taskdata::read_sequences(&dir.join("guo_yeast_sequences.tsv"))?;
     let (_, gseqs, gpairs) = indexed(
-        &taskdata::read_pairs(&dir.join("guo_yeast_pairs.tsv"))?,
+        &taskdata::seeded_subset(
+            &taskdata::read_pairs(&dir.join("guo_yeast_pairs.tsv"))?,
+            args.guo_pairs,
+            args.seed,
+        ),
         &guo_seqs,
     )?;
     let gx = fx.pooled("Guo yeast features", &gseqs)?;

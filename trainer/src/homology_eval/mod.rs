@@ -63,10 +63,11 @@ pub struct HomologyArgs {
     /// Longest binding test chain evaluated (residues).
     #[arg(long, default_value_t = 1000)]
     pub max_binding_length: usize,
-    /// Test proteins of each random split.
+    /// Test proteins of the function tasks' random splits (interactions: --test-pairs; binding
+    /// sites: a third of each test file joins the reference).
     #[arg(long, default_value_t = 1000)]
     pub test_proteins: usize,
-    /// Validation proteins (blend weight, thresholds) of each random split.
+    /// Validation proteins (blend weight, thresholds) of the function tasks' random splits.
     #[arg(long, default_value_t = 500)]
     pub validation_proteins: usize,
     /// Seed of the random splits.
