@@ -467,13 +467,15 @@ mod tests {
         assert!(sup.reconfigure(upgraded.clone(), options.clone()));
         let pid = sup.state().server_pid;
         assert_ne!(pid, before, "not restarted with the new program");
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut cmdline = cmdline;
-        while !String::from_utf8_lossy(&cmdline).contains("31") {
+        // The script execs `sleep 31`: wait for the exec to show in its command line.
+        while !String::from_utf8_lossy(
+            &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+        )
+        .contains("31")
+        {
             assert!(Instant::now() < deadline, "the new program did not start");
             std::thread::sleep(Duration::from_millis(20));
-            cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         }
         assert!(!sup.reconfigure(upgraded, options));
         assert_eq!(sup.state().server_pid, pid, "restarted without a change");

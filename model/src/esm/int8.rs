@@ -141,7 +141,8 @@ impl Int8Linear {
         ACTIVATIONS.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.quantize(a, m, k, kp);
-            if kernel == Kernel::Avx2 {
+            let widened = kernel == Kernel::Avx2;
+            if widened {
                 buf.widen();
             }
             let (aq, wide, row_scales, row_zeros) =
@@ -154,10 +155,10 @@ impl Int8Linear {
                 };
                 let tile = Tile {
                     a: &aq[t.r0 * kp..(t.r0 + t.rows) * kp],
-                    wide: if wide.is_empty() {
-                        &[]
-                    } else {
+                    wide: if widened {
                         &wide[t.r0 * kp..(t.r0 + t.rows) * kp]
+                    } else {
+                        &[]
                     },
                     lda: kp,
                     b: &self.packed[t.panel * NR * kp..(t.panel + 1) * NR * kp],
@@ -270,7 +271,7 @@ pub(crate) fn cpu_kernel() -> (&'static str, bool) {
 #[derive(Default)]
 struct ActivationBuffer {
     bytes: Vec<u8>,
-    /// `bytes` as i16 after [`ActivationBuffer::widen`], else empty.
+    /// `bytes` as i16, filled by [`ActivationBuffer::widen`] for the kernel that reads it.
     wide: Vec<i16>,
     scales: Vec<f32>,
     zeros: Vec<f32>,
@@ -281,7 +282,6 @@ impl ActivationBuffer {
     /// `kp` bytes apart with the tail zero (the packed weights are zero there too), with each
     /// row's scale and zero point.
     fn quantize(&mut self, a: &[f32], m: usize, k: usize, kp: usize) {
-        self.wide.clear();
         self.bytes.clear();
         self.bytes.resize(m * kp, 0);
         self.scales.clear();

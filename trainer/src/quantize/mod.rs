@@ -88,6 +88,10 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         "--precision f32 is the model itself; choose int8 or bf16"
     );
     ensure!(
+        !(args.skip_task_gate && args.task_data.is_some()),
+        "--task-data gates the task heads and --skip-task-gate skips that gate: give one of them"
+    );
+    ensure!(
         !args.to.exists(),
         "{} exists; choose a new directory",
         args.to.display()
@@ -159,10 +163,6 @@ fn write_and_gate(args: &QuantizeArgs, source: &Checkpoint, staging: &Path) -> R
     );
     let heads = TaskHeads::open(&source.dir, &Device::Cpu)
         .with_context(|| format!("loading the task heads of {}", source.dir.display()))?;
-    ensure!(
-        !(args.skip_task_gate && args.task_data.is_some()),
-        "--task-data gates the task heads and --skip-task-gate skips that gate: give one of them"
-    );
     let task_sets = match (&heads, &args.task_data) {
         (Some(heads), Some(data)) => Some(
             tasks::TaskSets::load(data, heads, args.task_items, args.seed)
