@@ -11,6 +11,7 @@ logits, contact map) and, for the whole list, the padded batch outputs.
     python scripts/make_parity_fixtures.py 8M    model/tests/fixtures/generated/esm2_t6_8M
     python scripts/make_parity_fixtures.py 8M    DIR --hub-layout   # LayerNorm.weight/bias names
     python scripts/make_parity_fixtures.py wide  DIR                # 2,560-wide, one block
+    python scripts/make_parity_fixtures.py 650M  DIR --hub-layout --checkpoint-only  # a snapshot
 """
 import argparse
 import json
@@ -38,6 +39,7 @@ CONFIGS = {
     "8M": dict(hidden_size=320, num_hidden_layers=6, num_attention_heads=20, intermediate_size=1280),
     "35M": dict(hidden_size=480, num_hidden_layers=12, num_attention_heads=20, intermediate_size=1920),
     "150M": dict(hidden_size=640, num_hidden_layers=30, num_attention_heads=20, intermediate_size=2560),
+    "650M": dict(hidden_size=1280, num_hidden_layers=33, num_attention_heads=20, intermediate_size=5120),
     # ESM-2 3B's width (2,560) in one thin block: embeddings over pgvector's 2,000-dimension
     # index limit for `vector`, for the halfvec tests (tests/workflows/run.sh).
     "wide": dict(hidden_size=2560, num_hidden_layers=1, num_attention_heads=20, intermediate_size=256),
@@ -76,6 +78,8 @@ def main():
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--hub-layout", action="store_true",
                     help="rename LayerNorm gamma/beta to weight/bias as in the published hub checkpoints")
+    ap.add_argument("--checkpoint-only", action="store_true",
+                    help="write the random-weight checkpoint without the reference outputs")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = build(args.size)
@@ -90,6 +94,9 @@ def main():
             k = k.replace(".gamma", ".weight").replace(".beta", ".bias")
         renamed[k] = v.contiguous()
     save_file(renamed, args.out / "model.safetensors", metadata={"format": "pt"})
+    if args.checkpoint_only:
+        print(f"wrote {args.out} (checkpoint only)")
+        return
     tok = EsmTokenizer(vocab_file=str(args.out / "vocab.txt"))
     seqs = SEQUENCES if args.size != "tiny" else [s[:120] for s in SEQUENCES]
     ref = {}
