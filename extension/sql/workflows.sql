@@ -141,8 +141,8 @@ DECLARE
     seq_type text;
     dims int;
 BEGIN
-    IF tbl IS NULL OR sequence IS NULL OR target IS NULL THEN
-        RAISE EXCEPTION 'pg_plm: table, sequence and target must not be NULL'
+    IF tbl IS NULL OR sequence IS NULL OR target IS NULL OR task IS NULL THEN
+        RAISE EXCEPTION 'pg_plm: table, sequence, target and task must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF task NOT IN ('embed', 'function', 'residues') THEN
@@ -240,6 +240,35 @@ BEGIN
              ELSE info.fingerprint END,
         task, layer, pooling, ontology, top_k, method);
     RETURN s;
+END $$;
+
+-- Options given for a task that does not use them are errors rather than dropped: embed takes
+-- layer and pooling, residues takes layer, function takes ontology, top_k and method.
+CREATE FUNCTION plm_internal.check_options(task text, layer int, pooling text, ontology text,
+                                           top_k int, method text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    unused text[] := '{}';
+BEGIN
+    IF task IN ('embed', 'residues') THEN
+        IF ontology IS NOT NULL THEN unused := unused || 'ontology'::text; END IF;
+        IF top_k IS NOT NULL THEN unused := unused || 'top_k'::text; END IF;
+        IF method IS NOT NULL THEN unused := unused || 'method'::text; END IF;
+    END IF;
+    IF task IN ('residues', 'function') AND pooling IS NOT NULL THEN
+        unused := unused || 'pooling'::text;
+    END IF;
+    IF task = 'function' AND layer IS NOT NULL THEN
+        unused := unused || 'layer'::text;
+    END IF;
+    IF cardinality(unused) > 0 THEN
+        RAISE EXCEPTION 'pg_plm: % % not apply to task ''%''', array_to_string(unused, ', '),
+            CASE cardinality(unused) WHEN 1 THEN 'does' ELSE 'do' END, task
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE task WHEN 'embed' THEN 'Task embed takes model, layer and pooling.'
+                                   WHEN 'residues' THEN 'Task residues takes model and layer.'
+                                   ELSE 'Task function takes model, ontology, top_k and method.' END;
+    END IF;
 END $$;
 
 -- The session user needs `privilege` on `tbl` (the SECURITY DEFINER helpers of jobs check it).
@@ -801,7 +830,7 @@ CREATE FUNCTION @extschema@.plm_sync_create(
     task text DEFAULT 'embed',
     model text DEFAULT NULL,
     layer int DEFAULT NULL,
-    pooling text DEFAULT 'mean',
+    pooling text DEFAULT NULL,
     ontology text DEFAULT NULL,
     top_k int DEFAULT NULL,
     method text DEFAULT NULL,
@@ -816,6 +845,7 @@ DECLARE
 BEGIN
     PERFORM plm_internal.check_owner(tbl);
     s := plm_internal.describe(tbl, sequence, target, task, model, layer, pooling, ontology, top_k, method, batch_rows);
+    PERFORM plm_internal.check_options(task, layer, pooling, ontology, top_k, method);
     IF s.task <> 'embed' THEN
         -- A side table: one row per protein and term, or per residue, keyed like the source.
         s.target := plm_internal.side_table(s, target);
@@ -860,6 +890,7 @@ DECLARE
     queued bigint;
 BEGIN
     PERFORM plm_internal.check_owner(old.relid);
+    PERFORM plm_internal.check_options(old.task, layer, pooling, NULL, top_k, method);
     IF ontology IS NOT NULL AND ontology IS DISTINCT FROM old.ontology THEN
         RAISE EXCEPTION 'pg_plm: the ontology of a sync cannot change'
             USING ERRCODE = 'feature_not_supported', HINT = 'Create another sync for the other ontology.';

@@ -35,6 +35,11 @@ SELECT plm_sync_create('sync_wrong', 'txt', 'missing');
 SELECT plm_sync_create('sync_proteins', 'seq', 'emb', pooling => 'median');
 SELECT plm_sync_create('sync_proteins', 'seq', 'emb', model => 'no-such-model');
 SELECT plm_sync_create('sync_proteins', 'seq', 'emb', task => 'fold');
+SELECT plm_sync_create('sync_proteins', 'seq', 'emb', task => NULL);
+-- Options of another task are refused, not dropped (22023).
+SELECT plm_sync_create('sync_proteins', 'seq', 'emb', ontology => 'go_mf', top_k => 3);
+SELECT plm_sync_create('sync_proteins', 'seq', 'sync_functions', task => 'function', pooling => 'max', layer => 2);
+SELECT plm_sync_create('sync_proteins', 'seq', 'sync_residues', task => 'residues', pooling => 'mean');
 SELECT plm_sync_drain('no_such_sync');
 DROP TABLE sync_nokey, sync_wrong;
 
@@ -98,6 +103,7 @@ SELECT bool_and((emb <-> plm_embed(seq, model => 'plm-default', layer => 1)::vec
 FROM sync_proteins WHERE seq IS NOT NULL;
 SELECT plm_sync_alter('prot', layer => 1) AS requeued_again;
 SELECT plm_sync_alter('prot', ontology => 'go_mf');
+SELECT plm_sync_alter('prot', top_k => 10);
 SELECT layer, pending FROM plm_sync_status;
 
 -- Drop removes triggers and state, and keeps the values.
@@ -148,6 +154,7 @@ FROM sync_functions f JOIN sync_proteins s USING (id),
               ORDER BY score DESC, term OFFSET f.rank - 1 LIMIT 1) p;
 DELETE FROM sync_proteins WHERE id = 1;
 SELECT count(*) AS deleted_protein_rows FROM sync_functions WHERE id = 1;
+SELECT plm_sync_alter('prot_mf', pooling => 'max');
 
 -- Per-residue vectors: one row per residue in a side table (halfvec), written by a job.
 SELECT position, residue, array_length(embedding, 1) AS width
