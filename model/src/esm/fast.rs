@@ -350,6 +350,11 @@ struct AttentionTask {
 
 /// `softmax(Q·Kᵀ)·V` of one task, into its rows × head columns of `ctx` (`rows × h`).
 ///
+/// The scores are kept transposed: `Sᵀ = K·Qᵀ` as a `(len, qn)` block, the softmax runs down
+/// its columns (vector lanes hold queries, no horizontal reductions), and `P·V` reads `P`
+/// column-major, so `gemm` puts the query rows in its long tile dimension (a 64 × 6 kernel
+/// instead of 16 × 6 with `P` row-major, which is bound by its loads at a head width of 16).
+///
 /// # Safety
 /// `ctx` points to `rows × h` floats covering the task's rows, and no other thread touches the
 /// task's region of `ctx` meanwhile.
@@ -361,47 +366,35 @@ unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd:
         q0,
         qn,
     } = task;
-    with_scratch(qn * (len + 1), |scratch| {
-        let (scores, inv_sums) = scratch.split_at_mut(qn * len);
+    with_scratch(qn * (len + hd + 1), |scratch| {
+        let (st, rest) = scratch.split_at_mut(qn * len);
+        let (out_t, inv_sums) = rest.split_at_mut(qn * hd);
         let base = qkv.as_ptr();
         // SAFETY: q/k/v rows lie in `qkv`; `out` is this task's region of `ctx` (caller).
         unsafe {
             let q = base.add((start + q0) * 3 * h + head * hd);
             let k = base.add(start * 3 * h + h + head * hd);
             let v = base.add(start * 3 * h + 2 * h + head * hd);
-            // scores (qn, len) = Q · Kᵀ
-            kernels::matmul(
-                qn,
-                len,
-                hd,
-                scores.as_mut_ptr(),
-                len,
-                false,
-                q,
-                3 * h,
-                k,
-                1,
-                3 * h,
+            // Sᵀ (len, qn) = K · Qᵀ, row-major.
+            kernels::matmul_strided(
+                (len, qn, hd),
+                (st.as_mut_ptr(), qn, 1),
+                (k, 3 * h, 1),
+                (q, 1, 3 * h),
             );
-            kernels::softmax_rows_deferred(scores, len, inv_sums);
-            // ctx (qn, hd) = P · V
+            kernels::softmax_cols_deferred(st, qn, inv_sums);
+            // O (qn, hd) = P · V, O column-major in out_t, P column-major in st.
+            kernels::matmul_strided(
+                (qn, hd, len),
+                (out_t.as_mut_ptr(), 1, qn),
+                (st.as_ptr(), 1, qn),
+                (v, 3 * h, 1),
+            );
             let out = ctx.get().add((start + q0) * h + head * hd);
-            kernels::matmul(
-                qn,
-                hd,
-                len,
-                out,
-                h,
-                false,
-                scores.as_ptr(),
-                len,
-                v,
-                3 * h,
-                1,
-            );
-            for (r, &inv) in inv_sums.iter().enumerate() {
-                for v in std::slice::from_raw_parts_mut(out.add(r * h), hd) {
-                    *v *= inv;
+            for (i, &inv) in inv_sums.iter().enumerate() {
+                let row = std::slice::from_raw_parts_mut(out.add(i * h), hd);
+                for (d, o) in row.iter_mut().enumerate() {
+                    *o = out_t[d * qn + i] * inv;
                 }
             }
         }

@@ -78,20 +78,6 @@ fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
-#[inline(always)]
-fn max(xs: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
-        }
-    }
-    let m = acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    rest.iter().fold(m, |a, &b| a.max(b))
-}
-
 /// `e^x` (Cephes polynomial, about 1 ulp on the range softmax uses). Written with `mul_add`,
 /// which the kernels' AVX2 and AVX-512 builds turn into fused multiply-adds (half the
 /// instructions of separate multiplies and adds; softmax is a quarter of the 8M shape's time on
@@ -245,44 +231,48 @@ fn map_lanes(xs: &mut [f32], f: impl Fn(f32) -> f32) {
 }
 
 multiversion! {
-    /// Softmax of each `n`-wide row without the division: each row becomes `e^(x - max)` in
-    /// place and `inv_sums[r]` its normaliser `1 / Σ e^(x - max)`. Attention applies the
-    /// normaliser to its `(rows, head_dim)` output instead of its `(rows, n)` probabilities,
-    /// and the exponentials are summed as they are computed, so each row is read twice, not
-    /// four times.
-    pub fn softmax_rows_deferred_lanes(xs: &mut [f32], n: usize, inv_sums: &mut [f32]) {
-        for (row, inv) in xs.chunks_exact_mut(n).zip(inv_sums.iter_mut()) {
-            let m = max(row);
-            let mut acc = [0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
-            for c in &mut chunks {
-                for i in 0..LANES {
-                    c[i] = exp(c[i] - m);
-                    acc[i] += c[i];
-                }
+    /// Softmax down each of the `cols` columns of a `(rows, cols)` row-major block (the scores
+    /// of `cols` queries against `rows` keys, transposed) without the division: each column
+    /// becomes `e^(x - max)` in place and `inv_sums[c]` its normaliser `1 / Σ e^(x - max)`.
+    /// Attention applies the normaliser to its `(cols, head_dim)` output instead of the
+    /// probabilities, and sums the exponentials as it computes them (the block is read twice).
+    /// Every pass runs along rows, so the lanes hold different queries: no horizontal
+    /// reductions, and tails only in the last lanes of a row.
+    pub fn softmax_cols_deferred_lanes(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) {
+        let inv_sums = &mut inv_sums[..cols];
+        inv_sums.fill(f32::NEG_INFINITY);
+        for row in xs.chunks_exact(cols) {
+            for (m, &v) in inv_sums.iter_mut().zip(row) {
+                *m = if v > *m { v } else { *m };
             }
-            let tail = chunks.into_remainder();
-            let mut block = [0f32; LANES];
-            block[..tail.len()].copy_from_slice(tail);
-            for v in block.iter_mut() {
+        }
+        let mut sums = [0f32; MAX_COLS];
+        let sums = &mut sums[..cols];
+        for row in xs.chunks_exact_mut(cols) {
+            for ((v, &m), s) in row.iter_mut().zip(inv_sums.iter()).zip(sums.iter_mut()) {
                 *v = exp(*v - m);
+                *s += *v;
             }
-            tail.copy_from_slice(&block[..tail.len()]);
-            *inv = 1.0 / (acc.iter().sum::<f32>() + tail.iter().sum::<f32>());
+        }
+        for (inv, s) in inv_sums.iter_mut().zip(sums.iter()) {
+            *inv = 1.0 / s;
         }
     }
 }
 
-/// Softmax of each `n`-wide row without the division ([`softmax_rows_deferred_lanes`]): on
-/// AVX-512 CPUs with the intrinsics of [`avx512_softmax`] (about half the instructions of the
-/// vectorised scalar `exp`), elsewhere the plain loops.
-pub fn softmax_rows_deferred(xs: &mut [f32], n: usize, inv_sums: &mut [f32]) {
+/// Most columns of [`softmax_cols_deferred`]: the attention's query block.
+pub const MAX_COLS: usize = 128;
+
+/// Softmax down each column of a `(rows, cols)` block, `cols ≤ MAX_COLS`, without the division
+/// ([`softmax_cols_deferred_lanes`]); with AVX-512 intrinsics where the CPU has them.
+pub fn softmax_cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) {
+    assert!(cols <= MAX_COLS && inv_sums.len() >= cols && xs.len().is_multiple_of(cols.max(1)));
     #[cfg(target_arch = "x86_64")]
     if level() == Level::V4 {
-        // SAFETY: AVX-512F was detected at run time.
-        return unsafe { avx512_softmax::rows_deferred(xs, n, inv_sums) };
+        // SAFETY: AVX-512F was detected at run time; shapes checked above.
+        return unsafe { avx512_softmax::cols_deferred(xs, cols, inv_sums) };
     }
-    softmax_rows_deferred_lanes(xs, n, inv_sums)
+    softmax_cols_deferred_lanes(xs, cols, inv_sums)
 }
 
 /// Softmax rows with AVX-512 intrinsics. `e^x` as `2^k · e^r` with `k = round(x·log₂e)` and
@@ -312,43 +302,48 @@ mod avx512_softmax {
     }
 
     /// # Safety
-    /// The CPU has AVX-512F; `xs` holds whole rows of `n` and `inv_sums` one slot per row.
+    /// The CPU has AVX-512F; `xs` holds whole rows of `cols` and `inv_sums` at least `cols`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_deferred(xs: &mut [f32], n: usize, inv_sums: &mut [f32]) {
-        let full = n / 16 * 16;
-        let tail: __mmask16 = ((1u32 << (n - full)) - 1) as __mmask16;
-        for (row, inv) in xs.chunks_exact_mut(n).zip(inv_sums.iter_mut()) {
-            let p = row.as_mut_ptr();
-            // SAFETY (all loads and stores): offsets below `full`, or masked to the row's tail.
+    pub(super) unsafe fn cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) {
+        let rows = xs.len() / cols.max(1);
+        let p = xs.as_mut_ptr();
+        for c0 in (0..cols).step_by(16) {
+            let mask: __mmask16 = ((1u32 << (cols - c0).min(16)) - 1) as __mmask16;
+            // SAFETY (all loads and stores): rows below `rows`, lanes masked to columns < `cols`.
             unsafe {
-                let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-                for i in (0..full).step_by(16) {
-                    m = _mm512_max_ps(m, _mm512_loadu_ps(p.add(i)));
+                let at = |r: usize| p.add(r * cols + c0);
+                let (mut m0, mut m1) = (
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                );
+                let mut r = 0;
+                while r + 2 <= rows {
+                    m0 = _mm512_max_ps(m0, _mm512_maskz_loadu_ps(mask, at(r)));
+                    m1 = _mm512_max_ps(m1, _mm512_maskz_loadu_ps(mask, at(r + 1)));
+                    r += 2;
                 }
-                m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, p.add(full)));
-                let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
-                let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                let mut i = 0;
-                while i + 32 <= full {
-                    let e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), m));
-                    let e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i + 16)), m));
-                    _mm512_storeu_ps(p.add(i), e0);
-                    _mm512_storeu_ps(p.add(i + 16), e1);
-                    a = _mm512_add_ps(a, e0);
-                    b = _mm512_add_ps(b, e1);
-                    i += 32;
+                if r < rows {
+                    m0 = _mm512_max_ps(m0, _mm512_maskz_loadu_ps(mask, at(r)));
                 }
-                if i < full {
-                    let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), m));
-                    _mm512_storeu_ps(p.add(i), e);
-                    a = _mm512_add_ps(a, e);
+                let m = _mm512_max_ps(m0, m1);
+                let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut r = 0;
+                while r + 2 <= rows {
+                    let e0 = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, at(r)), m));
+                    let e1 = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, at(r + 1)), m));
+                    _mm512_mask_storeu_ps(at(r), mask, e0);
+                    _mm512_mask_storeu_ps(at(r + 1), mask, e1);
+                    s0 = _mm512_add_ps(s0, e0);
+                    s1 = _mm512_add_ps(s1, e1);
+                    r += 2;
                 }
-                if tail != 0 {
-                    let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p.add(full)), m));
-                    _mm512_mask_storeu_ps(p.add(full), tail, e);
-                    b = _mm512_mask_add_ps(b, tail, b, e);
+                if r < rows {
+                    let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, at(r)), m));
+                    _mm512_mask_storeu_ps(at(r), mask, e);
+                    s0 = _mm512_add_ps(s0, e);
                 }
-                *inv = 1.0 / _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+                let inv = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(s0, s1));
+                _mm512_mask_storeu_ps(inv_sums.as_mut_ptr().add(c0), mask, inv);
             }
         }
     }
@@ -426,47 +421,6 @@ multiversion! {
     }
 }
 
-/// Single-threaded `out[m × n] (+)= a[m × k] · b` for row-major `out` (row stride `ldo`) and
-/// `a` (row stride `lda`). `b` is given by its strides: `b_rs` between rows (the `k` index)
-/// and `b_cs` between columns (the `n` index), so a PyTorch `[n, k]` weight is `b_rs = 1,
-/// b_cs = k`.
-///
-/// # Safety
-/// Every pointer must be valid for the extents its strides imply, and `out` must not alias
-/// `a` or `b`.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    b_rs: usize,
-    b_cs: usize,
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        matmul_with(
-            m,
-            n,
-            k,
-            out,
-            ldo,
-            accumulate,
-            a,
-            lda,
-            b,
-            b_rs,
-            b_cs,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// [`matmul`] split over the current rayon pool by `gemm` itself.
 ///
 /// # Safety
@@ -493,6 +447,46 @@ pub unsafe fn matmul_parallel(
     };
     // SAFETY: forwarded from the caller's contract.
     unsafe { matmul_with(m, n, k, out, ldo, accumulate, a, lda, b, b_rs, b_cs, par) }
+}
+
+/// `out (m, n) = a (m, k) · b (k, n)` with every stride given: element `(r, c)` of a matrix
+/// `x` at `x + r·x_rs + c·x_cs`. `gemm` picks its kernel's orientation from `out`'s strides.
+///
+/// # Safety
+/// Each pointer covers its matrix under its strides; `out` does not overlap `a` or `b`.
+pub unsafe fn matmul_strided(
+    (m, n, k): (usize, usize, usize),
+    (out, out_rs, out_cs): (*mut f32, usize, usize),
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract is `gemm`'s.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out,
+            out_cs as isize,
+            out_rs as isize,
+            false,
+            a,
+            a_cs as isize,
+            a_rs as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -657,33 +651,33 @@ mod tests {
 
     #[test]
     fn softmax_and_layer_norm_match_naive() {
-        let xs: Vec<f32> = (0..96)
-            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
-            .collect();
-        for (n, softmax) in [48, 37, 16, 5, 44].into_iter().flat_map(|n| {
-            [
-                (
-                    n,
-                    softmax_rows_deferred as fn(&mut [f32], usize, &mut [f32]),
-                ),
-                (n, softmax_rows_deferred_lanes),
-            ]
-        }) {
-            let xs = &xs[..2 * n];
-            let mut sm = xs.to_vec();
-            let mut inv = [0f32; 2];
-            softmax(&mut sm, n, &mut inv);
-            for (row, inv) in sm.chunks_mut(n).zip(inv) {
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
-            for (row, got) in xs.chunks(n).zip(sm.chunks(n)) {
-                let m = row.iter().cloned().fold(f32::MIN, f32::max);
-                let z: f64 = row.iter().map(|v| ((v - m) as f64).exp()).sum();
-                for (v, g) in row.iter().zip(got) {
-                    assert!((((v - m) as f64).exp() / z - *g as f64).abs() < 1e-6);
+        type Softmax = fn(&mut [f32], usize, &mut [f32]);
+        let kernels: [Softmax; 2] = [softmax_cols_deferred, softmax_cols_deferred_lanes];
+        for (rows, cols) in [(37, 48), (5, 37), (96, 16), (3, 128), (1, 5), (44, 21)] {
+            let block: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7 + (i / cols) as f32 * 0.01)
+                .collect();
+            for softmax in kernels {
+                let mut sm = block.clone();
+                let mut inv = vec![0f32; cols];
+                softmax(&mut sm, cols, &mut inv);
+                for c in 0..cols {
+                    let column: Vec<f32> = (0..rows).map(|r| block[r * cols + c]).collect();
+                    let m = column.iter().cloned().fold(f32::MIN, f32::max);
+                    let z: f64 = column.iter().map(|v| ((v - m) as f64).exp()).sum();
+                    for (r, v) in column.iter().enumerate() {
+                        let got = (sm[r * cols + c] * inv[c]) as f64;
+                        assert!(
+                            (((v - m) as f64).exp() / z - got).abs() < 1e-6,
+                            "{rows}x{cols}"
+                        );
+                    }
                 }
             }
         }
+        let xs: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+            .collect();
         let w: Vec<f32> = (0..48).map(|i| 1.0 + i as f32 * 0.01).collect();
         let b: Vec<f32> = (0..48).map(|i| i as f32 * -0.02).collect();
         let mut ln = vec![0f32; 96];

@@ -365,18 +365,11 @@ mod tests {
         let f32_rate = time(&mut || {
             // SAFETY: extents as allocated above.
             unsafe {
-                super::super::kernels::matmul(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    n,
-                    false,
-                    a.as_ptr(),
-                    k,
-                    w.as_ptr(),
-                    1,
-                    k,
+                super::super::kernels::matmul_strided(
+                    (m, n, k),
+                    (out.as_mut_ptr(), n, 1),
+                    (a.as_ptr(), k, 1),
+                    (w.as_ptr(), 1, k),
                 );
             }
         });
