@@ -445,63 +445,45 @@ pub unsafe fn matmul_parallel(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { matmul_with(m, n, k, out, ldo, accumulate, a, lda, b, b_rs, b_cs, par) }
-}
-
-/// `out (m, n) = a (m, k) · b (k, n)` with every stride given: element `(r, c)` of a matrix
-/// `x` at `x + r·x_rs + c·x_cs`. `gemm` picks its kernel's orientation from `out`'s strides.
-///
-/// # Safety
-/// Each pointer covers its matrix under its strides; `out` does not overlap `a` or `b`.
-pub unsafe fn matmul_strided(
-    (m, n, k): (usize, usize, usize),
-    (out, out_rs, out_cs): (*mut f32, usize, usize),
-    (a, a_rs, a_cs): (*const f32, usize, usize),
-    (b, b_rs, b_cs): (*const f32, usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the caller's contract is `gemm`'s.
+    // SAFETY: forwarded from the caller's contract (row-major `out` and `a`).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out,
-            out_cs as isize,
-            out_rs as isize,
-            false,
-            a,
-            a_cs as isize,
-            a_rs as isize,
-            b,
-            b_cs as isize,
-            b_rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+        gemm_strided(
+            (m, n, k),
+            (out, ldo, 1),
+            (a, lda, 1),
+            (b, b_rs, b_cs),
+            accumulate,
+            par,
         )
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    out: *mut f32,
-    ldo: usize,
+/// Single-threaded `out (m, n) = a (m, k) · b (k, n)` with every stride given: element `(r, c)`
+/// of a matrix `x` at `x + r·x_rs + c·x_cs`. `gemm` picks its kernel's orientation from `out`'s
+/// strides (the long tile dimension runs along `out`'s unit stride).
+///
+/// # Safety
+/// Each pointer covers its matrix under its strides; `out` does not overlap `a` or `b`.
+pub unsafe fn matmul_strided(
+    dims: (usize, usize, usize),
+    out: (*mut f32, usize, usize),
+    a: (*const f32, usize, usize),
+    b: (*const f32, usize, usize),
+) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm_strided(dims, out, a, b, false, gemm::Parallelism::None) }
+}
+
+/// `out (+)= a · b` by `gemm`, every matrix as `(pointer, row stride, column stride)`.
+///
+/// # Safety
+/// As [`matmul_strided`].
+unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    (out, out_rs, out_cs): (*mut f32, usize, usize),
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
     accumulate: bool,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    b_rs: usize,
-    b_cs: usize,
     par: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
@@ -514,12 +496,12 @@ unsafe fn matmul_with(
             n,
             k,
             out,
-            1,
-            ldo as isize,
+            out_cs as isize,
+            out_rs as isize,
             accumulate,
             a,
-            1,
-            lda as isize,
+            a_cs as isize,
+            a_rs as isize,
             b,
             b_cs as isize,
             b_rs as isize,
