@@ -64,9 +64,10 @@ timed finetune "$BIN" --device "$DEVICE" finetune --model "$WORK/snapshot" --dat
 f1=$(mark)
 [ -z "$poller" ] || kill "$poller"
 
-python3 - "$WORK" "$DATA" "$VALID" "$SIZE" "$DEVICE" "${e0:-0}" "${e1:-0}" "${f1:-0}" <<'PY' | tee "$OUT/summary.json"
-import gzip, json, os, re, sys
-work, data, valid, size, device, e0, e1, f1 = sys.argv[1:5] + [sys.argv[5]] + [int(x) for x in sys.argv[6:]]
+python3 - "$WORK" "$DATA" "$SIZE" "$DEVICE" "${e0:-0}" "${e1:-0}" "${f1:-0}" <<'PY' | tee "$OUT/summary.json"
+import json, os, re, sys
+work, data, size, device = sys.argv[1:5]
+e0, e1, f1 = (int(x) for x in sys.argv[5:8])
 def peak(a, b):
     path = os.path.join(work, "gpu-mem.log")
     if not os.path.exists(path):

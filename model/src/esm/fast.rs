@@ -164,8 +164,8 @@ const FFN_ROWS: usize = 2048;
 /// Fewest rows of a projection GEMM (shorter ones are zero-padded; see [`linear`]).
 const MIN_GEMM_ROWS: usize = 16;
 
-/// Query rows per attention task.
-const QUERY_BLOCK: usize = 128;
+/// Query rows per attention task: the widest block the column softmax takes.
+const QUERY_BLOCK: usize = kernels::MAX_COLS;
 
 /// Layer norm of `h`-wide rows, in parallel.
 fn layer_norm_par(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {

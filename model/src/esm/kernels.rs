@@ -275,13 +275,14 @@ pub fn softmax_cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) 
     softmax_cols_deferred_lanes(xs, cols, inv_sums)
 }
 
-/// Softmax rows with AVX-512 intrinsics. `e^x` as `2^k · e^r` with `k = round(x·log₂e)` and
-/// `r = x − k·ln 2` (Cody–Waite, two constants), `e^r` by a degree-5 minimax polynomial with
-/// `e^0 = 1` exact (relative error 1.5e-7 on `|r| ≤ ln 2 / 2`; fitted with numpy, the
-/// coefficients oneDNN uses to the last bits), and the scaling by `vscalefps`, which also gives 0
-/// far below `e^-87` without a clamp (the scalar [`exp`] builds `2^k` from exponent bits and must
-/// clamp). Eleven vector operations an element block against the scalar form's eighteen. The
-/// row's tail is handled with masked loads and stores instead of a copy into a 16-lane block.
+/// The column softmax with AVX-512 intrinsics, 16 columns (queries) at a time. `e^x` as
+/// `2^k · e^r` with `k = round(x·log₂e)` and `r = x − k·ln 2` (Cody–Waite, two constants), `e^r`
+/// by a degree-5 minimax polynomial with `e^0 = 1` exact (relative error 1.5e-7 on
+/// `|r| ≤ ln 2 / 2`; fitted with numpy, the coefficients oneDNN uses to the last bits), and the
+/// scaling by `vscalefps`, which also gives 0 far below `e^-87` without a clamp (the scalar
+/// [`exp`] builds `2^k` from exponent bits and must clamp): eleven vector operations per 16
+/// values, with the subtraction of the maximum, against the scalar form's eighteen. The last
+/// columns of a row are masked loads and stores.
 #[cfg(target_arch = "x86_64")]
 mod avx512_softmax {
     use std::arch::x86_64::*;
@@ -421,10 +422,13 @@ multiversion! {
     }
 }
 
-/// [`matmul`] split over the current rayon pool by `gemm` itself.
+/// `out[m × n] (+)= a[m × k] · b` for row-major `out` (row stride `ldo`) and `a` (row stride
+/// `lda`), split over the current rayon pool by `gemm` itself. `b` is given by its strides:
+/// `b_rs` between rows (the `k` index) and `b_cs` between columns (the `n` index), so a PyTorch
+/// `[n, k]` weight is `b_rs = 1, b_cs = k`.
 ///
 /// # Safety
-/// As [`matmul`].
+/// As [`matmul_strided`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul_parallel(
     m: usize,
