@@ -8,7 +8,9 @@
 //! 1. row chunks: layer norm, fused Q/K/V projection (bias pre-filled), scaling and rotary;
 //! 2. `(sequence, head, query block)` tasks: scores, softmax and context for that head only
 //!    (the softmax's division applied to the context rows),
-//!    over the sequence's own tokens (so padding costs nothing and needs no mask);
+//!    over the sequence's own tokens (so padding costs nothing and needs no mask), fused in
+//!    registers 16 queries at a time where the CPU has AVX-512 ([`super::fused_attention`]),
+//!    by `gemm` and the column softmax elsewhere;
 //! 3. row chunks: output projection and residual, layer norm, feed-forward with GELU and
 //!    residual, the `(chunk, intermediate)` activation staying in cache.
 //!
@@ -24,6 +26,7 @@ use std::cell::RefCell;
 use candle_core::{DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::fused_attention;
 use super::kernels;
 use super::packed::PackedLinear;
 
@@ -359,6 +362,59 @@ struct AttentionTask {
 /// `ctx` points to `rows × h` floats covering the task's rows, and no other thread touches the
 /// task's region of `ctx` meanwhile.
 unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if fused_attention::available(hd) {
+            attend_fused(task, qkv, ctx, h, hd)
+        } else {
+            attend_gemm(task, qkv, ctx, h, hd)
+        }
+    }
+}
+
+/// [`attend`] by [`fused_attention`], 16 queries at a time.
+///
+/// # Safety
+/// As [`attend`], and [`fused_attention::available`] for `hd`.
+unsafe fn attend_fused(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
+    let AttentionTask {
+        start,
+        len,
+        head,
+        q0,
+        qn,
+    } = task;
+    let rows = |part: usize, row: usize| fused_attention::Rows {
+        ptr: qkv[row * 3 * h + part * h + head * hd..].as_ptr(),
+        stride: 3 * h,
+    };
+    with_scratch(fused_attention::scratch_len(len, hd), |scratch| {
+        for g in (0..qn).step_by(fused_attention::QUERIES) {
+            let queries = fused_attention::QUERIES.min(qn - g);
+            // SAFETY: the rows lie in `qkv`; the output rows are this task's region of `ctx`
+            // (the caller's contract), which aliases no input.
+            unsafe {
+                fused_attention::attend(
+                    rows(0, start + q0 + g),
+                    rows(1, start),
+                    rows(2, start),
+                    queries,
+                    len,
+                    hd,
+                    ctx.get().add((start + q0 + g) * h + head * hd),
+                    h,
+                    scratch,
+                )
+            };
+        }
+    });
+}
+
+/// [`attend`] by `gemm` products and the column softmax.
+///
+/// # Safety
+/// As [`attend`].
+unsafe fn attend_gemm(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
     let AttentionTask {
         start,
         len,
@@ -410,4 +466,107 @@ pub(crate) fn layer_norm(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> 
         .zip(xs.par_chunks(chunk))
         .for_each(|(o, x)| kernels::layer_norm_rows(x, o, weight, bias, eps));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packed `(rows, 3·h)` Q/K/V matrix with values of attention's scale.
+    fn qkv(rows: usize, h: usize) -> Vec<f32> {
+        (0..rows * 3 * h)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.006)
+            .collect()
+    }
+
+    fn run(
+        f: unsafe fn(AttentionTask, &[f32], SharedMut, usize, usize),
+        task: AttentionTask,
+        qkv: &[f32],
+        h: usize,
+        hd: usize,
+    ) -> Vec<f32> {
+        let mut ctx = vec![0f32; qkv.len() / 3];
+        // SAFETY: `ctx` holds `rows × h` floats; one task, one thread.
+        unsafe { f(task, qkv, SharedMut(ctx.as_mut_ptr()), h, hd) };
+        ctx
+    }
+
+    #[test]
+    fn fused_and_gemm_attention_agree() {
+        if !fused_attention::available(16) {
+            eprintln!("no fused attention on this CPU: skipped");
+            return;
+        }
+        // (hidden, head width, sequence length, first query, queries), second head.
+        for (h, hd, len, q0, qn) in [
+            (320, 16, 300, 128, 128),
+            (480, 24, 45, 0, 45),
+            (64, 32, 7, 3, 4),
+        ] {
+            let rows = len + 5;
+            let data = qkv(rows, h);
+            let task = AttentionTask {
+                start: 5,
+                len,
+                head: 1,
+                q0,
+                qn,
+            };
+            let fused = run(attend_fused, task, &data, h, hd);
+            let gemm = run(attend_gemm, task, &data, h, hd);
+            for (i, (a, b)) in fused.iter().zip(&gemm).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                    "h {h}: [{i}] {a} vs {b}"
+                );
+            }
+            assert!(fused.iter().any(|&x| x != 0.0));
+        }
+    }
+
+    /// `cargo test --release -p plm-model --lib attention_speeds -- --ignored --nocapture`:
+    /// the two attention routes on one thread, interleaved, at natural sequence lengths.
+    #[test]
+    #[ignore = "timing"]
+    fn attention_speeds() {
+        if !fused_attention::available(16) {
+            return;
+        }
+        let (h, hd) = (320, 16);
+        for len in [128, 368, 1024] {
+            let data = qkv(len, h);
+            let tasks: Vec<AttentionTask> = (0..h / hd)
+                .flat_map(|head| {
+                    (0..len).step_by(QUERY_BLOCK).map(move |q0| AttentionTask {
+                        start: 0,
+                        len,
+                        head,
+                        q0,
+                        qn: QUERY_BLOCK.min(len - q0),
+                    })
+                })
+                .collect();
+            type Attend = unsafe fn(AttentionTask, &[f32], SharedMut, usize, usize);
+            let routes: [Attend; 2] = [attend_gemm, attend_fused];
+            let mut ctx = vec![0f32; len * h];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..7 {
+                for (b, f) in routes.into_iter().enumerate() {
+                    let t = std::time::Instant::now();
+                    for &task in &tasks {
+                        // SAFETY: as in `run`.
+                        unsafe { f(task, &data, SharedMut(ctx.as_mut_ptr()), h, hd) };
+                    }
+                    best[b] = best[b].min(t.elapsed().as_secs_f64());
+                }
+            }
+            println!(
+                "len {len}: gemm {:.2} ms, fused {:.2} ms, fused is {:.2}x",
+                best[0] * 1e3,
+                best[1] * 1e3,
+                best[0] / best[1]
+            );
+        }
+    }
 }

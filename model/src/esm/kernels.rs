@@ -373,12 +373,16 @@ pub fn softmax_cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) 
 /// values, with the subtraction of the maximum, against the scalar form's eighteen. The last
 /// columns of a row are masked loads and stores.
 #[cfg(target_arch = "x86_64")]
+pub(crate) use avx512_softmax::exp16;
+
+#[cfg(target_arch = "x86_64")]
 mod avx512_softmax {
     use std::arch::x86_64::*;
 
+    /// `e^x` of 16 lanes (see the module's doc).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp16(x: __m512) -> __m512 {
+    pub(crate) fn exp16(x: __m512) -> __m512 {
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -703,7 +707,8 @@ mod tests {
             src[3 * k..4 * k].fill(f32::NAN);
             src[4 * k] = f32::NEG_INFINITY;
             let (rows, kp) = (6, k.next_multiple_of(4));
-            let run = |f: fn(&[f32], usize, &mut [u8], usize, &mut [f32], &mut [f32])| {
+            type Quantize = fn(&[f32], usize, &mut [u8], usize, &mut [f32], &mut [f32]);
+            let run = |f: Quantize| {
                 let mut dst = vec![7u8; rows * kp];
                 let (mut scales, mut zeros) = (vec![0f32; rows], vec![0f32; rows]);
                 f(&src, k, &mut dst, kp, &mut scales, &mut zeros);
@@ -711,8 +716,16 @@ mod tests {
             };
             let (fast, portable) = (run(quantize_rows_u8), run(quantize_rows_u8_lanes));
             assert_eq!(fast.0, portable.0, "bytes, k = {k}");
-            for (a, b) in fast.1.iter().zip(&portable.1).chain(fast.2.iter().zip(&portable.2)) {
-                assert!(a == b || (a.is_nan() && b.is_nan()), "scale or zero, k = {k}");
+            for (a, b) in fast
+                .1
+                .iter()
+                .zip(&portable.1)
+                .chain(fast.2.iter().zip(&portable.2))
+            {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "scale or zero, k = {k}"
+                );
             }
         }
     }

@@ -27,6 +27,7 @@ mod contact;
 mod cpu;
 mod embeddings;
 mod fast;
+mod fused_attention;
 mod int8;
 mod kernels;
 mod layer;
