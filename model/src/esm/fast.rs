@@ -290,11 +290,27 @@ pub(crate) fn block_forward(
 
     // Phase 1: qkv = rotary(LN(x) · Wqkvᵀ + b), q scaled.
     let qkv = &mut ws.qkv[..rows * 3 * h];
-    layer_norm_par(xs, normed, w.ln1_w, w.ln1_b, d.eps);
-    linear(qkv, normed, w.qkv_w, w.qkv_b, h, false);
-    qkv.par_chunks_mut(chunk * 3 * h)
-        .zip(positions.par_chunks(chunk))
-        .for_each(|(qkv, pos)| kernels::rotary_qk(qkv, pos, cos, sin, h, d.head_dim, q_scale));
+    let rotary = |qkv: &mut [f32], pos: &[u32]| {
+        kernels::rotary_qk(qkv, pos, cos, sin, h, d.head_dim, q_scale)
+    };
+    if let Projection::Packed(qkv_w) = w.qkv_w {
+        // One task per row chunk for the whole phase (see `feed_forward_rows`).
+        xs.par_chunks(chunk * h)
+            .zip(normed.par_chunks_mut(chunk * h))
+            .zip(qkv.par_chunks_mut(chunk * 3 * h))
+            .zip(positions.par_chunks(chunk))
+            .for_each(|(((x, normed), qkv), pos)| {
+                kernels::layer_norm_rows(x, normed, w.ln1_w, w.ln1_b, d.eps);
+                qkv_w.forward_rows(qkv, normed, w.qkv_b, false);
+                rotary(qkv, pos);
+            });
+    } else {
+        layer_norm_par(xs, normed, w.ln1_w, w.ln1_b, d.eps);
+        linear(qkv, normed, w.qkv_w, w.qkv_b, h, false);
+        qkv.par_chunks_mut(chunk * 3 * h)
+            .zip(positions.par_chunks(chunk))
+            .for_each(|(qkv, pos)| rotary(qkv, pos));
+    }
 
     // Phase 2: per (sequence, head, query block) attention into ctx.
     let ctx = normed;
@@ -326,6 +342,12 @@ pub(crate) fn block_forward(
     });
 
     // Phase 3: x += ctx · Woᵀ + b, then x += GELU(LN(x) · W1ᵀ + b1) · W2ᵀ + b2 by row blocks.
+    if let Some(packed) = PackedFeedForward::of(w) {
+        xs.par_chunks_mut(chunk * h)
+            .zip(ctx.par_chunks_mut(chunk * h))
+            .for_each(|(x, ctx)| feed_forward_rows(x, ctx, &packed, w, d));
+        return;
+    }
     linear(xs, ctx, w.out_w, w.out_b, h, true);
     let i = d.intermediate;
     let block = FFN_ROWS.min(rows.max(1));
@@ -338,6 +360,57 @@ pub(crate) fn block_forward(
         inter.par_chunks_mut(chunk * i).for_each(kernels::gelu_erf);
         linear(x, inter, w.ff2_w, w.ff2_b, i, true);
     }
+}
+
+/// The packed projections after attention: phase 3 runs as one task per row chunk when all
+/// three are packed.
+struct PackedFeedForward<'a> {
+    out: &'a PackedLinear,
+    ff1: &'a PackedLinear,
+    ff2: &'a PackedLinear,
+}
+
+impl<'a> PackedFeedForward<'a> {
+    fn of(w: &BlockWeights<'a>) -> Option<Self> {
+        match (w.out_w, w.ff1_w, w.ff2_w) {
+            (Projection::Packed(out), Projection::Packed(ff1), Projection::Packed(ff2)) => {
+                Some(Self { out, ff1, ff2 })
+            }
+            _ => None,
+        }
+    }
+}
+
+thread_local! {
+    static FEED_FORWARD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Phase 3 of a block on one chunk of rows `x` with their attention context `ctx` (then their
+/// normalised rows): output projection and residual, layer norm, feed-forward with GELU and
+/// residual. Packed projections work row by row on the calling thread, so a chunk needs no
+/// other; one task per chunk for the whole phase (and for phase 1) replaces seven parallel
+/// phases, each of which ended with one thread waiting for the other and the next woke it.
+fn feed_forward_rows(
+    x: &mut [f32],
+    ctx: &mut [f32],
+    p: &PackedFeedForward,
+    w: &BlockWeights,
+    d: Dims,
+) {
+    p.out.forward_rows(x, ctx, w.out_b, true);
+    let normed = ctx;
+    kernels::layer_norm_rows(x, normed, w.ln2_w, w.ln2_b, d.eps);
+    FEED_FORWARD.with(|inter| {
+        let mut inter = inter.borrow_mut();
+        let len = x.len() / d.hidden * d.intermediate;
+        if inter.len() < len {
+            inter.resize(len, 0.0);
+        }
+        let inter = &mut inter[..len];
+        p.ff1.forward_rows(inter, normed, w.ff1_b, false);
+        kernels::gelu_erf(inter);
+        p.ff2.forward_rows(x, inter, w.ff2_b, true);
+    });
 }
 
 /// One attention job: query rows `q0..q0 + qn` of one head of the sequence packed at rows
