@@ -504,10 +504,11 @@ multiversion! {
             for (part, scale) in [(q, q_scale), (k, 1.0)] {
                 for head in part.chunks_exact_mut(head_dim) {
                     let (x1, x2) = head.split_at_mut(half);
-                    for i in 0..half {
-                        let (a, b) = (x1[i] * scale, x2[i] * scale);
-                        x1[i] = a * c[i] - b * s[i];
-                        x2[i] = b * c[i] + a * s[i];
+                    // Zipped slices, not indices: indexing kept this loop scalar.
+                    for (((x1, x2), &c), &s) in x1.iter_mut().zip(x2.iter_mut()).zip(c).zip(s) {
+                        let (a, b) = (*x1 * scale, *x2 * scale);
+                        *x1 = a * c - b * s;
+                        *x2 = b * c + a * s;
                     }
                 }
             }
