@@ -101,7 +101,7 @@ impl Precision {
 
     /// The identity of a model with weights `weights_sha256` at this precision: the weights'
     /// hash itself for f32 (so existing fingerprints stay valid), else the SHA-256 of the hash
-    /// and the precision's [`arithmetic`](Self::arithmetic).
+    /// and the name of the precision's arithmetic (which says its revision).
     pub fn identity(&self, weights_sha256: &str) -> String {
         match self {
             Self::F32 => weights_sha256.to_owned(),

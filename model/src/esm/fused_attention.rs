@@ -14,9 +14,11 @@
 //!    others;
 //! 3. the context rows `Oᵀ / Σp`, transposed into the output.
 //!
-//! The arithmetic is the `gemm` route's (a multiply-add chain over the head's dimensions for a
-//! score, one over the keys for a context value, the normaliser applied to the context), in a
-//! different order of summation for the normaliser only.
+//! The operations are the `gemm` route's (a multiply-add chain over the head's dimensions for a
+//! score, the same `exp`, one chain over the keys for a context value, the normaliser applied
+//! to the context); some sums run in another order, so results agree to rounding (tested).
+//! The probabilities are computed two keys ahead of their multiply-adds: the exponential is a
+//! long dependency chain, and waiting for it left the multiply-add units idle.
 
 #![allow(unsafe_code)] // AVX-512 intrinsics on raw rows of the fused Q/K/V matrix.
 
