@@ -152,19 +152,39 @@ unsafe fn score(q_t: &[f32], k: Rows, keys: usize, head_dim: usize, scores: &mut
             }
             j += KEY_BLOCK;
         }
-        while j < keys {
+        score_rest(q_t, k, j..keys, head_dim, scores, max)
+    }
+}
+
+/// [`score`] for the keys `range` one at a time (those after the last whole block), from the
+/// running maximum `max`.
+///
+/// # Safety
+/// As [`score`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn score_rest(
+    q_t: &[f32],
+    k: Rows,
+    range: std::ops::Range<usize>,
+    head_dim: usize,
+    scores: &mut [f32],
+    mut max: __m512,
+) -> __m512 {
+    // SAFETY (all loads and stores): as in `score`.
+    unsafe {
+        for j in range {
             let row = k.ptr.add(j * k.stride);
             let mut a = _mm512_setzero_ps();
             for d in 0..head_dim {
                 a = _mm512_fmadd_ps(
                     _mm512_set1_ps(*row.add(d)),
-                    _mm512_loadu_ps(qt.add(d * QUERIES)),
+                    _mm512_loadu_ps(q_t.as_ptr().add(d * QUERIES)),
                     a,
                 );
             }
-            _mm512_storeu_ps(out.add(j * QUERIES), a);
+            _mm512_storeu_ps(scores.as_mut_ptr().add(j * QUERIES), a);
             max = _mm512_max_ps(max, a);
-            j += 1;
         }
     }
     max
@@ -205,18 +225,8 @@ unsafe fn score_16(q_t: &[f32], k: Rows, keys: usize, scores: &mut [f32]) -> __m
             }
             j += KEY_BLOCK;
         }
-        while j < keys {
-            let row = k.ptr.add(j * k.stride);
-            let mut a = _mm512_setzero_ps();
-            for (d, qd) in qt.iter().enumerate() {
-                a = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(d)), *qd, a);
-            }
-            _mm512_storeu_ps(out.add(j * QUERIES), a);
-            max = _mm512_max_ps(max, a);
-            j += 1;
-        }
+        score_rest(q_t, k, j..keys, HD, scores, max)
     }
-    max
 }
 
 /// One pass of [`weigh`] over the keys.
