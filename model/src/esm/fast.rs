@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use candle_core::{DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use super::fused_attention;
 use super::kernels;
 use super::packed::PackedLinear;
@@ -437,11 +438,11 @@ struct AttentionTask {
 unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
     // SAFETY: the caller's contract.
     unsafe {
+        #[cfg(target_arch = "x86_64")]
         if fused_attention::available(hd) {
-            attend_fused(task, qkv, ctx, h, hd)
-        } else {
-            attend_gemm(task, qkv, ctx, h, hd)
+            return attend_fused(task, qkv, ctx, h, hd);
         }
+        attend_gemm(task, qkv, ctx, h, hd)
     }
 }
 
@@ -449,6 +450,7 @@ unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd:
 ///
 /// # Safety
 /// As [`attend`], and [`fused_attention::available`] for `hd`.
+#[cfg(target_arch = "x86_64")]
 unsafe fn attend_fused(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
     let AttentionTask {
         start,
@@ -541,7 +543,7 @@ pub(crate) fn layer_norm(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> 
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 

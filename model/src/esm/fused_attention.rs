@@ -1,4 +1,5 @@
-//! Attention of one head for up to 16 queries at a time, fused in AVX-512 registers.
+//! Attention of one head for up to 16 queries at a time, fused in AVX-512 registers (x86-64
+//! only; other targets keep the `gemm` route).
 //!
 //! The `gemm` route ([`super::fast`]) computes the `(keys, queries)` scores, runs the softmax
 //! over them in memory and multiplies by `V`, three passes with `gemm`'s packing and tile edges
@@ -22,10 +23,8 @@
 
 #![allow(unsafe_code)] // AVX-512 intrinsics on raw rows of the fused Q/K/V matrix.
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-#[cfg(target_arch = "x86_64")]
 use super::kernels::exp16;
 
 /// Queries per call: one per vector lane.
@@ -37,15 +36,7 @@ const KEY_BLOCK: usize = 8;
 /// Whether this CPU runs [`attend`] for heads of width `head_dim` (AVX-512F, and a width that
 /// splits into 16- and 8-wide groups of accumulators).
 pub(crate) fn available(head_dim: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        head_dim > 0 && head_dim.is_multiple_of(8) && std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = head_dim;
-        false
-    }
+    head_dim > 0 && head_dim.is_multiple_of(8) && std::is_x86_feature_detected!("avx512f")
 }
 
 /// Floats of scratch [`attend`] needs for `keys` keys and heads of width `head_dim`.
@@ -66,10 +57,9 @@ pub(crate) struct Rows {
 /// apart.
 ///
 /// # Safety
-/// [`available`] said yes for `head_dim`; `keys ≥ 1`; the rows lie in memory as given; `out` is writable
-/// for `queries` rows of `head_dim` and overlaps no input; `scratch` holds
+/// [`available`] said yes for `head_dim`; `keys ≥ 1`; the rows lie in memory as given; `out`
+/// is writable for `queries` rows of `head_dim` and overlaps no input; `scratch` holds
 /// [`scratch_len`]`(keys, head_dim)` floats.
-#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn attend(
@@ -127,7 +117,6 @@ pub(crate) unsafe fn attend(
 ///
 /// # Safety
 /// AVX-512F; `q_t` holds `head_dim` vectors; `k` has `keys` rows of `head_dim`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn score(q_t: &[f32], k: Rows, keys: usize, head_dim: usize, scores: &mut [f32]) -> __m512 {
     let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -161,7 +150,6 @@ unsafe fn score(q_t: &[f32], k: Rows, keys: usize, head_dim: usize, scores: &mut
 ///
 /// # Safety
 /// As [`score`].
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn score_rest(
     q_t: &[f32],
@@ -195,7 +183,6 @@ unsafe fn score_rest(
 ///
 /// # Safety
 /// As [`score`] with `head_dim` 16.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn score_16(q_t: &[f32], k: Rows, keys: usize, scores: &mut [f32]) -> __m512 {
     const HD: usize = 16;
@@ -251,7 +238,6 @@ struct Pass {
 /// # Safety
 /// AVX-512F; `scores` holds `keys` vectors; `v` has `keys` rows of at least `d0 + C`; `out`
 /// (already at column `d0`) is writable for `queries` rows of `C`, `ldo` apart.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn weigh<const C: usize>(
     pass: Pass,
@@ -311,7 +297,7 @@ unsafe fn weigh<const C: usize>(
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

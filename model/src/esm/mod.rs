@@ -27,6 +27,7 @@ mod contact;
 mod cpu;
 mod embeddings;
 mod fast;
+#[cfg(target_arch = "x86_64")]
 mod fused_attention;
 mod int8;
 mod kernels;
