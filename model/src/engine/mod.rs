@@ -1,10 +1,10 @@
 //! Batched inference: the public API of a loaded model (pooled and per-residue embeddings,
 //! contacts, logits) with validation, caching, long-sequence windows and length bucketing.
 //!
-//! - [`options`]: what a model is loaded with and what each call runs under;
-//! - [`plan`]: pure planning (pieces, windows, merges);
-//! - [`execute`]: one batch through the network;
-//! - [`matrix`]: the matrices it answers with.
+//! - `options`: what a model is loaded with and what each call runs under;
+//! - `plan`: pure planning (pieces, windows, merges);
+//! - `execute`: one batch through the network;
+//! - `matrix`: the matrices it answers with.
 
 mod execute;
 mod matrix;

@@ -313,7 +313,7 @@ impl EsmForMaskedLM {
         })
     }
 
-    /// Whether passes without contacts run on the CPU variant ([`cpu`]), chosen at load.
+    /// Whether passes without contacts run on the CPU variant (`cpu`), chosen at load.
     pub fn has_cpu_variant(&self) -> bool {
         self.cpu.is_some()
     }

@@ -141,7 +141,7 @@ impl FunctionReference {
         })
     }
 
-    /// Similar proteins of `query`, best first (at most [`MAX_HITS`], E-value ≤ [`MAX_EVALUE`]).
+    /// Similar proteins of `query`, best first (at most `MAX_HITS`, E-value ≤ `MAX_EVALUE`).
     pub fn search(&self, query: &str) -> Result<Vec<Hit>> {
         search(&self.proteins, query, false)
     }
