@@ -382,10 +382,6 @@ impl<'a> PackedFeedForward<'a> {
     }
 }
 
-thread_local! {
-    static FEED_FORWARD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Phase 3 of a block on one chunk of rows `x` with their attention context `ctx` (then their
 /// normalised rows): output projection and residual, layer norm, feed-forward with GELU and
 /// residual. Packed projections work row by row on the calling thread, so a chunk needs no
@@ -401,13 +397,7 @@ fn feed_forward_rows(
     p.out.forward_rows(x, ctx, w.out_b, true);
     let normed = ctx;
     kernels::layer_norm_rows(x, normed, w.ln2_w, w.ln2_b, d.eps);
-    FEED_FORWARD.with(|inter| {
-        let mut inter = inter.borrow_mut();
-        let len = x.len() / d.hidden * d.intermediate;
-        if inter.len() < len {
-            inter.resize(len, 0.0);
-        }
-        let inter = &mut inter[..len];
+    with_scratch(x.len() / d.hidden * d.intermediate, |inter| {
         p.ff1.forward_rows(inter, normed, w.ff1_b, false);
         kernels::gelu_erf(inter);
         p.ff2.forward_rows(x, inter, w.ff2_b, true);
@@ -452,31 +442,28 @@ unsafe fn attend(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd:
 /// As [`attend`], and [`fused_attention::available`] for `hd`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn attend_fused(task: AttentionTask, qkv: &[f32], ctx: SharedMut, h: usize, hd: usize) {
-    let AttentionTask {
-        start,
-        len,
-        head,
-        q0,
-        qn,
-    } = task;
+    let (start, len) = (task.start, task.len);
     let rows = |part: usize, row: usize| fused_attention::Rows {
-        ptr: qkv[row * 3 * h + part * h + head * hd..].as_ptr(),
+        ptr: qkv[row * 3 * h + part * h + task.head * hd..].as_ptr(),
         stride: 3 * h,
     };
     with_scratch(fused_attention::scratch_len(len, hd), |scratch| {
-        for g in (0..qn).step_by(fused_attention::QUERIES) {
-            let queries = fused_attention::QUERIES.min(qn - g);
+        for g in (0..task.qn).step_by(fused_attention::QUERIES) {
+            let (first, queries) = (
+                start + task.q0 + g,
+                fused_attention::QUERIES.min(task.qn - g),
+            );
             // SAFETY: the rows lie in `qkv`; the output rows are this task's region of `ctx`
             // (the caller's contract), which aliases no input.
             unsafe {
                 fused_attention::attend(
-                    rows(0, start + q0 + g),
+                    rows(0, first),
                     rows(1, start),
                     rows(2, start),
                     queries,
                     len,
                     hd,
-                    ctx.get().add((start + q0 + g) * h + head * hd),
+                    ctx.get().add(first * h + task.head * hd),
                     h,
                     scratch,
                 )

@@ -278,7 +278,9 @@ unsafe fn weigh<const C: usize>(
             if j + 2 < pass.keys {
                 after = probability(j + 2);
             }
-            sum = _mm512_add_ps(sum, p);
+            if pass.first {
+                sum = _mm512_add_ps(sum, p);
+            }
             let row = v.ptr.add(j * v.stride + pass.d0);
             for (c, a) in acc.iter_mut().enumerate() {
                 *a = _mm512_fmadd_ps(p, _mm512_set1_ps(*row.add(c)), *a);

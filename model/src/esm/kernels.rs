@@ -364,6 +364,9 @@ pub fn softmax_cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) 
     softmax_cols_deferred_lanes(xs, cols, inv_sums)
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512_softmax::exp16;
+
 /// The column softmax with AVX-512 intrinsics, 16 columns (queries) at a time. `e^x` as
 /// `2^k · e^r` with `k = round(x·log₂e)` and `r = x − k·ln 2` (Cody–Waite, two constants), `e^r`
 /// by a degree-5 minimax polynomial with `e^0 = 1` exact (relative error 1.5e-7 on
@@ -372,9 +375,6 @@ pub fn softmax_cols_deferred(xs: &mut [f32], cols: usize, inv_sums: &mut [f32]) 
 /// [`exp`] builds `2^k` from exponent bits and must clamp): eleven vector operations per 16
 /// values, with the subtraction of the maximum, against the scalar form's eighteen. The last
 /// columns of a row are masked loads and stores.
-#[cfg(target_arch = "x86_64")]
-pub(crate) use avx512_softmax::exp16;
-
 #[cfg(target_arch = "x86_64")]
 mod avx512_softmax {
     use std::arch::x86_64::*;
