@@ -16,7 +16,8 @@ to 1,022 residues) and the same thread count; rounds are interleaved and medians
 ratios. The max abs difference of the mean-pooled last layer against PyTorch is measured on
 the first round's outputs (esm.cpp on its first 16 sequences, one at a time).
 
-    ~/.cache/pg_plm/venv/bin/pip install esm-cpp==0.2.1      # once (not in install-deps: it pins numpy 1.26)
+    ~/.cache/pg_plm/venv/bin/pip install --no-deps esm-cpp==0.2.1  # once; --no-deps keeps the venv's numpy
+    eval "$(scripts/pg-local.sh env)"                         # psql reaches the local server
     ~/.cache/pg_plm/venv/bin/python scripts/bench_sql.py [--configs 8M,35M,150M]
         [--sequences 256] [--rounds 3] [--threads 2] [--work DIR]
 
